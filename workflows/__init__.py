@@ -1,0 +1,1 @@
+"""Deterministic orchestration: workflow definitions, their messages and pure decision rules."""

@@ -1,0 +1,296 @@
+"""ModelCoordinator: one long-lived entity workflow per model (`coordinator-<model>`).
+
+It receives trigger events, asks the pure rules in `coordinator_rules` what to do, and carries
+the effects out: start a `RetrainingLoop` child, send notifications, keep its visible state
+(search attributes, current details, queries) in step. Message handlers are synchronous, so
+each one applies atomically; the main loop runs timers and effects and continues-as-new when
+the server suggests it, carrying the whole `CoordinatorState`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from activities.loop_watch import result_from_failure
+    from workflows import names
+    from workflows.coordinator_rules import CoordinatorRules, LoopStart, Step, new_state
+    from workflows.coordinator_state import (
+        CoordinatorInput,
+        CoordinatorStatus,
+        Decision,
+        DecisionsQuery,
+        Notification,
+        PauseRequest,
+    )
+    from workflows.loop_contract import LoopResult, LoopStatus, RetrainingLoopInput
+    from workflows.policy import TriggerPolicy
+    from workflows.status_markdown import render_details
+    from workflows.triggers import describe_validation_error, parse_trigger
+
+NOTIFY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(minutes=1))
+LOOP_WATCH_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5))
+
+
+@workflow.defn(name=names.COORDINATOR_WORKFLOW)
+class ModelCoordinator:
+    @workflow.init
+    def __init__(self, input: CoordinatorInput) -> None:
+        state = input.state or new_state(input.model, input.policy)
+        self._rules = CoordinatorRules(state)
+        self._starts: deque[LoopStart] = deque()
+        self._notifications: deque[Notification] = deque()
+        self._armed_until: datetime | None = None
+        # Notification deliveries finish before continue-as-new; loop watches are simply
+        # abandoned (the next run watches the active loop again).
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._watches: set[asyncio.Task[None]] = set()
+        self._published: tuple[bool, str] | None = None
+        self._details = ""
+
+    @workflow.run
+    async def run(self, input: CoordinatorInput) -> None:
+        self._publish_model_name()
+        if self._rules.state.active_loop is not None:
+            # Carried over from the previous run, which held the child's handle: watch it anew.
+            self._spawn(self._watches, self._watch_loop(self._rules.state.active_loop.loop_id))
+        while True:
+            wakeup = self._rules.next_wakeup()
+            self._armed_until = wakeup
+            timeout = None if wakeup is None else max(wakeup - workflow.now(), timedelta(0))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await workflow.wait_condition(self._needs_attention, timeout=timeout)
+            self._apply(self._rules.on_timer(workflow.now()))
+            await self._carry_out_effects()
+            self._refresh_visibility()
+            if workflow.info().is_continue_as_new_suggested():
+                await self._drain()
+                workflow.continue_as_new(
+                    CoordinatorInput(model=input.model, state=self._rules.state)
+                )
+
+    # ------------------------------------------------------------------ messages
+
+    @workflow.signal(name="trigger")
+    def trigger(self, *payload: Any) -> None:
+        """Fire-and-forget trigger (Temporal UI, `temporal workflow signal`, gateways).
+
+        Untyped on purpose: a malformed payload is recorded as an `ignore` decision with the
+        validation error instead of being dropped by the SDK or failing the workflow task.
+        """
+        now = workflow.now()
+        if len(payload) != 1:
+            error = f"expected one trigger object, got {len(payload)} arguments"
+            self._apply(self._rules.on_invalid_trigger(None, error, now))
+            return
+        try:
+            event = parse_trigger(payload[0])
+        except ValueError as err:
+            self._apply(self._rules.on_invalid_trigger(payload[0], str(err), now))
+            return
+        self._apply(self._rules.on_trigger(event, now))
+
+    @workflow.update(name="submit_trigger")
+    def submit_trigger(self, event: Any) -> Decision:
+        """Validated trigger: returns the decision taken for it."""
+        return self._apply(self._rules.on_trigger(parse_trigger(event), workflow.now())).decision
+
+    @submit_trigger.validator
+    def _validate_trigger(self, event: Any) -> None:
+        parse_trigger(event)
+
+    @workflow.update(name="pause")
+    def pause(self, request: PauseRequest) -> CoordinatorStatus:
+        reason = f"{request.reason} (by {request.by})" if request.reason else f"by {request.by}"
+        self._apply(self._rules.set_paused(True, reason, workflow.now()))
+        return self.status()
+
+    @workflow.update(name="resume")
+    def resume(self, request: PauseRequest) -> CoordinatorStatus:
+        self._apply(self._rules.set_paused(False, "", workflow.now()))
+        return self.status()
+
+    @workflow.update(name="set_policy")
+    def set_policy(self, changes: Any) -> CoordinatorStatus:
+        """Change some policy fields (a JSON object of field: value); the rest stay as they are."""
+        policy = self._merged_policy(changes)
+        self._apply(self._rules.set_policy(policy, workflow.now()))
+        return self.status()
+
+    @set_policy.validator
+    def _validate_policy(self, changes: Any) -> None:
+        self._merged_policy(changes)
+
+    @workflow.query(name="status")
+    def status(self) -> CoordinatorStatus:
+        return self._rules.status(workflow.now())
+
+    @workflow.query(name="decisions")
+    def decisions(self, query: DecisionsQuery | None = None) -> list[Decision]:
+        limit = (query or DecisionsQuery()).limit
+        return self._rules.state.decisions[-limit:]
+
+    # ------------------------------------------------------------------ effects
+
+    def _apply(self, step: Step) -> Step:
+        if step.start is not None:
+            self._starts.append(step.start)
+        self._notifications.extend(step.notifications)
+        self._refresh_details()
+        return step
+
+    def _needs_attention(self) -> bool:
+        if self._starts or self._notifications:
+            return True
+        wakeup = self._rules.next_wakeup()
+        # Re-arm only when due work moved earlier: a debounce that moves later keeps its timer,
+        # which then fires, finds nothing due and sleeps again (no timer churn per event).
+        if wakeup is not None and (self._armed_until is None or wakeup < self._armed_until):
+            return True
+        return workflow.info().is_continue_as_new_suggested()
+
+    async def _carry_out_effects(self) -> None:
+        while self._notifications:
+            self._spawn(self._deliveries, self._notify(self._notifications.popleft()))
+        while self._starts:
+            await self._start_loop(self._starts.popleft())
+
+    async def _start_loop(self, start: LoopStart) -> None:
+        state = self._rules.state
+        for _ in range(10):
+            try:
+                handle = await workflow.start_child_workflow(
+                    names.RETRAINING_LOOP_WORKFLOW,
+                    RetrainingLoopInput(
+                        model=state.model,
+                        loop_number=start.number,
+                        coordinator_id=workflow.info().workflow_id,
+                        trigger=start.trigger,
+                        estimated_cost=start.estimated_cost,
+                        policy_version=state.policy_version,
+                    ),
+                    id=start.loop_id,
+                    result_type=LoopResult,
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                    search_attributes=TypedSearchAttributes(
+                        [
+                            SearchAttributePair(names.MODEL_NAME, state.model),
+                            SearchAttributePair(
+                                names.TRIGGER_KIND, [k.value for k in start.trigger.kinds]
+                            ),
+                            SearchAttributePair(names.LOOP_STAGE, "started"),
+                        ]
+                    ),
+                    static_summary=f"{state.model}: retraining #{start.number} "
+                    f"({', '.join(k.value for k in start.trigger.kinds)}, "
+                    f"priority {start.trigger.priority})",
+                )
+            except WorkflowAlreadyStartedError:
+                workflow.logger.warning("loop id %s is taken; renumbering", start.loop_id)
+                start = self._rules.on_loop_id_taken(start)
+                continue
+            self._spawn(self._watches, self._await_child(start.loop_id, handle))
+            return
+        self._loop_closed(
+            LoopResult(
+                loop_id=start.loop_id,
+                status=LoopStatus.FAILED,
+                summary="could not start: every loop id tried is taken",
+            )
+        )
+
+    async def _await_child(
+        self, loop_id: str, handle: workflow.ChildWorkflowHandle[Any, LoopResult]
+    ) -> None:
+        try:
+            result = await handle
+        except ChildWorkflowError as err:
+            result = result_from_failure(loop_id, err)
+        self._loop_closed(result)
+
+    async def _watch_loop(self, loop_id: str) -> None:
+        result = await workflow.execute_activity(
+            "await_loop_result",
+            loop_id,
+            result_type=LoopResult,
+            start_to_close_timeout=timedelta(days=365),
+            heartbeat_timeout=timedelta(minutes=1),
+            retry_policy=LOOP_WATCH_RETRY,
+        )
+        self._loop_closed(result)
+
+    def _loop_closed(self, result: LoopResult) -> None:
+        self._apply(self._rules.on_loop_closed(result, workflow.now()))
+        self._refresh_visibility()
+
+    async def _notify(self, notification: Notification) -> None:
+        try:
+            await workflow.execute_activity(
+                "notify",
+                notification,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NOTIFY_RETRY,
+            )
+        except ActivityError as err:
+            # A lost notification must not stop the coordinator; the decision log has it.
+            workflow.logger.error("notification %s failed: %s", notification.key, err.cause)
+
+    @staticmethod
+    def _spawn(tasks: set[asyncio.Task[None]], coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coroutine)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _drain(self) -> None:
+        """Before continue-as-new: handlers done, effects carried out, notifications delivered."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._carry_out_effects()
+        if self._deliveries:
+            await asyncio.gather(*self._deliveries)
+
+    # ------------------------------------------------------------------ visibility
+
+    def _publish_model_name(self) -> None:
+        if workflow.info().typed_search_attributes.get(names.MODEL_NAME) is None:
+            workflow.upsert_search_attributes([names.MODEL_NAME.value_set(self._rules.state.model)])
+
+    def _refresh_visibility(self) -> None:
+        state = self._rules.state
+        current = (state.paused, state.active_loop.loop_id if state.active_loop else "")
+        if current != self._published:
+            self._published = current
+            workflow.upsert_search_attributes(
+                [
+                    names.RETRAIN_PAUSED.value_set(current[0]),
+                    names.ACTIVE_LOOP.value_set(current[1])
+                    if current[1]
+                    else names.ACTIVE_LOOP.value_unset(),
+                ]
+            )
+
+    def _refresh_details(self) -> None:
+        details = render_details(self._rules.status(workflow.now()))
+        if details != self._details:
+            self._details = details
+            workflow.set_current_details(details)
+
+    def _merged_policy(self, changes: Any) -> TriggerPolicy:
+        if not isinstance(changes, dict):
+            raise ValueError(
+                f"set_policy takes a JSON object of fields, got {type(changes).__name__}"
+            )
+        current = self._rules.policy.model_dump(mode="json")
+        try:
+            return TriggerPolicy.model_validate({**current, **changes})
+        except ValidationError as err:
+            raise ValueError(describe_validation_error(err)) from None

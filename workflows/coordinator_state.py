@@ -1,0 +1,278 @@
+"""The coordinator's state and what it tells the outside: decisions, status, notifications.
+
+`CoordinatorState` is the whole state of one model's coordinator; it is carried unchanged
+through continue-as-new, so every field here is part of a running execution's contract.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.loop_contract import EventRef, LoopStatus, TriggerContext
+from workflows.policy import TriggerPolicy
+from workflows.triggers import DataArrival, DriftSignal, Severity, StrictModel, TriggerKind
+
+DECISIONS_KEPT = 200
+OUTCOMES_KEPT = 50
+# A decision in the log names at most this many events (a merged follow-up may cover thousands);
+# `event_count` always tells the full number.
+EVENT_IDS_PER_LOGGED_DECISION = 100
+
+
+class Action(StrEnum):
+    START = "start"
+    BUFFER = "buffer"
+    DEFER = "defer"
+    SUPPRESS = "suppress"
+    IGNORE = "ignore"
+    ESCALATE = "escalate"
+
+
+class Reason(StrEnum):
+    PAUSED = "paused"
+    DUPLICATE_EVENT = "duplicate_event"
+    INVALID_TRIGGER = "invalid_trigger"
+    BATCH_BUFFERED = "batch_buffered"
+    DRIFT_LOW = "drift_low"
+    AUTO_RETRAIN_OFF = "auto_retrain_off"
+    DRIFT_CRITICAL = "drift_critical"
+    HUMAN_REVIEW_PENDING = "human_review_pending"
+    ALARM_NOT_FIRING = "alarm_not_firing"
+    COOLDOWN = "cooldown"
+    DAILY_LIMIT = "daily_limit"
+    DAILY_BUDGET = "daily_budget"
+    LOOP_ACTIVE = "loop_active"
+    ELIGIBLE = "eligible"
+
+
+# Actions after which an event needs nothing more from the coordinator.
+TERMINAL_ACTIONS = frozenset({Action.START, Action.SUPPRESS, Action.IGNORE, Action.ESCALATE})
+
+Number = float | int | str | bool | None
+
+
+class Decision(StrictModel):
+    seq: int
+    at: datetime
+    action: Action
+    reason: Reason
+    message: str
+    event_ids: list[str]
+    event_count: int
+    kinds: list[TriggerKind] = []
+    priority: int | None = None
+    # How the request reached this decision: direct, batch_full, batch_window, batch_max_wait,
+    # deferred (cooldown ended), follow_up (previous loop ended), resumed.
+    origin: str = "direct"
+    loop_id: str | None = None
+    requires_approval: bool = False
+    numbers: dict[str, Number] = {}
+    error: str | None = None
+
+
+class Notification(StrictModel):
+    """A message for the model's reviewers; the key makes delivery idempotent."""
+
+    key: str
+    model: str
+    level: Annotated[str, Field(pattern="^(info|warning|critical)$")]
+    subject: str
+    body: str
+    decision_seq: int
+
+
+class StateModel(BaseModel):
+    """Mutable state pieces (messages are frozen; state changes in place)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=False)
+
+
+class RetrainRequest(StateModel):
+    """Work that wants a loop: one event, a fired batch, or several merged together."""
+
+    events: list[EventRef]
+    priority: int
+    data: list[DataArrival] = []
+    drift: DriftSignal | None = None
+    drift_severity: Severity | None = None
+    alarms: list[str] = []
+    requires_approval: bool = False
+    approval_reasons: list[str] = []
+    bypass_cooldown: bool = False
+    from_human: bool = False
+
+    @property
+    def kinds(self) -> list[TriggerKind]:
+        return sorted({e.kind for e in self.events})
+
+    @property
+    def rows(self) -> int:
+        return sum(d.rows or 0 for d in self.data)
+
+    def absorb(self, other: RetrainRequest) -> None:
+        """Merge another request in: highest priority, union of events and data."""
+        known_events = {e.event_id for e in self.events}
+        self.events.extend(e for e in other.events if e.event_id not in known_events)
+        known_uris = {d.uri for d in self.data}
+        self.data.extend(d for d in other.data if d.uri not in known_uris)
+        self.priority = min(self.priority, other.priority)
+        if other.drift_severity is not None and (
+            self.drift_severity is None or other.drift_severity.rank > self.drift_severity.rank
+        ):
+            self.drift, self.drift_severity = other.drift, other.drift_severity
+        self.alarms.extend(a for a in other.alarms if a not in self.alarms)
+        self.requires_approval = self.requires_approval or other.requires_approval
+        self.approval_reasons.extend(
+            r for r in other.approval_reasons if r not in self.approval_reasons
+        )
+        self.bypass_cooldown = self.bypass_cooldown or other.bypass_cooldown
+        self.from_human = self.from_human or other.from_human
+
+    def context(self, origin: str) -> TriggerContext:
+        return TriggerContext(
+            events=list(self.events),
+            priority=self.priority,
+            kinds=self.kinds,
+            data=list(self.data),
+            drift=self.drift,
+            drift_severity=self.drift_severity,
+            alarms=list(self.alarms),
+            requires_approval=self.requires_approval,
+            approval_reasons=list(self.approval_reasons),
+            origin=origin,
+        )
+
+
+class PendingBatch(StateModel):
+    events: list[EventRef] = []
+    data: list[DataArrival] = []
+    opened_at: datetime
+    last_event_at: datetime
+
+    def fires_at(self, policy: TriggerPolicy) -> datetime:
+        return min(self.last_event_at + policy.batch_window, self.opened_at + policy.max_wait)
+
+
+class ActiveLoop(StrictModel):
+    loop_id: str
+    number: int
+    started_at: datetime
+    day: date
+    estimated_cost: float
+    priority: int
+    kinds: list[TriggerKind]
+    event_count: int
+    requires_approval: bool
+
+
+class ReviewRequest(StrictModel):
+    """Critical drift blocked automation; a human's manual trigger lifts it."""
+
+    requested_at: datetime
+    event_id: str
+    severity: Severity
+    score: float | None
+    features: list[str]
+
+
+class LoopOutcome(StrictModel):
+    loop_id: str
+    status: LoopStatus
+    summary: str
+    started_at: datetime
+    closed_at: datetime
+    estimated_cost: float
+    actual_cost: float | None
+
+
+class CoordinatorState(StateModel):
+    model: str
+    policy: TriggerPolicy = TriggerPolicy()
+    policy_version: int = 1
+    paused: bool = False
+    paused_reason: str | None = None
+    # event id -> when it was accepted, oldest first; bounded by the policy's dedup window.
+    seen_events: OrderedDict[str, datetime] = Field(default_factory=OrderedDict)
+    batch: PendingBatch | None = None
+    deferred: RetrainRequest | None = None
+    deferred_until: datetime | None = None
+    follow_up: RetrainRequest | None = None
+    active_loop: ActiveLoop | None = None
+    review: ReviewRequest | None = None
+    last_started_at: datetime | None = None
+    loops_started: int = 0
+    day: date | None = None
+    trainings_today: int = 0
+    spent_today: float = 0.0
+    decision_seq: int = 0
+    auto_event_seq: int = 0
+    events_accepted: int = 0
+    decisions: list[Decision] = []
+    outcomes: list[LoopOutcome] = []
+
+
+class CoordinatorInput(StateModel):
+    """Start a coordinator fresh (`model` only) or carry a previous run's state."""
+
+    model: str
+    policy: TriggerPolicy | None = None
+    state: CoordinatorState | None = None
+
+
+class PauseRequest(StrictModel):
+    reason: Annotated[str, Field(max_length=500)] = ""
+    by: Annotated[str, Field(max_length=200)] = "unknown"
+
+
+class DecisionsQuery(StrictModel):
+    limit: Annotated[int, Field(ge=1, le=DECISIONS_KEPT)] = 20
+
+
+class BatchView(StrictModel):
+    events: int
+    uris: int
+    rows: int
+    opened_at: datetime
+    fires_at: datetime
+
+
+class PendingView(StrictModel):
+    events: int
+    priority: int
+    kinds: list[TriggerKind]
+    requires_approval: bool
+    until: datetime | None = None
+
+
+class CoordinatorStatus(StrictModel):
+    model: str
+    paused: bool
+    paused_reason: str | None
+    policy_version: int
+    policy: TriggerPolicy
+    day: date
+    trainings_today: int
+    spent_today: float
+    budget_left: float
+    cooldown_until: datetime | None
+    batch: BatchView | None
+    deferred: PendingView | None
+    follow_up: PendingView | None
+    active_loop: str | None
+    active_loop_started_at: datetime | None
+    review_pending: bool
+    loops_started: int
+    events_accepted: int
+    last_outcome: LoopOutcome | None
+    recent_decisions: list[Decision]
+
+
+def cooldown_until(state: CoordinatorState) -> datetime | None:
+    if state.last_started_at is None or state.policy.cooldown <= timedelta(0):
+        return None
+    return state.last_started_at + state.policy.cooldown

@@ -1,0 +1,117 @@
+"""TriggerPolicy: how a model's coordinator turns trigger events into retraining decisions."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from workflows.triggers import StrictModel
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept shorthand such as "90s", "15m", "6h", "1h30m", "2d" besides ISO 8601 and seconds."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text and _DURATION_PART.sub("", text) == "":
+            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+            return timedelta(seconds=seconds)
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    if seconds == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+class CostModel(StrictModel):
+    """Estimated cost of one training, checked against the daily budget before starting.
+
+    estimate = fixed_cost + hourly_rate x instance_count x (base_hours + hours_per_million_rows
+    x rows / 1e6). The loop reports the actual cost when it ends and the day's spend is corrected.
+    """
+
+    currency: Annotated[str, Field(min_length=3, max_length=3)] = "USD"
+    fixed_cost: Annotated[float, Field(ge=0)] = 0.0
+    hourly_rate: Annotated[float, Field(ge=0)] = 1.0
+    instance_count: Annotated[int, Field(ge=1, le=1000)] = 1
+    base_hours: Annotated[float, Field(ge=0)] = 1.0
+    hours_per_million_rows: Annotated[float, Field(ge=0)] = 0.0
+
+    def estimate(self, rows: int) -> float:
+        hours = self.base_hours + self.hours_per_million_rows * rows / 1_000_000
+        return round(self.fixed_cost + self.hourly_rate * self.instance_count * hours, 6)
+
+
+class TriggerPolicy(StrictModel):
+    # data_arrived batching: fire at batch_size events, or batch_window after the latest event
+    # (debounce), and never later than max_wait after the first event of the batch.
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 10
+    batch_window: Duration = timedelta(minutes=15)
+    max_wait: Duration = timedelta(hours=2)
+    # Minimum time between two loop starts; triggers inside it are deferred, never dropped.
+    cooldown: Duration = timedelta(hours=6)
+    max_daily_trainings: Annotated[int, Field(ge=0, le=1000)] = 4
+    daily_budget: Annotated[float, Field(ge=0)] = 50.0
+    cost: CostModel = CostModel()
+    # Medium drift retrains only when this is on; high drift always asks for approval.
+    auto_retrain: bool = True
+    # Drift score cut points for medium, high and critical severity.
+    severity_cut_points: tuple[float, float, float] = (0.1, 0.3, 0.5)
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
+    dedup_window: Duration = timedelta(days=7)
+    dedup_max_events: Annotated[int, Field(ge=100, le=100_000)] = 20_000
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as 'Europe/Paris')"
+            ) from None
+        return value
+
+    @field_validator("batch_window", "max_wait", "cooldown", "dedup_window")
+    @classmethod
+    def _non_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("durations cannot be negative")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.batch_window <= timedelta(0):
+            raise ValueError("batch_window must be positive")
+        if self.max_wait < self.batch_window:
+            raise ValueError("max_wait must be at least batch_window")
+        medium, high, critical = self.severity_cut_points
+        if not 0 <= medium < high < critical:
+            raise ValueError("severity_cut_points must be increasing: medium < high < critical")
+        return self
+
+    def local_day(self, moment: datetime) -> date:
+        """The policy's calendar day for `moment`: daily limits and budgets roll over here."""
+        return moment.astimezone(ZoneInfo(self.timezone)).date()
+
+    def next_day_start(self, moment: datetime) -> datetime:
+        zone = ZoneInfo(self.timezone)
+        tomorrow = moment.astimezone(zone).date() + timedelta(days=1)
+        return datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=zone)
