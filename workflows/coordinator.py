@@ -111,7 +111,7 @@ class ModelCoordinator:
 
     @workflow.update(name="pause")
     def pause(self, request: PauseRequest) -> CoordinatorStatus:
-        reason = f"{request.reason} (by {request.by})" if request.reason else f"by {request.by}"
+        reason = f"{request.reason}; by {request.by}" if request.reason else f"by {request.by}"
         self._apply(self._rules.set_paused(True, reason, workflow.now()))
         return self.status()
 

@@ -379,8 +379,8 @@ class CoordinatorRules:
                     "critical",
                     f"[{self.state.model}] critical drift: human review needed",
                     f"Drift score {drift.score} ({severity.value}) on "
-                    f"{', '.join(drift.features) or 'n/a'} at {drift.endpoint or 'unknown endpoint'}. "
-                    "Automatic retraining is blocked; "
+                    f"{', '.join(drift.features) or 'n/a'} at "
+                    f"{drift.endpoint or 'unknown endpoint'}. Automatic retraining is blocked; "
                     f"send a manual trigger to retrain (it will require approval) once reviewed.",
                 )
             )
