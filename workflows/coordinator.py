@@ -72,7 +72,6 @@ class ModelCoordinator:
                 await workflow.wait_condition(self._needs_attention, timeout=timeout)
             self._apply(self._rules.on_timer(workflow.now()))
             await self._carry_out_effects()
-            self._refresh_visibility()
             if workflow.info().is_continue_as_new_suggested():
                 await self._drain()
                 workflow.continue_as_new(
@@ -146,7 +145,7 @@ class ModelCoordinator:
         if step.start is not None:
             self._starts.append(step.start)
         self._notifications.extend(step.notifications)
-        self._refresh_details()
+        self._refresh_visibility()
         return step
 
     def _needs_attention(self) -> bool:
@@ -231,7 +230,6 @@ class ModelCoordinator:
 
     def _loop_closed(self, result: LoopResult) -> None:
         self._apply(self._rules.on_loop_closed(result, workflow.now()))
-        self._refresh_visibility()
 
     async def _notify(self, notification: Notification) -> None:
         try:
@@ -265,6 +263,9 @@ class ModelCoordinator:
             workflow.upsert_search_attributes([names.MODEL_NAME.value_set(self._rules.state.model)])
 
     def _refresh_visibility(self) -> None:
+        """Search attributes (only when they change: each upsert is a history event) and the
+        current details the UI shows."""
+        self._refresh_details()
         state = self._rules.state
         current = (state.paused, state.active_loop.loop_id if state.active_loop else "")
         if current != self._published:
