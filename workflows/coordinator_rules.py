@@ -114,7 +114,7 @@ class CoordinatorRules:
                 f"coordinator is paused: {state.paused_reason or 'no reason given'}",
             )
         first_seen = state.seen_events.get(event_id)
-        if first_seen is not None:
+        if first_seen is not None and first_seen >= now - self.policy.dedup_window:
             return self._decide(
                 now,
                 Action.IGNORE,
@@ -145,14 +145,7 @@ class CoordinatorRules:
             )
             return self._evaluate(request, now, origin="direct")
         if event.kind is TriggerKind.MANUAL:
-            request = RetrainRequest(events=[ref], priority=event.priority, from_human=True)
-            if state.review is not None:
-                request.requires_approval = True
-                request.approval_reasons.append(
-                    f"manual override of critical drift review ({state.review.event_id})"
-                )
-                state.review = None
-            return self._evaluate(request, now, origin="direct")
+            return self._manual(ref, now)
         request = RetrainRequest(events=[ref], priority=event.priority)
         return self._evaluate(request, now, origin="direct")
 
@@ -332,6 +325,22 @@ class CoordinatorRules:
         )
         return self._evaluate(request, now, origin=origin)
 
+    def _manual(self, ref: EventRef, now: datetime) -> Step:
+        request = RetrainRequest(events=[ref], priority=ref.priority, from_human=True)
+        review = self.state.review
+        if review is None:
+            return self._evaluate(request, now, origin="direct")
+        request.requires_approval = True
+        request.approval_reasons.append(
+            f"manual override of critical drift review ({review.event_id})"
+        )
+        step = self._evaluate(request, now, origin="direct")
+        # The human's go-ahead lifts the block only if their retraining goes ahead; if limits
+        # suppress it, automation stays blocked and the next manual trigger decides again.
+        if step.decision.action in (Action.START, Action.DEFER):
+            self.state.review = None
+        return step
+
     def _route_drift(self, event: TriggerEvent, ref: EventRef, now: datetime) -> Step:
         drift = event.drift
         assert drift is not None
@@ -404,8 +413,8 @@ class CoordinatorRules:
         if severity is Severity.HIGH:
             request.requires_approval = True
             request.approval_reasons.append(f"high drift (score {drift.score})")
-        step = self._evaluate(request, now, origin="direct")
-        if severity is Severity.HIGH:
+        step = self._evaluate(request, now, origin="direct", context=numbers)
+        if severity is Severity.HIGH and step.decision.action in (Action.START, Action.DEFER):
             step.notifications.append(
                 self._notification(
                     step.decision,
@@ -418,20 +427,43 @@ class CoordinatorRules:
             )
         return step
 
-    def _evaluate(self, request: RetrainRequest, now: datetime, origin: str) -> Step:
-        """Rules 5-9 for a request that wants a loop."""
+    def _evaluate(
+        self,
+        request: RetrainRequest,
+        now: datetime,
+        origin: str,
+        context: dict[str, Number] | None = None,
+    ) -> Step:
+        """Rules 5-9 for a request that wants a loop. `context` numbers (e.g. the drift score)
+        are recorded with whatever decision comes out."""
         state, policy = self.state, self.policy
-        events = request.events
-        if state.review is not None and not request.from_human:
+
+        def decide(
+            action: Action,
+            reason: Reason,
+            message: str,
+            numbers: dict[str, Number],
+            loop_id: str | None = None,
+        ) -> Step:
             return self._decide(
                 now,
-                Action.SUPPRESS,
-                Reason.HUMAN_REVIEW_PENDING,
-                events,
-                f"critical drift {state.review.event_id} awaits human review; "
-                "only a manual trigger can start a loop",
+                action,
+                reason,
+                request.events,
+                message,
                 request=request,
                 origin=origin,
+                loop_id=loop_id,
+                numbers={**(context or {}), **numbers},
+            )
+
+        if state.review is not None and not request.from_human:
+            return decide(
+                Action.SUPPRESS,
+                Reason.HUMAN_REVIEW_PENDING,
+                f"critical drift {state.review.event_id} awaits human review; "
+                "only a manual trigger can start a loop",
+                {"review_requested_at": state.review.requested_at.isoformat()},
             )
         until = cooldown_until(state)
         if until is not None and now < until and not request.bypass_cooldown:
@@ -440,15 +472,11 @@ class CoordinatorRules:
             else:
                 state.deferred.absorb(request)
             state.deferred_until = until
-            return self._decide(
-                now,
+            return decide(
                 Action.DEFER,
                 Reason.COOLDOWN,
-                events,
                 f"cooldown until {until.isoformat()}; re-evaluated then",
-                request=request,
-                origin=origin,
-                numbers={
+                {
                     "cooldown_until": until.isoformat(),
                     "cooldown_remaining_s": (until - now).total_seconds(),
                 },
@@ -457,37 +485,26 @@ class CoordinatorRules:
             state.trainings_today >= policy.max_daily_trainings
             and request.priority > DAILY_LIMIT_BYPASS_PRIORITY
         ):
-            return self._decide(
-                now,
+            return decide(
                 Action.SUPPRESS,
                 Reason.DAILY_LIMIT,
-                events,
                 f"daily limit reached ({state.trainings_today}/"
                 f"{policy.max_daily_trainings}); priority <= "
                 f"{DAILY_LIMIT_BYPASS_PRIORITY} may exceed it",
-                request=request,
-                origin=origin,
-                numbers={
+                {
                     "trainings_today": state.trainings_today,
                     "max_daily_trainings": policy.max_daily_trainings,
                 },
             )
         estimate = policy.cost.estimate(request.rows)
-        if (
-            state.spent_today + estimate > policy.daily_budget
-            and request.priority > BUDGET_BYPASS_PRIORITY
-        ):
-            return self._decide(
-                now,
+        if not self._affordable(request, estimate):
+            return decide(
                 Action.SUPPRESS,
                 Reason.DAILY_BUDGET,
-                events,
                 f"estimated {estimate:.2f} {policy.cost.currency} would exceed the "
                 f"daily budget ({state.spent_today:.2f} of "
                 f"{policy.daily_budget:.2f} spent); priority 1 may exceed it",
-                request=request,
-                origin=origin,
-                numbers={
+                {
                     "estimated_cost": estimate,
                     "spent_today": round(state.spent_today, 6),
                     "daily_budget": policy.daily_budget,
@@ -498,66 +515,71 @@ class CoordinatorRules:
                 state.follow_up = request
             else:
                 state.follow_up.absorb(request)
-            return self._decide(
-                now,
+            return decide(
                 Action.DEFER,
                 Reason.LOOP_ACTIVE,
-                events,
                 f"{state.active_loop.loop_id} is still running; coalesced into "
                 f"one follow-up of {len(state.follow_up.events)} events",
-                request=request,
-                origin=origin,
-                numbers={
+                {
                     "active_loop": state.active_loop.loop_id,
                     "follow_up_events": len(state.follow_up.events),
                     "follow_up_priority": state.follow_up.priority,
                 },
             )
-        return self._start(request, now, origin, estimate)
-
-    def _start(self, request: RetrainRequest, now: datetime, origin: str, estimate: float) -> Step:
-        state = self.state
-        # Work deferred by the cooldown wants the same retraining: this loop answers it too.
-        if state.deferred is not None:
-            request.absorb(state.deferred)
-            state.deferred, state.deferred_until = None, None
+        request, estimate = self._with_deferred_work(request, estimate)
         state.loops_started += 1
         number = state.loops_started
         loop_id = retraining_loop_id(state.model, number)
-        context = request.context(origin)
+        trigger = request.context(origin)
         state.active_loop = ActiveLoop(
             loop_id=loop_id,
             number=number,
             started_at=now,
-            day=self.policy.local_day(now),
+            day=policy.local_day(now),
             estimated_cost=estimate,
             priority=request.priority,
-            kinds=context.kinds,
+            kinds=trigger.kinds,
             event_count=len(request.events),
             requires_approval=request.requires_approval,
         )
         state.last_started_at = now
         state.trainings_today += 1
         state.spent_today += estimate
-        step = self._decide(
-            now,
+        step = decide(
             Action.START,
             Reason.ELIGIBLE,
-            request.events,
             f"started {loop_id}" + (" (approval required)" if request.requires_approval else ""),
-            request=request,
-            origin=origin,
-            loop_id=loop_id,
-            numbers={
+            {
                 "estimated_cost": estimate,
                 "trainings_today": state.trainings_today,
                 "spent_today": round(state.spent_today, 6),
                 "data_uris": len(request.data),
-                "cooldown": format_duration(self.policy.cooldown),
+                "cooldown": format_duration(policy.cooldown),
             },
+            loop_id=loop_id,
         )
-        step.start = LoopStart(loop_id, number, context, estimate)
+        step.start = LoopStart(loop_id, number, trigger, estimate)
         return step
+
+    def _affordable(self, request: RetrainRequest, estimate: float) -> bool:
+        within = self.state.spent_today + estimate <= self.policy.daily_budget
+        return within or request.priority <= BUDGET_BYPASS_PRIORITY
+
+    def _with_deferred_work(
+        self, request: RetrainRequest, estimate: float
+    ) -> tuple[RetrainRequest, float]:
+        """Work the cooldown deferred wants the same retraining: a loop that starts anyway (a
+        bypass) answers it too, if the budget still allows the larger training."""
+        deferred = self.state.deferred
+        if deferred is None:
+            return request, estimate
+        merged = request.model_copy(deep=True)
+        merged.absorb(deferred)
+        merged_estimate = self.policy.cost.estimate(merged.rows)
+        if not self._affordable(merged, merged_estimate):
+            return request, estimate
+        self.state.deferred, self.state.deferred_until = None, None
+        return merged, merged_estimate
 
     # ---------------------------------------------------------------- helpers
 

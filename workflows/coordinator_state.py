@@ -67,7 +67,7 @@ class Decision(StrictModel):
     kinds: list[TriggerKind] = []
     priority: int | None = None
     # How the request reached this decision: direct, batch_full, batch_window, batch_max_wait,
-    # deferred (cooldown ended), follow_up (previous loop ended), resumed.
+    # deferred (cooldown ended), follow_up (previous loop ended).
     origin: str = "direct"
     loop_id: str | None = None
     requires_approval: bool = False

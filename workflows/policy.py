@@ -16,9 +16,11 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(value: Any) -> Any:
-    """Accept shorthand such as "90s", "15m", "6h", "1h30m", "2d" besides ISO 8601 and seconds."""
+    """Accept shorthand such as "90s", "15m", "6h", "1h 30m", "2d" besides ISO 8601 and seconds."""
     if isinstance(value, str):
-        text = value.strip().lower()
+        text = "".join(value.split()).lower()
+        if text.isdigit():
+            return timedelta(seconds=int(text))
         if text and _DURATION_PART.sub("", text) == "":
             seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
             return timedelta(seconds=seconds)

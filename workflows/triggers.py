@@ -134,7 +134,8 @@ class TriggerEvent(StrictModel):
         for kind, field in _DETAIL_FIELD.items():
             present = getattr(self, field) is not None
             if kind == self.kind and not present:
-                raise ValueError(f"a {kind.value} trigger needs the '{field}' object")
+                article = "an" if kind.value[0] in "aeiou" else "a"
+                raise ValueError(f"{article} {kind.value} trigger needs the '{field}' object")
             if kind != self.kind and present:
                 raise ValueError(f"'{field}' is only allowed on {kind.value} triggers")
         return self
