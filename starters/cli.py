@@ -7,6 +7,7 @@ import contextlib
 import getpass
 import json
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -116,6 +117,8 @@ def server(
 ) -> None:
     """Run the embedded Temporal dev server (Web UI, SQLite under .retrain/) until Ctrl-C."""
     dev = DevServer(home=retrain_home(), ip=ip, port=port, ui_port=ui_port, namespace=namespace)
+    # SIGTERM (docker stop, systemd, kill) shuts the server down as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         process = dev.spawn()
     except (RuntimeError, FileNotFoundError) as err:
@@ -130,6 +133,10 @@ def server(
         pass
     finally:
         stop(process)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,16 +23,17 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.loop_watch import result_from_failure
     from workflows import names
-    from workflows.coordinator_rules import CoordinatorRules, LoopStart, Step, new_state
+    from workflows.coordinator_rules import CoordinatorRules, Step, new_state
     from workflows.coordinator_state import (
         CoordinatorInput,
         CoordinatorStatus,
         Decision,
         DecisionsQuery,
+        LoopStart,
         Notification,
         PauseRequest,
     )
-    from workflows.loop_contract import LoopResult, LoopStatus, RetrainingLoopInput
+    from workflows.loop_contract import LoopResult, RetrainingLoopInput
     from workflows.policy import TriggerPolicy
     from workflows.status_markdown import render_details
     from workflows.triggers import describe_validation_error, parse_trigger
@@ -48,22 +48,22 @@ class ModelCoordinator:
     def __init__(self, input: CoordinatorInput) -> None:
         state = input.state or new_state(input.model, input.policy)
         self._rules = CoordinatorRules(state)
-        self._starts: deque[LoopStart] = deque()
-        self._notifications: deque[Notification] = deque()
         self._armed_until: datetime | None = None
-        # Notification deliveries finish before continue-as-new; loop watches are simply
-        # abandoned (the next run watches the active loop again).
-        self._deliveries: set[asyncio.Task[None]] = set()
-        self._watches: set[asyncio.Task[None]] = set()
+        self._deliveries: dict[str, asyncio.Task[None]] = {}
+        # Waits on loop results end with the run; the next run watches the active loop again.
+        self._loop_waits: set[asyncio.Task[None]] = set()
         self._published: tuple[bool, str] | None = None
         self._details = ""
+        self._details_stale = True
 
     @workflow.run
     async def run(self, input: CoordinatorInput) -> None:
+        state = self._rules.state
         self._publish_model_name()
-        if self._rules.state.active_loop is not None:
-            # Carried over from the previous run, which held the child's handle: watch it anew.
-            self._spawn(self._watches, self._watch_loop(self._rules.state.active_loop.loop_id))
+        self._keep(self._loop_waits, self._keep_details_fresh())
+        if state.active_loop is not None and state.unstarted_loop is None:
+            # Started by an earlier run, which held the child's handle: watch it anew.
+            self._keep(self._loop_waits, self._watch_loop(state.active_loop.loop_id))
         while True:
             wakeup = self._rules.next_wakeup()
             self._armed_until = wakeup
@@ -71,12 +71,17 @@ class ModelCoordinator:
             with contextlib.suppress(asyncio.TimeoutError):
                 await workflow.wait_condition(self._needs_attention, timeout=timeout)
             self._apply(self._rules.on_timer(workflow.now()))
-            await self._carry_out_effects()
+            self._deliver_outbox()
+            if state.unstarted_loop is not None:
+                await self._start_loop(state.unstarted_loop)
             if workflow.info().is_continue_as_new_suggested():
-                await self._drain()
-                workflow.continue_as_new(
-                    CoordinatorInput(model=input.model, state=self._rules.state)
-                )
+                # Handlers are synchronous, so they are done at once; deliveries in flight are
+                # awaited. Whatever is decided meanwhile (a loop to start, notifications) is
+                # carried in the state: a storm of triggers never holds continue-as-new back.
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if self._deliveries:
+                    await asyncio.wait(list(self._deliveries.values()))
+                workflow.continue_as_new(CoordinatorInput(model=input.model, state=state))
 
     # ------------------------------------------------------------------ messages
 
@@ -142,14 +147,17 @@ class ModelCoordinator:
     # ------------------------------------------------------------------ effects
 
     def _apply(self, step: Step) -> Step:
+        state = self._rules.state
         if step.start is not None:
-            self._starts.append(step.start)
-        self._notifications.extend(step.notifications)
-        self._refresh_visibility()
+            state.unstarted_loop = step.start
+        state.outbox.extend(step.notifications)
+        self._details_stale = True
+        self._refresh_search_attributes()
         return step
 
     def _needs_attention(self) -> bool:
-        if self._starts or self._notifications:
+        state = self._rules.state
+        if state.unstarted_loop is not None or len(state.outbox) > len(self._deliveries):
             return True
         wakeup = self._rules.next_wakeup()
         # Re-arm only when due work moved earlier: a debounce that moves later keeps its timer,
@@ -158,55 +166,50 @@ class ModelCoordinator:
             return True
         return workflow.info().is_continue_as_new_suggested()
 
-    async def _carry_out_effects(self) -> None:
-        while self._notifications:
-            self._spawn(self._deliveries, self._notify(self._notifications.popleft()))
-        while self._starts:
-            await self._start_loop(self._starts.popleft())
+    def _deliver_outbox(self) -> None:
+        for notification in self._rules.state.outbox:
+            if notification.key not in self._deliveries:
+                task = asyncio.create_task(self._notify(notification))
+                self._deliveries[notification.key] = task
 
     async def _start_loop(self, start: LoopStart) -> None:
         state = self._rules.state
-        for _ in range(10):
-            try:
-                handle = await workflow.start_child_workflow(
-                    names.RETRAINING_LOOP_WORKFLOW,
-                    RetrainingLoopInput(
-                        model=state.model,
-                        loop_number=start.number,
-                        coordinator_id=workflow.info().workflow_id,
-                        trigger=start.trigger,
-                        estimated_cost=start.estimated_cost,
-                        policy_version=state.policy_version,
-                    ),
-                    id=start.loop_id,
-                    result_type=LoopResult,
-                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                    search_attributes=TypedSearchAttributes(
-                        [
-                            SearchAttributePair(names.MODEL_NAME, state.model),
-                            SearchAttributePair(
-                                names.TRIGGER_KIND, [k.value for k in start.trigger.kinds]
-                            ),
-                            SearchAttributePair(names.LOOP_STAGE, "started"),
-                        ]
-                    ),
-                    static_summary=f"{state.model}: retraining #{start.number} "
-                    f"({', '.join(k.value for k in start.trigger.kinds)}, "
-                    f"priority {start.trigger.priority})",
-                )
-            except WorkflowAlreadyStartedError:
-                workflow.logger.warning("loop id %s is taken; renumbering", start.loop_id)
-                start = self._rules.on_loop_id_taken(start)
-                continue
-            self._spawn(self._watches, self._await_child(start.loop_id, handle))
-            return
-        self._loop_closed(
-            LoopResult(
-                loop_id=start.loop_id,
-                status=LoopStatus.FAILED,
-                summary="could not start: every loop id tried is taken",
+        try:
+            handle = await workflow.start_child_workflow(
+                names.RETRAINING_LOOP_WORKFLOW,
+                RetrainingLoopInput(
+                    model=state.model,
+                    loop_number=start.number,
+                    coordinator_id=workflow.info().workflow_id,
+                    trigger=start.trigger,
+                    estimated_cost=start.estimated_cost,
+                    policy_version=state.policy_version,
+                ),
+                id=start.loop_id,
+                result_type=LoopResult,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(names.MODEL_NAME, state.model),
+                        SearchAttributePair(
+                            names.TRIGGER_KIND, [k.value for k in start.trigger.kinds]
+                        ),
+                        SearchAttributePair(names.LOOP_STAGE, "started"),
+                    ]
+                ),
+                static_summary=f"{state.model}: retraining #{start.number} "
+                f"({', '.join(k.value for k in start.trigger.kinds)}, "
+                f"priority {start.trigger.priority})",
             )
-        )
+        except WorkflowAlreadyStartedError:
+            # An older execution holds the id (e.g. a coordinator recreated from scratch):
+            # take the next number; the main loop tries again at once.
+            workflow.logger.warning("loop id %s is taken; renumbering", start.loop_id)
+            state.unstarted_loop = self._rules.on_loop_id_taken(start)
+            self._refresh_search_attributes()
+            return
+        state.unstarted_loop = None
+        self._keep(self._loop_waits, self._await_child(start.loop_id, handle))
 
     async def _await_child(
         self, loop_id: str, handle: workflow.ChildWorkflowHandle[Any, LoopResult]
@@ -242,19 +245,16 @@ class ModelCoordinator:
         except ActivityError as err:
             # A lost notification must not stop the coordinator; the decision log has it.
             workflow.logger.error("notification %s failed: %s", notification.key, err.cause)
+        outbox = self._rules.state.outbox
+        outbox[:] = [n for n in outbox if n.key != notification.key]
+        del self._deliveries[notification.key]
 
     @staticmethod
-    def _spawn(tasks: set[asyncio.Task[None]], coroutine: Any) -> None:
+    def _keep(tasks: set[asyncio.Task[None]], coroutine: Any) -> None:
+        """Run in the background, holding a reference until done."""
         task: asyncio.Task[None] = asyncio.create_task(coroutine)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-
-    async def _drain(self) -> None:
-        """Before continue-as-new: handlers done, effects carried out, notifications delivered."""
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        await self._carry_out_effects()
-        if self._deliveries:
-            await asyncio.gather(*self._deliveries)
 
     # ------------------------------------------------------------------ visibility
 
@@ -262,10 +262,8 @@ class ModelCoordinator:
         if workflow.info().typed_search_attributes.get(names.MODEL_NAME) is None:
             workflow.upsert_search_attributes([names.MODEL_NAME.value_set(self._rules.state.model)])
 
-    def _refresh_visibility(self) -> None:
-        """Search attributes (only when they change: each upsert is a history event) and the
-        current details the UI shows."""
-        self._refresh_details()
+    def _refresh_search_attributes(self) -> None:
+        """Upsert only on change: each upsert is a history event."""
         state = self._rules.state
         current = (state.paused, state.active_loop.loop_id if state.active_loop else "")
         if current != self._published:
@@ -279,11 +277,16 @@ class ModelCoordinator:
                 ]
             )
 
-    def _refresh_details(self) -> None:
-        details = render_details(self._rules.status(workflow.now()))
-        if details != self._details:
-            self._details = details
-            workflow.set_current_details(details)
+    async def _keep_details_fresh(self) -> None:
+        """Re-render the UI's current details once per workflow task, not once per message
+        (a storm delivers hundreds of signals in one task)."""
+        while True:
+            await workflow.wait_condition(lambda: self._details_stale)
+            self._details_stale = False
+            details = render_details(self._rules.status(workflow.now()))
+            if details != self._details:
+                self._details = details
+                workflow.set_current_details(details)
 
     def _merged_policy(self, changes: Any) -> TriggerPolicy:
         if not isinstance(changes, dict):

@@ -34,6 +34,7 @@ from workflows.coordinator_state import (
     CoordinatorStatus,
     Decision,
     LoopOutcome,
+    LoopStart,
     Notification,
     Number,
     PendingBatch,
@@ -43,7 +44,7 @@ from workflows.coordinator_state import (
     ReviewRequest,
     cooldown_until,
 )
-from workflows.loop_contract import EventRef, LoopResult, TriggerContext
+from workflows.loop_contract import EventRef, LoopResult
 from workflows.names import retraining_loop_id
 from workflows.policy import TriggerPolicy, format_duration
 from workflows.triggers import AlarmState, Severity, TriggerEvent, TriggerKind, severity_from_score
@@ -51,16 +52,6 @@ from workflows.triggers import AlarmState, Severity, TriggerEvent, TriggerKind, 
 COOLDOWN_BYPASS_PRIORITY = 2  # drift at this priority or more urgent skips the cooldown
 DAILY_LIMIT_BYPASS_PRIORITY = 2
 BUDGET_BYPASS_PRIORITY = 1
-
-
-@dataclass(frozen=True)
-class LoopStart:
-    """The workflow must start this loop as a child workflow."""
-
-    loop_id: str
-    number: int
-    trigger: TriggerContext
-    estimated_cost: float
 
 
 @dataclass
@@ -222,7 +213,12 @@ class CoordinatorRules:
         number = self.state.loops_started
         loop_id = retraining_loop_id(self.state.model, number)
         self.state.active_loop = active.model_copy(update={"number": number, "loop_id": loop_id})
-        return LoopStart(loop_id, number, start.trigger, start.estimated_cost)
+        return LoopStart(
+            loop_id=loop_id,
+            number=number,
+            trigger=start.trigger,
+            estimated_cost=start.estimated_cost,
+        )
 
     def set_paused(self, paused: bool, reason: str, now: datetime) -> Step:
         self.state.paused = paused
@@ -558,7 +554,9 @@ class CoordinatorRules:
             },
             loop_id=loop_id,
         )
-        step.start = LoopStart(loop_id, number, trigger, estimate)
+        step.start = LoopStart(
+            loop_id=loop_id, number=number, trigger=trigger, estimated_cost=estimate
+        )
         return step
 
     def _affordable(self, request: RetrainRequest, estimate: float) -> bool:

@@ -86,6 +86,15 @@ class Notification(StrictModel):
     decision_seq: int
 
 
+class LoopStart(StrictModel):
+    """A loop the rules decided to start; the workflow starts it as a child workflow."""
+
+    loop_id: str
+    number: int
+    trigger: TriggerContext
+    estimated_cost: float
+
+
 class StateModel(BaseModel):
     """Mutable state pieces (messages are frozen; state changes in place)."""
 
@@ -214,6 +223,10 @@ class CoordinatorState(StateModel):
     events_accepted: int = 0
     decisions: list[Decision] = []
     outcomes: list[LoopOutcome] = []
+    # Effects decided but not yet carried out when the run continued-as-new: the next run
+    # starts the loop and delivers the notifications.
+    unstarted_loop: LoopStart | None = None
+    outbox: list[Notification] = []
 
 
 class CoordinatorInput(StateModel):

@@ -1,0 +1,242 @@
+"""A coordinator lives forever: continue-as-new, event storms, and months in seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import DEV_SERVER_SUGGEST_CONTINUE_AS_NEW
+from tests.helpers import CoordinatorProbe
+from tests.loop_doubles import ControlledLoop, FinishLoop, InstantLoop
+from workflows.coordinator import ModelCoordinator
+from workflows.coordinator_state import Action, Reason
+from workflows.loop_contract import LoopStatus
+from workflows.policy import TriggerPolicy
+from workflows.triggers import DataArrival, DriftSignal, TriggerEvent, TriggerKind
+
+
+@pytest.fixture
+def probe(client: Client, task_queue: str, model: str) -> CoordinatorProbe:
+    return CoordinatorProbe(client, task_queue, model)
+
+
+def data_event(i: int) -> dict[str, object]:
+    return TriggerEvent(
+        kind=TriggerKind.DATA_ARRIVED,
+        source="storm",
+        event_id=f"data-{i}",
+        data=DataArrival(uri=f"s3://lake/labelled/part-{i:05d}.parquet", rows=10),
+    ).model_dump(mode="json", exclude_none=True)
+
+
+async def send_all(
+    client: Client, workflow_id: str, payloads: list[dict[str, object]], senders: int = 8
+) -> None:
+    """Signal every payload from a few concurrent senders (what busy pipelines look like).
+
+    Unbounded fan-in is not what a single workflow is for: while a workflow task is in flight
+    the server buffers at most 100 new events before force-failing the task, so a worker
+    starved of CPU by a flood can fall behind for good."""
+    handle = client.get_workflow_handle(workflow_id)
+    queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+    for payload in payloads:
+        queue.put_nowait(payload)
+
+    async def sender() -> None:
+        while not queue.empty():
+            await handle.signal("trigger", queue.get_nowait())
+
+    await asyncio.gather(*(sender() for _ in range(senders)))
+
+
+async def run_ids(client: Client, workflow_id: str, first_run_id: str) -> list[str]:
+    """Every run of a continue-as-new chain, oldest first."""
+    chain = [first_run_id]
+    while True:
+        history = await client.get_workflow_handle(workflow_id, run_id=chain[-1]).fetch_history()
+        last = history.events[-1]
+        if last.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            return chain
+        chain.append(last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id)
+
+
+async def task_failures(client: Client, workflow_id: str, runs: list[str]) -> list[str]:
+    """Workflow task failures other than the server's benign "new events arrived, try again"
+    answer to a continue-as-new racing incoming signals (UNHANDLED_COMMAND)."""
+    failures = []
+    for run_id in runs:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        for event in history.events:
+            if event.event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                continue
+            attributes = event.workflow_task_failed_event_attributes
+            if (
+                attributes.cause
+                != WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND
+            ):
+                cause = WorkflowTaskFailedCause.Name(attributes.cause)
+                failures.append(f"{cause}: {attributes.failure.message}")
+    return failures
+
+
+@pytest.mark.dev_server_only
+async def test_continue_as_new_carries_the_whole_state(probe, new_worker, client):
+    """History grows past the (lowered) suggestion: the next run has every piece of state."""
+    policy = TriggerPolicy(
+        batch_size=1000,
+        batch_window=timedelta(hours=1),
+        max_wait=timedelta(hours=2),
+        cooldown=timedelta(0),
+        daily_budget=1000,
+    )
+    async with new_worker(ControlledLoop):
+        handle = await probe.start(policy)
+        first_run = (await handle.describe()).run_id
+        assert first_run
+        started = await probe.submit(
+            TriggerEvent(kind=TriggerKind.MANUAL, event_id="first", priority=2)
+        )
+        assert started.loop_id
+        count = DEV_SERVER_SUGGEST_CONTINUE_AS_NEW + 50
+        await send_all(client, handle.id, [data_event(i) for i in range(count)])
+        status = await probe.wait_status(
+            lambda s: s.events_accepted == count + 1, "all events accepted", timeout=60
+        )
+        runs = await run_ids(client, handle.id, first_run)
+        assert len(runs) >= 2, "history passed the suggestion but no continue-as-new happened"
+
+        # Carried: the pending batch, the active loop, counters, the decision sequence, dedup.
+        assert status.batch is not None and status.batch.events == count
+        assert status.active_loop == started.loop_id
+        assert status.loops_started == 1
+        duplicate = await probe.submit(TriggerEvent(kind=TriggerKind.MANUAL, event_id="first"))
+        assert (duplicate.action, duplicate.reason) == (Action.IGNORE, Reason.DUPLICATE_EVENT)
+        assert duplicate.seq == count + 2
+
+        # The run that started the loop is gone; the new one still learns how it ended.
+        await client.get_workflow_handle(started.loop_id).signal(
+            ControlledLoop.finish, FinishLoop(status=LoopStatus.ROLLED_BACK)
+        )
+        closed = await probe.wait_status(lambda s: s.active_loop is None, "loop outcome")
+        assert closed.last_outcome is not None
+        assert closed.last_outcome.status is LoopStatus.ROLLED_BACK
+
+        # The carried batch fires when the policy allows: every uri goes to the loop.
+        await handle.execute_update(ModelCoordinator.set_policy, {"batch_size": 100})
+        after = await probe.wait_status(lambda s: s.loops_started == 2, "batch start")
+        assert after.active_loop
+        loop_input = await probe.started_loop(after.active_loop)
+        assert len(loop_input.trigger.data) == count
+        runs = await run_ids(client, handle.id, first_run)
+        assert await task_failures(client, handle.id, runs) == []
+
+
+@pytest.mark.slow
+@pytest.mark.dev_server_only
+async def test_ten_thousand_event_storm_loses_and_doubles_nothing(probe, new_worker, client):
+    """10,000 data_arrived signals: every event in exactly one loop, history bounded."""
+    total, batch = 10_000, 100
+    policy = TriggerPolicy(
+        batch_size=batch,
+        batch_window=timedelta(hours=1),
+        max_wait=timedelta(hours=2),
+        cooldown=timedelta(0),
+        max_daily_trainings=1000,
+        daily_budget=1_000_000,
+    )
+    async with new_worker(InstantLoop):
+        handle = await probe.start(policy)
+        first_run = (await handle.describe()).run_id
+        assert first_run
+        await send_all(client, handle.id, [data_event(i) for i in range(total)])
+        status = await probe.wait_status(
+            lambda s: (
+                s.events_accepted == total
+                and s.batch is None
+                and s.follow_up is None
+                and s.active_loop is None
+            ),
+            "the storm to settle",
+            timeout=240,
+        )
+        assert 1 <= status.loops_started <= total // batch
+
+        seen: list[str] = []
+        for number in range(1, status.loops_started + 1):
+            loop_input = await probe.started_loop(f"retrain-{probe.model}-{number}")
+            seen.extend(e.event_id for e in loop_input.trigger.events)
+            assert len(loop_input.trigger.data) == len(loop_input.trigger.events)
+        assert len(seen) == total, "an event reached two loops or none"
+        assert set(seen) == {f"data-{i}" for i in range(total)}
+
+        runs = await run_ids(client, handle.id, first_run)
+        assert len(runs) > 1
+        longest = 0
+        for run_id in runs:
+            history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+            longest = max(longest, len(history.events))
+        # Bounded by continue-as-new: a run ends soon after the server's suggestion.
+        assert longest < 3 * DEV_SERVER_SUGGEST_CONTINUE_AS_NEW
+        assert await task_failures(client, handle.id, runs) == []
+
+
+async def test_ninety_days_in_seconds(probe, new_worker, env: WorkflowEnvironment):
+    """90 days of a daily schedule, a noon retry and weekly low drift, on skipped time.
+
+    Each day: 02:00 (New York) the schedule starts a loop; the 14:00 retry is deferred by the
+    20 h cooldown to 22:00, where the daily limit of one training suppresses it.
+    """
+    if not env.supports_time_skipping:
+        pytest.skip("needs the time-skipping server")
+    zone = ZoneInfo("America/New_York")
+    policy = TriggerPolicy(
+        cooldown=timedelta(hours=20),
+        max_daily_trainings=1,
+        timezone="America/New_York",
+        daily_budget=100,
+    )
+    async with new_worker(InstantLoop):
+        now = (await env.get_current_time()).astimezone(zone)
+        two_am = datetime.combine(now.date() + timedelta(days=1), time(2), tzinfo=zone)
+        await env.sleep(two_am - now)
+        await probe.start(policy)
+        for day in range(90):
+            await probe.handle.signal(
+                "trigger", {"kind": "scheduled", "event_id": f"nightly-{day}", "source": "cron"}
+            )
+            await env.sleep(timedelta(hours=12))
+            retry = {"kind": "manual", "event_id": f"noon-{day}", "source": "analyst"}
+            await probe.handle.signal("trigger", retry)
+            if day % 7 == 0:
+                drift = TriggerEvent(
+                    kind=TriggerKind.DRIFT, event_id=f"drift-{day}", drift=DriftSignal(score=0.05)
+                )
+                await probe.handle.signal("trigger", drift.model_dump(mode="json"))
+            await env.sleep(timedelta(hours=12))
+        status = await probe.status()
+        decisions = await probe.decisions(200)
+
+    assert status.loops_started == 90
+    assert status.events_accepted == 90 * 2 + 13
+    assert status.trainings_today == 1
+    by_kind = Counter((d.action, d.reason, d.origin) for d in decisions)
+    assert set(by_kind) <= {
+        (Action.START, Reason.ELIGIBLE, "direct"),
+        (Action.DEFER, Reason.COOLDOWN, "direct"),
+        (Action.SUPPRESS, Reason.DAILY_LIMIT, "deferred"),
+        (Action.IGNORE, Reason.DRIFT_LOW, "direct"),
+    }
+    starts = [d for d in decisions if d.action is Action.START]
+    assert all(d.event_ids[0].startswith("nightly-") for d in starts)
+    gaps = {b.at - a.at for a, b in itertools.pairwise(starts)}
+    # Skipped time is exact; the test's own round trips add real milliseconds.
+    assert all(abs(gap - timedelta(days=1)) < timedelta(minutes=1) for gap in gaps)
+    assert await probe.task_failures() == 0

@@ -1,0 +1,31 @@
+"""Replay committed coordinator histories: a workflow change that breaks running executions
+(non-determinism) fails here. Re-record with `make histories` only for a deliberate break."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workers.sandbox import workflow_runner
+from workflows.coordinator import ModelCoordinator
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("coordinator-*.json"))
+
+
+def test_histories_are_committed() -> None:
+    assert len(HISTORIES) >= 2, "run `make histories` to record them"
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.name)
+async def test_replay(path: Path) -> None:
+    history = WorkflowHistory.from_json(f"coordinator-{path.stem}", path.read_text())
+    replayer = Replayer(
+        workflows=[ModelCoordinator],
+        data_converter=pydantic_data_converter,
+        workflow_runner=workflow_runner(),
+    )
+    await replayer.replay_workflow(history)
