@@ -1,0 +1,224 @@
+"""The `retrain` CLI as a user runs it: real processes, a real dev server, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from starters.dev_server import port_open
+
+RETRAIN = str(Path(sysconfig.get_path("scripts")) / "retrain")
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    home: Path
+    port: int
+    ui_port: int
+    env: dict[str, str]
+    server: subprocess.Popen[str] | None = None
+    worker: subprocess.Popen[str] | None = None
+
+    def retrain(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [RETRAIN, *args], env=self.env, capture_output=True, text=True, timeout=120
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"retrain {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+            )
+        return result
+
+    def start_server(self) -> None:
+        self.server = subprocess.Popen(
+            [RETRAIN, "server", "--port", str(self.port), "--ui-port", str(self.ui_port)],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.server.stdout is not None
+        banner = ""
+        deadline = time.monotonic() + 90
+        while "Web UI" not in banner:
+            line = self.server.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                raise AssertionError(f"retrain server did not come up:\n{banner}")
+            banner += line
+        assert f"http://127.0.0.1:{self.ui_port}" in banner
+
+    def stop_server(self) -> None:
+        assert self.server is not None
+        self.server.send_signal(signal.SIGTERM)
+        assert self.server.wait(timeout=30) == 0
+        deadline = time.monotonic() + 10
+        while port_open("127.0.0.1", self.port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not port_open("127.0.0.1", self.port), "the dev server outlived `retrain server`"
+
+    def start_worker(self) -> None:
+        self.worker = subprocess.Popen(
+            [RETRAIN, "worker"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("retrain-home")
+    port, ui_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "RETRAIN_HOME": str(home),
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+        "COLUMNS": "200",
+    }
+    stack = Stack(home, port, ui_port, env)
+    stack.start_server()
+    stack.start_worker()
+    yield stack
+    if stack.worker and stack.worker.poll() is None:
+        stack.worker.kill()
+    if stack.server and stack.server.poll() is None:
+        stack.server.send_signal(signal.SIGTERM)
+        stack.server.wait(timeout=30)
+
+
+def test_trigger_prints_the_decision(stack: Stack) -> None:
+    out = stack.retrain("trigger", "churn", "--kind", "manual", "--event-id", "cli-1").stdout
+    assert "start" in out and "retrain-churn-1" in out
+    again = stack.retrain("trigger", "churn", "--kind", "manual", "--event-id", "cli-1", "--json")
+    decision = json.loads(again.stdout)
+    assert (decision["action"], decision["reason"]) == ("ignore", "duplicate_event")
+
+
+def test_kind_specific_options(stack: Stack) -> None:
+    args = ["--kind", "data_arrived", "--uri", "s3://lake/a.parquet", "--rows", "10", "--json"]
+    buffered = json.loads(stack.retrain("trigger", "churn", *args).stdout)
+    assert buffered["action"] == "buffer"
+    drift = stack.retrain(
+        "trigger", "churn", "--kind", "drift", "--score", "0.02", "--feature", "age", "--json"
+    )
+    assert json.loads(drift.stdout)["reason"] == "drift_low"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--kind", "manual", "--priority", "9"], "priority"),
+        (["--kind", "drift"], "drift"),
+        (["--kind", "alarm"], "alarm.name"),
+        (["--kind", "nonsense"], "nonsense"),
+        (["--kind", "manual", "--metadata", "novalue"], "KEY=VALUE"),
+    ],
+)
+def test_bad_trigger_exits_non_zero_with_a_clear_error(
+    stack: Stack, args: list[str], message: str
+) -> None:
+    result = stack.retrain("trigger", "churn", *args, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr + result.stdout
+
+
+def test_bad_model_name_is_refused(stack: Stack) -> None:
+    result = stack.retrain("trigger", "Bad Name!", "--kind", "manual", check=False)
+    assert result.returncode != 0
+    assert "invalid model name" in result.stderr + result.stdout
+
+
+def test_status_pause_resume_and_policy(stack: Stack) -> None:
+    stack.retrain("trigger", "fraud", "--kind", "scheduled")
+    listing = stack.retrain("status").stdout
+    assert "fraud" in listing and "churn" in listing
+
+    paused = stack.retrain("pause", "fraud", "--reason", "migration", "--by", "alice").stdout
+    assert "migration" in paused
+    suppressed = stack.retrain("trigger", "fraud", "--kind", "manual", "--json").stdout
+    assert json.loads(suppressed)["reason"] == "paused"
+    stack.retrain("resume", "fraud")
+
+    stack.retrain("policy", "set", "fraud", "cooldown=2h", "cost.hourly_rate=3.5", "batch_size=50")
+    policy = json.loads(stack.retrain("policy", "show", "fraud", "--json").stdout)
+    assert policy["cooldown"] == "PT2H" and policy["batch_size"] == 50
+    assert policy["cost"]["hourly_rate"] == 3.5 and policy["cost"]["base_hours"] == 1.0
+    refused = stack.retrain("policy", "set", "fraud", "batch_size=0", check=False)
+    assert refused.returncode == 2 and "batch_size" in refused.stderr
+    unknown = stack.retrain("policy", "set", "fraud", "colldown=1h", check=False)
+    assert unknown.returncode == 2 and "colldown" in unknown.stderr
+
+    state = json.loads(stack.retrain("status", "fraud", "--json").stdout)
+    assert state["status"]["policy_version"] == 2
+    assert [d["reason"] for d in state["decisions"]] == ["eligible", "paused"]
+
+
+def test_unknown_model_status_is_a_clear_error(stack: Stack) -> None:
+    result = stack.retrain("status", "nobody", check=False)
+    assert result.returncode == 1 and "not found" in result.stderr
+
+
+def test_restarting_the_server_keeps_every_execution(stack: Stack) -> None:
+    before = json.loads(stack.retrain("status", "churn", "--json").stdout)["status"]
+    assert stack.worker is not None
+    stack.worker.send_signal(signal.SIGTERM)
+    assert stack.worker.wait(timeout=30) == 0, "the worker should shut down gracefully"
+    stack.stop_server()
+    stack.start_server()
+    stack.start_worker()
+    after = json.loads(stack.retrain("status", "churn", "--json").stdout)["status"]
+    assert after["events_accepted"] == before["events_accepted"] >= 2
+    assert after["loops_started"] == before["loops_started"]
+    out = stack.retrain("trigger", "churn", "--kind", "scheduled", "--json").stdout
+    assert json.loads(out)["seq"] == before["recent_decisions"][-1]["seq"] + 1
+
+
+def test_unreachable_server_is_a_clear_error(stack: Stack) -> None:
+    env = {**stack.env, "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}"}
+    result = subprocess.run(
+        [RETRAIN, "status"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "cannot reach Temporal" in result.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """`make demo` itself: every kind of decision appears."""
+    if port_open("127.0.0.1", 7233) or port_open("127.0.0.1", 8233):
+        pytest.skip("ports 7233/8233 are taken; the demo runs on the default ports")
+    env = {**os.environ, "RETRAIN_HOME": str(tmp_path), "COLUMNS": "220"}
+    env.pop("TEMPORAL_ADDRESS", None)
+    result = subprocess.run([RETRAIN, "demo"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for action in ("start", "buffer", "defer", "suppress", "ignore", "escalate"):
+        assert f" {action} " in result.stdout, f"no {action} decision in the demo"
+    for reason in (
+        "duplicate_event",
+        "invalid_trigger",
+        "cooldown",
+        "loop_active",
+        "daily_limit",
+        "daily_budget",
+        "human_review_pending",
+        "paused",
+    ):
+        assert reason in result.stdout
+    assert "notifications for reviewers: 2" in result.stdout
