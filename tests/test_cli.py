@@ -222,3 +222,45 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     ):
         assert reason in result.stdout
     assert "notifications for reviewers: 2" in result.stdout
+
+
+def test_plain_temporal_cli_speaks_the_same_contract(stack: Stack) -> None:
+    """What users type without our CLI: `temporal workflow signal/update/query`."""
+    temporal = str(Path(sysconfig.get_path("scripts")) / "temporal")
+    address = ["--address", f"127.0.0.1:{stack.port}"]
+    stack.retrain("trigger", "plain", "--kind", "scheduled")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [temporal, "workflow", *args, "--workflow-id", "coordinator-plain", *address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    signal_input = '{"kind": "drift", "event_id": "mon-1", "drift": {"score": 0.01}}'
+    assert run("signal", "--name", "trigger", "--input", signal_input).returncode == 0
+    bad = run("signal", "--name", "trigger", "--input", '{"kind": "drift", "priority": 7}')
+    assert bad.returncode == 0  # signals are fire-and-forget: the coordinator records it
+    update = run(
+        "update",
+        "execute",
+        "--name",
+        "submit_trigger",
+        "--input",
+        '{"kind": "manual", "event_id": "ticket-1"}',
+    )
+    assert update.returncode == 0 and "ticket-1" in update.stdout
+    rejected = run(
+        "update",
+        "execute",
+        "--name",
+        "submit_trigger",
+        "--input",
+        '{"kind": "manual", "priority": 0}',
+    )
+    assert rejected.returncode != 0 and "priority" in rejected.stdout + rejected.stderr
+    query = run("query", "--name", "decisions", "--input", '{"limit": 10}', "--output", "json")
+    assert query.returncode == 0
+    reasons = [d["reason"] for d in json.loads(query.stdout)["queryResult"][0]]
+    assert reasons == ["eligible", "drift_low", "invalid_trigger", "cooldown"]
