@@ -1,5 +1,5 @@
 # Every target bootstraps .venv (idempotent): a fresh machine needs only Python 3.11.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
