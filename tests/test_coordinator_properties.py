@@ -20,8 +20,8 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from workflows.coordinator_rules import CoordinatorRules, LoopStart, Step, new_state
-from workflows.coordinator_state import TERMINAL_ACTIONS, Action, Decision, Reason
+from workflows.coordinator_rules import CoordinatorRules, Step, new_state
+from workflows.coordinator_state import TERMINAL_ACTIONS, Action, Decision, LoopStart, Reason
 from workflows.loop_contract import EventRef, LoopResult, LoopStatus
 from workflows.policy import CostModel, TriggerPolicy
 from workflows.triggers import TriggerEvent, TriggerKind, parse_trigger

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from workflows.coordinator_rules import CoordinatorRules, LoopStart, Step, new_state
+from workflows.coordinator_rules import CoordinatorRules, Step, new_state
 from workflows.coordinator_state import (
     DECISIONS_KEPT,
     EVENT_IDS_PER_LOGGED_DECISION,
     Action,
+    LoopStart,
     Reason,
 )
 from workflows.loop_contract import LoopResult, LoopStatus
