@@ -42,7 +42,8 @@ class Stack:
         )
         if check and result.returncode != 0:
             raise AssertionError(
-                f"retrain {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+                f"retrain {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}{result.stderr}"
             )
         return result
 

@@ -6,7 +6,8 @@ effects the workflow must carry out (start a loop, send notifications). The rule
 
 1. paused -> suppress                  2. duplicate event id -> ignore
 3. data_arrived -> buffer into the batch; the batch fires at batch_size events, or when its
-   debounce window / max wait expires
+   debounce window / max wait expires (with MAX_PENDING_EVENTS already waiting for a loop,
+   new data is refused: suppress / backlog_full, not remembered, so the sender can retry)
 4. drift severity: low -> ignore (logged); medium -> retrain if auto_retrain; high -> retrain
    with approval + notify; critical -> escalate: no automatic retrain until a human's manual
    trigger; alarms that are not firing -> ignore
@@ -26,6 +27,7 @@ from typing import Any
 from workflows.coordinator_state import (
     DECISIONS_KEPT,
     EVENT_IDS_PER_LOGGED_DECISION,
+    MAX_PENDING_EVENTS,
     OUTCOMES_KEPT,
     Action,
     ActiveLoop,
@@ -113,6 +115,15 @@ class CoordinatorRules:
                 [ref],
                 f"event {event_id} was already accepted",
                 numbers={"first_seen_at": first_seen.isoformat()},
+            )
+        if event.kind is TriggerKind.DATA_ARRIVED and self._pending_events() >= MAX_PENDING_EVENTS:
+            return self._decide(
+                now,
+                Action.SUPPRESS,
+                Reason.BACKLOG_FULL,
+                [ref],
+                f"{MAX_PENDING_EVENTS} events already wait for a loop; retry later",
+                numbers={"pending_events": self._pending_events()},
             )
         self._remember(event_id, now)
         state.events_accepted += 1
@@ -643,6 +654,14 @@ class CoordinatorRules:
             len(seen) > self.policy.dedup_max_events or next(iter(seen.values())) < horizon
         ):
             seen.popitem(last=False)
+
+    def _pending_events(self) -> int:
+        state = self.state
+        return sum(
+            len(pending.events)
+            for pending in (state.batch, state.deferred, state.follow_up)
+            if pending is not None
+        )
 
     def _auto_event_id(self) -> str:
         self.state.auto_event_seq += 1

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from workflows.loop_contract import EventRef, LoopStatus, TriggerContext
 from workflows.policy import TriggerPolicy
@@ -19,9 +19,13 @@ from workflows.triggers import DataArrival, DriftSignal, Severity, StrictModel, 
 
 DECISIONS_KEPT = 200
 OUTCOMES_KEPT = 50
+# Events waiting for a loop (batch + deferred + follow-up) are carried through continue-as-new
+# and into the loop's input, both under Temporal's 2 MB payload limit: beyond this many the
+# coordinator pushes back (`suppress` / `backlog_full`) instead of growing without bound.
+MAX_PENDING_EVENTS = 4000
 # A decision in the log names at most this many events (a merged follow-up may cover thousands);
 # `event_count` always tells the full number.
-EVENT_IDS_PER_LOGGED_DECISION = 100
+EVENT_IDS_PER_LOGGED_DECISION = 20
 
 
 class Action(StrEnum):
@@ -47,6 +51,7 @@ class Reason(StrEnum):
     DAILY_LIMIT = "daily_limit"
     DAILY_BUDGET = "daily_budget"
     LOOP_ACTIVE = "loop_active"
+    BACKLOG_FULL = "backlog_full"
     ELIGIBLE = "eligible"
 
 
@@ -206,6 +211,7 @@ class CoordinatorState(StateModel):
     paused: bool = False
     paused_reason: str | None = None
     # event id -> when it was accepted, oldest first; bounded by the policy's dedup window.
+    # Carried compactly (ids plus second offsets): it is most of a continue-as-new payload.
     seen_events: OrderedDict[str, datetime] = Field(default_factory=OrderedDict)
     batch: PendingBatch | None = None
     deferred: RetrainRequest | None = None
@@ -227,6 +233,30 @@ class CoordinatorState(StateModel):
     # starts the loop and delivers the notifications.
     unstarted_loop: LoopStart | None = None
     outbox: list[Notification] = []
+
+    @field_serializer("seen_events")
+    def _compact_seen(self, seen: OrderedDict[str, datetime]) -> dict[str, Any]:
+        if not seen:
+            return {"base": None, "ids": [], "offsets_s": []}
+        base = next(iter(seen.values()))
+        return {
+            "base": base.isoformat(),
+            "ids": list(seen),
+            "offsets_s": [round((t - base).total_seconds(), 6) for t in seen.values()],
+        }
+
+    @field_validator("seen_events", mode="before")
+    @classmethod
+    def _expand_seen(cls, value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"base", "ids", "offsets_s"}:
+            if value["base"] is None:
+                return OrderedDict()
+            base = datetime.fromisoformat(value["base"])
+            return OrderedDict(
+                (event_id, base + timedelta(seconds=offset))
+                for event_id, offset in zip(value["ids"], value["offsets_s"], strict=True)
+            )
+        return value
 
 
 class CoordinatorInput(StateModel):

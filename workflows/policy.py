@@ -78,7 +78,7 @@ class TriggerPolicy(StrictModel):
     severity_cut_points: tuple[float, float, float] = (0.1, 0.3, 0.5)
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
     dedup_window: Duration = timedelta(days=7)
-    dedup_max_events: Annotated[int, Field(ge=100, le=100_000)] = 20_000
+    dedup_max_events: Annotated[int, Field(ge=100, le=50_000)] = 10_000
 
     @field_validator("timezone")
     @classmethod
