@@ -33,7 +33,7 @@ def test_state_round_trips_through_json_exactly() -> None:
     rules.on_trigger(TriggerEvent(kind=TriggerKind.MANUAL, event_id="m"), T0 + timedelta(hours=1))
     state = rules.state
     again = CoordinatorState.model_validate_json(state.model_dump_json())
-    assert again == state
+    assert again.model_dump() == state.model_dump()  # private indexes are rebuilt on use
     assert list(again.seen_events) == list(state.seen_events)
 
 

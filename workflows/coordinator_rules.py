@@ -91,7 +91,8 @@ class CoordinatorRules:
         state = self.state
         self._roll_day(now)
         event_id = event.event_id or self._auto_event_id()
-        ref = EventRef(
+        # model_construct: built from already-validated values, once per event (hot path).
+        ref = EventRef.model_construct(
             event_id=event_id,
             kind=event.kind,
             priority=event.priority,
@@ -302,10 +303,7 @@ class CoordinatorRules:
         batch = self.state.batch
         if batch is None:
             batch = self.state.batch = PendingBatch(opened_at=now, last_event_at=now)
-        batch.events.append(ref)
-        if all(d.uri != event.data.uri for d in batch.data):
-            batch.data.append(event.data)
-        batch.last_event_at = now
+        batch.add(ref, event.data, now)
         if len(batch.events) >= self.policy.batch_size:
             return self._fire_batch(now, origin="batch_full")
         return self._decide(
@@ -609,7 +607,7 @@ class CoordinatorRules:
     ) -> Step:
         self.state.decision_seq += 1
         ids = event_ids if event_ids is not None else [e.event_id for e in events]
-        decision = Decision(
+        decision = Decision.model_construct(
             seq=self.state.decision_seq,
             at=now,
             action=action,

@@ -11,7 +11,14 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_serializer,
+    field_validator,
+)
 
 from workflows.loop_contract import EventRef, LoopStatus, TriggerContext
 from workflows.policy import TriggerPolicy
@@ -119,6 +126,8 @@ class RetrainRequest(StateModel):
     approval_reasons: list[str] = []
     bypass_cooldown: bool = False
     from_human: bool = False
+    _ids: set[str] | None = PrivateAttr(default=None)
+    _uris: set[str] | None = PrivateAttr(default=None)
 
     @property
     def kinds(self) -> list[TriggerKind]:
@@ -129,11 +138,19 @@ class RetrainRequest(StateModel):
         return sum(d.rows or 0 for d in self.data)
 
     def absorb(self, other: RetrainRequest) -> None:
-        """Merge another request in: highest priority, union of events and data."""
-        known_events = {e.event_id for e in self.events}
-        self.events.extend(e for e in other.events if e.event_id not in known_events)
-        known_uris = {d.uri for d in self.data}
-        self.data.extend(d for d in other.data if d.uri not in known_uris)
+        """Merge another request in: highest priority, union of events and data.
+
+        Linear in the size of `other`: a follow-up that coalesces thousands of events must
+        not cost quadratic time inside one workflow task."""
+        event_ids, uris = self._index()
+        for event in other.events:
+            if event.event_id not in event_ids:
+                event_ids.add(event.event_id)
+                self.events.append(event)
+        for item in other.data:
+            if item.uri not in uris:
+                uris.add(item.uri)
+                self.data.append(item)
         self.priority = min(self.priority, other.priority)
         if other.drift_severity is not None and (
             self.drift_severity is None or other.drift_severity.rank > self.drift_severity.rank
@@ -146,6 +163,13 @@ class RetrainRequest(StateModel):
         )
         self.bypass_cooldown = self.bypass_cooldown or other.bypass_cooldown
         self.from_human = self.from_human or other.from_human
+
+    def _index(self) -> tuple[set[str], set[str]]:
+        # Built once per request (again after continue-as-new), then kept in step by absorb.
+        if self._ids is None or self._uris is None:
+            self._ids = {e.event_id for e in self.events}
+            self._uris = {d.uri for d in self.data}
+        return self._ids, self._uris
 
     def context(self, origin: str) -> TriggerContext:
         return TriggerContext(
@@ -167,6 +191,16 @@ class PendingBatch(StateModel):
     data: list[DataArrival] = []
     opened_at: datetime
     last_event_at: datetime
+    _uris: set[str] | None = PrivateAttr(default=None)
+
+    def add(self, ref: EventRef, data: DataArrival, now: datetime) -> None:
+        if self._uris is None:
+            self._uris = {d.uri for d in self.data}
+        self.events.append(ref)
+        if data.uri not in self._uris:
+            self._uris.add(data.uri)
+            self.data.append(data)
+        self.last_event_at = now
 
     def fires_at(self, policy: TriggerPolicy) -> datetime:
         return min(self.last_event_at + policy.batch_window, self.opened_at + policy.max_wait)
