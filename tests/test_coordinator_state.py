@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from workflows.coordinator_rules import CoordinatorRules, new_state
 from workflows.coordinator_state import MAX_PENDING_EVENTS, Action, CoordinatorState, Reason
 from workflows.policy import TriggerPolicy
-from workflows.triggers import DataArrival, TriggerEvent, TriggerKind
+from workflows.triggers import DataArrival, DriftSignal, TriggerEvent, TriggerKind
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TWO_MB = 2 * 1024 * 1024
@@ -44,12 +44,21 @@ def test_worst_case_state_stays_under_the_payload_limit() -> None:
     rules = CoordinatorRules(new_state("m", policy))
     rules.on_trigger(TriggerEvent(kind=TriggerKind.MANUAL, event_id="first"), T0)  # loop runs
     refused = 0
-    for i in range(MAX_PENDING_EVENTS + 6_000):
+    for i in range(MAX_PENDING_EVENTS + 500):
         step = rules.on_trigger(data(i), T0 + timedelta(seconds=i))
         refused += step.decision.reason is Reason.BACKLOG_FULL
-    assert refused == 6_000
+    assert refused == 500
+    for i in range(policy.dedup_max_events):  # remembered, nothing pending
+        low = TriggerEvent(
+            kind=TriggerKind.DRIFT, event_id=f"drift-{i:026x}", drift=DriftSignal(score=0.01)
+        )
+        rules.on_trigger(low, T0 + timedelta(hours=1, seconds=i))
+    assert len(rules.state.seen_events) == policy.dedup_max_events
     size = len(rules.state.model_dump_json().encode())
-    assert size < 0.75 * TWO_MB, f"state is {size} bytes"
+    assert size < TWO_MB / 2, f"state is {size} bytes"
+    assert rules.state.batch is not None
+    pending = rules.state.batch.model_dump_json().encode()
+    assert len(pending) < TWO_MB / 4, "a loop's input carries at most the pending events"
 
 
 def test_backlog_full_refuses_data_without_remembering_it() -> None:

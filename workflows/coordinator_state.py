@@ -29,7 +29,7 @@ OUTCOMES_KEPT = 50
 # Events waiting for a loop (batch + deferred + follow-up) are carried through continue-as-new
 # and into the loop's input, both under Temporal's 2 MB payload limit: beyond this many the
 # coordinator pushes back (`suppress` / `backlog_full`) instead of growing without bound.
-MAX_PENDING_EVENTS = 4000
+MAX_PENDING_EVENTS = 1000
 # A decision in the log names at most this many events (a merged follow-up may cover thousands);
 # `event_count` always tells the full number.
 EVENT_IDS_PER_LOGGED_DECISION = 20
