@@ -273,7 +273,7 @@ class Harness:
             case SetPolicy(policy):
                 self.record(rules.set_policy(policy, self.now))
             case Invalid():
-                exclude = {"decisions", "decision_seq"}
+                exclude = {"decisions", "decision_seq", "events_received"}
                 before = rules.state.model_dump(exclude=exclude)
                 step = self.record(rules.on_invalid_trigger({"event_id": "bad"}, "bad", self.now))
                 assert [(d.action, d.reason) for d in step.decisions] == [

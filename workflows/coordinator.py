@@ -80,7 +80,7 @@ class ModelCoordinator:
                 # carried in the state: a storm of triggers never holds continue-as-new back.
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if self._deliveries:
-                    await asyncio.wait(list(self._deliveries.values()))
+                    await asyncio.gather(*self._deliveries.values())
                 workflow.continue_as_new(CoordinatorInput(model=input.model, state=state))
 
     # ------------------------------------------------------------------ messages

@@ -89,6 +89,7 @@ class CoordinatorRules:
 
     def on_trigger(self, event: TriggerEvent, now: datetime) -> Step:
         state = self.state
+        state.events_received += 1
         self._roll_day(now)
         event_id = event.event_id or self._auto_event_id()
         # model_construct: built from already-validated values, once per event (hot path).
@@ -154,6 +155,7 @@ class CoordinatorRules:
 
     def on_invalid_trigger(self, raw: Any, error: str, now: datetime) -> Step:
         """A signal that failed validation: record it, change nothing else."""
+        self.state.events_received += 1
         claimed_id = raw.get("event_id") if isinstance(raw, dict) else None
         event_id = claimed_id if isinstance(claimed_id, str) and claimed_id else "(invalid)"
         return self._decide(
@@ -291,6 +293,7 @@ class CoordinatorRules:
             active_loop_started_at=state.active_loop.started_at if state.active_loop else None,
             review_pending=state.review is not None,
             loops_started=state.loops_started,
+            events_received=state.events_received,
             events_accepted=state.events_accepted,
             last_outcome=state.outcomes[-1] if state.outcomes else None,
             recent_decisions=state.decisions[-5:],

@@ -260,7 +260,8 @@ class CoordinatorState(StateModel):
     spent_today: float = 0.0
     decision_seq: int = 0
     auto_event_seq: int = 0
-    events_accepted: int = 0
+    events_received: int = 0  # every trigger, valid or not, including duplicates
+    events_accepted: int = 0  # not paused, not a duplicate, not pushed back
     decisions: list[Decision] = []
     outcomes: list[LoopOutcome] = []
     # Effects decided but not yet carried out when the run continued-as-new: the next run
@@ -344,6 +345,7 @@ class CoordinatorStatus(StrictModel):
     active_loop_started_at: datetime | None
     review_pending: bool
     loops_started: int
+    events_received: int
     events_accepted: int
     last_outcome: LoopOutcome | None
     recent_decisions: list[Decision]
