@@ -63,11 +63,11 @@ class Servers:
 
     async def get(self, kind: str) -> WorkflowEnvironment:
         if kind not in self._envs:
-            self._envs[kind] = await self._start(kind)
+            self._envs[kind] = await self.start(kind)
         return self._envs[kind]
 
     @staticmethod
-    async def _start(kind: str) -> WorkflowEnvironment:
+    async def start(kind: str) -> WorkflowEnvironment:
         if kind == "time-skipping":
             env = await WorkflowEnvironment.start_time_skipping(
                 test_server_existing_path=binary("temporal-test-server"),

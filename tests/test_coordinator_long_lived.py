@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import DEV_SERVER_SUGGEST_CONTINUE_AS_NEW
+from tests.conftest import DEV_SERVER_SUGGEST_CONTINUE_AS_NEW, Servers
 from tests.helpers import CoordinatorProbe
 from tests.loop_doubles import ControlledLoop, FinishLoop, InstantLoop
+from workers.coordinator_worker import build_worker
 from workflows.coordinator import ModelCoordinator
 from workflows.coordinator_state import Action, Reason
 from workflows.loop_contract import LoopStatus
@@ -122,6 +122,7 @@ async def test_continue_as_new_carries_the_whole_state(probe, new_worker, client
         assert duplicate.seq == count + 2
 
         # The run that started the loop is gone; the new one still learns how it ended.
+        await probe.started_loop(started.loop_id)
         await client.get_workflow_handle(started.loop_id).signal(
             ControlledLoop.finish, FinishLoop(status=LoopStatus.ROLLED_BACK)
         )
@@ -192,14 +193,17 @@ async def test_ten_thousand_event_storm_loses_and_doubles_nothing(probe, new_wor
         assert await task_failures(client, handle.id, runs) == []
 
 
-async def test_ninety_days_in_seconds(probe, new_worker, env: WorkflowEnvironment):
+async def test_ninety_days_in_seconds(home):
     """90 days of a daily schedule, a noon retry and weekly low drift, on skipped time.
 
     Each day: 02:00 (New York) the schedule starts a loop; the 14:00 retry is deferred by the
     20 h cooldown to 22:00, where the daily limit of one training suppresses it.
     """
-    if not env.supports_time_skipping:
-        pytest.skip("needs the time-skipping server")
+    # A server of its own: skipping time waits for every timer due on the server, and the
+    # shared one holds other tests' workflows whose workers are gone.
+    env = await Servers.start("time-skipping")
+    task_queue, model = "ninety-days", "ninety"
+    probe = CoordinatorProbe(env.client, task_queue, model)
     zone = ZoneInfo("America/New_York")
     policy = TriggerPolicy(
         cooldown=timedelta(hours=20),
@@ -207,7 +211,10 @@ async def test_ninety_days_in_seconds(probe, new_worker, env: WorkflowEnvironmen
         timezone="America/New_York",
         daily_budget=100,
     )
-    async with new_worker(InstantLoop):
+    worker = build_worker(
+        env.client, home=home, task_queue=task_queue, extra_workflows=[InstantLoop]
+    )
+    async with env, worker:
         now = (await env.get_current_time()).astimezone(zone)
         two_am = datetime.combine(now.date() + timedelta(days=1), time(2), tzinfo=zone)
         await env.sleep(two_am - now)
@@ -227,6 +234,7 @@ async def test_ninety_days_in_seconds(probe, new_worker, env: WorkflowEnvironmen
             await env.sleep(timedelta(hours=12))
         status = await probe.status()
         decisions = await probe.decisions(200)
+        assert await probe.task_failures() == 0
 
     assert status.loops_started == 90
     assert status.events_accepted == 90 * 2 + 13
@@ -243,4 +251,3 @@ async def test_ninety_days_in_seconds(probe, new_worker, env: WorkflowEnvironmen
     gaps = {b.at - a.at for a, b in itertools.pairwise(starts)}
     # Skipped time is exact; the test's own round trips add real milliseconds.
     assert all(abs(gap - timedelta(days=1)) < timedelta(minutes=1) for gap in gaps)
-    assert await probe.task_failures() == 0

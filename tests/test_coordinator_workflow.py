@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from tests.helpers import FAST_POLICY, CoordinatorProbe, eventually
@@ -48,9 +49,20 @@ def data(event_id: str, uri: str, rows: int = 100) -> TriggerEvent:
 async def finish(
     client: Client, loop_id: str, status: LoopStatus, cost: float | None = None
 ) -> None:
-    await client.get_workflow_handle(loop_id).signal(
-        ControlledLoop.finish, FinishLoop(status=status, actual_cost=cost)
-    )
+    """End a ControlledLoop; the coordinator starts it just after deciding, so wait for it."""
+
+    async def signalled() -> bool:
+        try:
+            await client.get_workflow_handle(loop_id).signal(
+                ControlledLoop.finish, FinishLoop(status=status, actual_cost=cost)
+            )
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    await eventually(signalled, what=f"{loop_id} to accept finish")
 
 
 async def test_manual_trigger_starts_a_loop_with_its_context(probe, new_worker, client, model):
@@ -115,9 +127,9 @@ async def test_malformed_signal_is_recorded_and_changes_nothing(
         assert (decision.action, decision.reason) == (Action.IGNORE, Reason.INVALID_TRIGGER)
         assert expected in (decision.error or "")
         after = await probe.status()
-        assert after.model_dump(exclude={"recent_decisions"}) == before.model_dump(
-            exclude={"recent_decisions"}
-        )
+        unchanged = {"recent_decisions", "events_received"}
+        assert after.model_dump(exclude=unchanged) == before.model_dump(exclude=unchanged)
+        assert after.events_received == before.events_received + 1
         assert await probe.task_failures() == 0
 
 
