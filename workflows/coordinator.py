@@ -121,6 +121,7 @@ class ModelCoordinator:
 
     @workflow.update(name="resume")
     def resume(self, request: PauseRequest) -> CoordinatorStatus:
+        workflow.logger.info("resumed by %s %s", request.by, request.reason)
         self._apply(self._rules.set_paused(False, "", workflow.now()))
         return self.status()
 
