@@ -8,6 +8,7 @@ decision = await coordinators.trigger("churn", TriggerEvent(kind="manual", event
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from workflows.coordinator_state import (
     PauseRequest,
 )
 from workflows.policy import TriggerPolicy
-from workflows.triggers import TriggerEvent
+from workflows.triggers import TriggerBatch, TriggerEvent
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,22 @@ class Coordinators:
             start_signal_args=[event],
             **self._start_options(model),
         )
+
+    async def send_triggers(
+        self, model: str, events: Sequence[TriggerEvent], per_signal: int = 200
+    ) -> None:
+        """Fire-and-forget many triggers, `per_signal` to a `trigger_batch` signal: for senders
+        of hundreds of events a second (each signal is a history event; a run takes at most
+        10,000 signals)."""
+        for start in range(0, len(events), per_signal):
+            batch = TriggerBatch(events=list(events[start : start + per_signal]))
+            await self.client.start_workflow(
+                ModelCoordinator.run,
+                CoordinatorInput(model=model),
+                start_signal="trigger_batch",
+                start_signal_args=[batch],
+                **self._start_options(model),
+            )
 
     async def status(self, model: str) -> CoordinatorStatus:
         return await self.handle(model).query(ModelCoordinator.status)

@@ -351,3 +351,36 @@ async def test_current_details_show_the_summary(probe, new_worker, env: Workflow
         details = metadata.current_details
         assert "pending batch: 1/5 events" in details
         assert "| buffer | batch_buffered |" in details
+
+
+async def test_trigger_batch_decides_each_event(probe, new_worker):
+    async with new_worker(ControlledLoop):
+        await probe.start()
+        events: list[object] = [
+            data(f"b{i}", f"s3://bucket/b{i}").model_dump(mode="json") for i in range(3)
+        ]
+        events += [{"kind": "manual", "priority": 11}, "junk", events[0]]
+        await probe.handle.signal("trigger_batch", {"events": events})
+        await probe.handle.signal("trigger_batch", {"events": []})
+        await probe.handle.signal("trigger_batch", [1, 2])
+
+        async def all_recorded():
+            decisions = await probe.decisions()
+            return decisions if len(decisions) == 8 else None
+
+        decisions = await eventually(all_recorded, what="8 decisions")
+        assert [(d.action, d.reason) for d in decisions] == [
+            (Action.BUFFER, Reason.BATCH_BUFFERED),
+            (Action.BUFFER, Reason.BATCH_BUFFERED),
+            (Action.BUFFER, Reason.BATCH_BUFFERED),
+            (Action.IGNORE, Reason.INVALID_TRIGGER),
+            (Action.IGNORE, Reason.INVALID_TRIGGER),
+            (Action.IGNORE, Reason.DUPLICATE_EVENT),
+            (Action.IGNORE, Reason.INVALID_TRIGGER),
+            (Action.IGNORE, Reason.INVALID_TRIGGER),
+        ]
+        assert "priority" in (decisions[3].error or "")
+        assert "1 to 500 triggers" in (decisions[6].error or "")
+        status = await probe.status()
+        assert (status.events_received, status.events_accepted) == (8, 3)
+        assert await probe.task_failures() == 0

@@ -36,7 +36,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows.loop_contract import LoopResult, RetrainingLoopInput
     from workflows.policy import TriggerPolicy
     from workflows.status_markdown import render_details
-    from workflows.triggers import describe_validation_error, parse_trigger
+    from workflows.triggers import (
+        MAX_EVENTS_PER_BATCH,
+        describe_validation_error,
+        parse_trigger,
+    )
 
 NOTIFY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(minutes=1))
 LOOP_WATCH_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5))
@@ -97,10 +101,31 @@ class ModelCoordinator:
             error = f"expected one trigger object, got {len(payload)} arguments"
             self._apply(self._rules.on_invalid_trigger(None, error, now))
             return
+        self._receive(payload[0], now)
+
+    @workflow.signal(name="trigger_batch")
+    def trigger_batch(self, *payload: Any) -> None:
+        """`{"events": [trigger, ...]}`: up to MAX_EVENTS_PER_BATCH triggers in one signal, each
+        decided (and, if malformed, recorded as ignored) on its own."""
+        now = workflow.now()
+        events = (
+            payload[0].get("events") if len(payload) == 1 and isinstance(payload[0], dict) else None
+        )
+        if not isinstance(events, list) or not 1 <= len(events) <= MAX_EVENTS_PER_BATCH:
+            error = (
+                f'trigger_batch takes one object {{"events": [...]}} with 1 to '
+                f"{MAX_EVENTS_PER_BATCH} triggers"
+            )
+            self._apply(self._rules.on_invalid_trigger(None, error, now))
+            return
+        for raw in events:
+            self._receive(raw, now)
+
+    def _receive(self, raw: Any, now: datetime) -> None:
         try:
-            event = parse_trigger(payload[0])
+            event = parse_trigger(raw)
         except ValueError as err:
-            self._apply(self._rules.on_invalid_trigger(payload[0], str(err), now))
+            self._apply(self._rules.on_invalid_trigger(raw, str(err), now))
             return
         self._apply(self._rules.on_trigger(event, now))
 

@@ -143,6 +143,16 @@ class TriggerEvent(StrictModel):
         return self
 
 
+MAX_EVENTS_PER_BATCH = 500
+
+
+class TriggerBatch(StrictModel):
+    """Many trigger events in one message, for high-volume senders (gateways, pipelines):
+    one history event instead of one per trigger. Each event is decided on its own."""
+
+    events: Annotated[list[TriggerEvent], Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)]
+
+
 def parse_trigger(raw: Any) -> TriggerEvent:
     """Validate an untrusted payload (signal JSON, UI input); raises ValueError with every error."""
     if isinstance(raw, TriggerEvent):
