@@ -24,6 +24,8 @@ one in-process worker (`build_worker` plus the two workflows below), then:
    (UNHANDLED_COMMAND); after either, the worker replays the run from its start, so the
    per-signal handler cost decides whether a workflow keeps up. A run whose processed count
    does not move for `--stall` seconds is reported as stalled, with its task failures.
+   The storm is also delivered to a fresh coordinator through `trigger_batch`, 200 triggers
+   a signal: what high-volume senders should do (one history event per batch).
 3. Optionally (`--backlog N ...`), backlog drain: N signals queued while no worker runs, then
    one worker starts and gets them all in one activation, which the SDK fails as a potential
    deadlock past 2 s (what a coordinator meets after a worker outage or deploy).
@@ -83,11 +85,13 @@ with workflow.unsafe.imports_passed_through():
         AlarmState,
         DataArrival,
         DriftSignal,
+        TriggerBatch,
         TriggerEvent,
         TriggerKind,
     )
 
 TARGET_RATIO = 0.8
+BATCH_PER_SIGNAL = 200
 RAW_WORKFLOW = "BenchRawCounter"
 DUPLICATE_SHARE = 0.05
 
@@ -399,6 +403,20 @@ async def send_all(
     return errors
 
 
+async def send_batches(
+    handle: WorkflowHandle[Any, Any], events: Sequence[TriggerEvent], per_signal: int
+) -> list[str]:
+    """The same events through `trigger_batch`, `per_signal` to a signal, in order."""
+    errors: list[str] = []
+    for start in range(0, len(events), per_signal):
+        batch = TriggerBatch(events=list(events[start : start + per_signal]))
+        try:
+            await handle.signal("trigger_batch", batch)
+        except RPCError as err:
+            errors.append(f"{err.status.name if err.status else 'rpc'}: {err.message}"[:300])
+    return errors
+
+
 async def poll_until(
     read: Callable[[], Awaitable[int]],
     target: int,
@@ -536,6 +554,7 @@ class Bench:
         events: Sequence[TriggerEvent],
         read: Callable[[], Awaitable[int]],
         expected: int,
+        per_signal: int = 0,
     ) -> Phase:
         handle = self.client.get_workflow_handle(workflow_id)  # no run id: follows the chain
         # Ready: the first workflow task ran (the query answers) before the clock starts.
@@ -547,7 +566,10 @@ class Bench:
         server0 = self.server_cpu.seconds()
         cpu0 = time.process_time()
         start = time.perf_counter()
-        errors = await send_all(handle, events, self.args.concurrency)
+        if per_signal:
+            errors = await send_batches(handle, events, per_signal)
+        else:
+            errors = await send_all(handle, events, self.args.concurrency)
         sent = time.perf_counter()
         completed, processed = await poll_until(read, expected, self.args.stall)
         end = time.perf_counter()
@@ -610,7 +632,10 @@ class Bench:
         await self._finish(phase, first_run_id, with_history)
         return phase
 
-    async def coordinator(self, n: int, label: str, seed: int, with_history: bool = True) -> Phase:
+    async def coordinator(
+        self, n: int, label: str, seed: int, with_history: bool = True, per_signal: int = 0
+    ) -> Phase:
+        """`per_signal` > 0: deliver through `trigger_batch`, that many triggers a signal."""
         model = f"bench-{uuid.uuid4().hex[:10]}"
         workflow_id = names.coordinator_id(model)
         events = make_events(n, model, seed)
@@ -621,7 +646,13 @@ class Bench:
             return (await self.coordinators.status(model)).events_received
 
         phase = await self._measure(
-            "coordinator", label, workflow_id, events, read, expected=len(events)
+            "coordinator" if not per_signal else f"coordinator, {per_signal}/signal",
+            label,
+            workflow_id,
+            events,
+            read,
+            expected=len(events),
+            per_signal=per_signal,
         )
         phase.details["mix"] = describe_mix(events)
         if phase.completed:
@@ -773,6 +804,10 @@ def print_report(
     rows = [(str(i + 1), r) for i, r in enumerate(rounds)] + [
         ("storm", storm) for _ in [0] if storm
     ]
+    if "batched" in storm:
+        rows.append(
+            (f"storm, {BATCH_PER_SIGNAL}/signal", {**storm, "coordinator": storm["batched"]})
+        )
     for name, phases in rows:
         raw, coord = phases["raw"], phases["coordinator"]
         ratio = (
@@ -828,12 +863,13 @@ def print_report(
     ):
         history.add_column(column, justify="right" if column != "workflow" else "left")
     for phases in ([rounds[-1]] if rounds else []) + ([storm] if storm else []):
-        for kind in ("raw", "coordinator"):
-            h = phases[kind].history
-            if h is None:
+        for kind in ("raw", "coordinator", "batched"):
+            if kind not in phases or phases[kind].history is None:
                 continue
+            h = phases[kind].history
+            assert h is not None
             history.add_row(
-                kind,
+                phases[kind].workflow,
                 f"{h.triggers:,}",
                 str(h.runs),
                 f"{h.total_events:,}",
@@ -1006,6 +1042,13 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                         console.print(f"[dim]storm: {kind}, {args.storm_events:,} events…[/dim]")
                         measure = bench.raw if kind == "raw" else bench.coordinator
                         storm[kind] = await measure(args.storm_events, "storm", args.seed)
+                    console.print(
+                        f"[dim]storm: coordinator, {args.storm_events:,} events, "
+                        f"{BATCH_PER_SIGNAL} per trigger_batch signal…[/dim]"
+                    )
+                    storm["batched"] = await bench.coordinator(
+                        args.storm_events, "storm", args.seed, per_signal=BATCH_PER_SIGNAL
+                    )
                 for n in args.backlog:
                     for kind in ("raw", "coordinator"):
                         console.print(f"[dim]backlog: {kind}, {n:,} queued signals…[/dim]")
