@@ -7,6 +7,7 @@ import contextlib
 import getpass
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -446,8 +447,18 @@ def demo(
 
 
 def main() -> None:
+    code = 0
     try:
         app()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except CliError as err:
         errors.print(f"[bold red]error:[/] {err}")
-        sys.exit(1)
+        code = 1
+    # Skip interpreter finalization: the Temporal client's Rust threads can crash a short-lived
+    # process while Python tears down (temporalio/sdk-python#300), turning a finished command
+    # into a segfault exit code. Everything the command owns is closed by now.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

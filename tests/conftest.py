@@ -9,6 +9,8 @@ visibility listing, continue-as-new suggestions).
 
 from __future__ import annotations
 
+import os
+import sys
 import sysconfig
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -132,3 +134,22 @@ def new_worker(client: Client, task_queue: str, home: Path) -> Iterator[Callable
         )
 
     yield make
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without interpreter finalization, once pytest has reported everything: the Temporal
+    client's Rust threads can crash a process while Python tears down
+    (temporalio/sdk-python#300), which would turn a green run into a segfault exit code."""
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)

@@ -198,7 +198,7 @@ class CoordinatorRules:
         """Record how a loop ended; then the follow-up (if any) gets its turn."""
         active = self.state.active_loop
         if active is None or active.loop_id != result.loop_id:
-            return Step()  # already recorded (the child's own report and its handle both arrive)
+            return Step()  # not the active loop (a stale or repeated report): nothing to do
         self._roll_day(now)
         if result.actual_cost is not None and self.state.day == active.day:
             self.state.spent_today = max(
