@@ -51,16 +51,17 @@ def decision_panel(decision: Decision) -> Panel:
 
 
 def decisions_table(decisions: Sequence[Decision], title: str = "decisions") -> Table:
-    table = Table(title=title, show_lines=False)
-    for column in ("#", "time (UTC)", "action", "reason", "origin", "prio", "events", "message"):
-        table.add_column(column, overflow="fold")
+    table = Table(title=title or None)
+    for column in ("#", "UTC", "action", "reason", "origin", "prio", "events"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("UTC", "action"))
+    table.add_column("message", overflow="fold", ratio=1, min_width=30)
     for d in decisions:
         events = ", ".join(d.event_ids[:3]) + (
             f" (+{d.event_count - 3})" if d.event_count > 3 else ""
         )
         table.add_row(
             str(d.seq),
-            _time(d.at),
+            d.at.strftime("%H:%M:%S"),
             Text(d.action.value, style=ACTION_STYLE[d.action]),
             d.reason.value,
             d.origin,
