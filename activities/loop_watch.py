@@ -12,7 +12,8 @@ from datetime import timedelta
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import CancelledError, TerminatedError, TimeoutError
+from temporalio.exceptions import CancelledError, TerminatedError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from workflows.loop_contract import LoopResult, LoopStatus
 
@@ -26,7 +27,7 @@ def result_from_failure(loop_id: str, error: BaseException) -> LoopResult:
         status, summary = LoopStatus.CANCELLED, "loop was cancelled"
     elif isinstance(cause, TerminatedError):
         status, summary = LoopStatus.FAILED, f"loop was terminated: {cause.message}"
-    elif isinstance(cause, TimeoutError):
+    elif isinstance(cause, TemporalTimeoutError):
         status, summary = LoopStatus.FAILED, "loop timed out"
     else:
         status, summary = LoopStatus.FAILED, f"loop failed: {cause}"

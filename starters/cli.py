@@ -278,7 +278,7 @@ def status(
     async def show(client: Client) -> None:
         coordinators = Coordinators(client)
         if model is None:
-            rows = await coordinators.list()
+            rows = await coordinators.list_coordinators()
             if as_json:
                 print_json([row.__dict__ for row in rows])
             else:

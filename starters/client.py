@@ -160,7 +160,8 @@ class Coordinators:
             start_workflow_operation=self._start_operation(model),
         )
 
-    async def list(self) -> list[CoordinatorSummary]:
+    async def list_coordinators(self) -> list[CoordinatorSummary]:
+        """Every running coordinator, from visibility (search attributes, no queries)."""
         query = f"WorkflowType = '{names.COORDINATOR_WORKFLOW}' AND ExecutionStatus = 'Running'"
         rows = []
         async for execution in self.client.list_workflows(query):

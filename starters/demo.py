@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -91,12 +91,13 @@ class Scenario:
         self.console.print(render.decisions_table([decision], title=""))
         return decision
 
-    async def wait_for(self, predicate_text: str, check: object, timeout: float = 60) -> None:
-        assert callable(check)
+    async def wait_for(
+        self, what: str, check: Callable[[], Awaitable[bool]], timeout: float = 60
+    ) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         while not await check():
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"demo: timed out waiting for {predicate_text}")
+                raise TimeoutError(f"demo: timed out waiting for {what}")
             await asyncio.sleep(0.5)
 
     async def play(self) -> None:
