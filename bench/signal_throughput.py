@@ -74,11 +74,11 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.worker import Worker
 
     from starters.client import Coordinators
+    from tests.loop_doubles import InstantLoop
     from workers.coordinator_worker import build_worker
     from workers.search_attributes import dev_server_flags
     from workflows import names
     from workflows.coordinator_state import CoordinatorStatus, Decision, DecisionsQuery
-    from workflows.loop_contract import LoopResult, LoopStatus, RetrainingLoopInput
     from workflows.policy import CostModel, TriggerPolicy
     from workflows.triggers import (
         AlarmSignal,
@@ -138,19 +138,6 @@ class RawCounter:
     @workflow.query(name="count")
     def count(self) -> int:
         return self._count
-
-
-@workflow.defn(name=names.RETRAINING_LOOP_WORKFLOW)
-class InstantLoop:
-    """A `RetrainingLoop` double that completes at once, so the coordinator's starts complete."""
-
-    @workflow.run
-    async def run(self, input: RetrainingLoopInput) -> LoopResult:
-        return LoopResult(
-            loop_id=workflow.info().workflow_id,
-            status=LoopStatus.PROMOTED,
-            summary=f"bench double answered {len(input.trigger.events)} events",
-        )
 
 
 # ---------------------------------------------------------------------- the event mix
