@@ -72,3 +72,22 @@ def test_backlog_full_refuses_data_without_remembering_it() -> None:
     # Other kinds still get through: a human or a drift monitor is never pushed back.
     manual = rules.on_trigger(TriggerEvent(kind=TriggerKind.MANUAL, event_id="m"), T0).decision
     assert manual.action is Action.START
+
+
+def test_an_id_accepted_again_after_its_window_is_the_newest() -> None:
+    """Eviction is oldest-first: a re-accepted id must not shield older ones from expiry."""
+    policy = TriggerPolicy(dedup_window=timedelta(hours=1), cooldown=timedelta(0))
+    rules = CoordinatorRules(new_state("m", policy))
+    low = {"kind": "drift", "drift": {"score": 0.01}}
+    rules.on_trigger(TriggerEvent.model_validate({**low, "event_id": "a"}), T0)
+    rules.on_trigger(
+        TriggerEvent.model_validate({**low, "event_id": "b"}), T0 + timedelta(minutes=30)
+    )
+    again = rules.on_trigger(
+        TriggerEvent.model_validate({**low, "event_id": "a"}), T0 + timedelta(minutes=90)
+    )
+    assert again.decision.reason is Reason.DRIFT_LOW  # accepted: its window had expired
+    rules.on_trigger(
+        TriggerEvent.model_validate({**low, "event_id": "c"}), T0 + timedelta(minutes=95)
+    )
+    assert list(rules.state.seen_events) == ["a", "c"]  # "b" (T0+30m) expired behind "a"

@@ -650,6 +650,7 @@ class CoordinatorRules:
     def _remember(self, event_id: str, now: datetime) -> None:
         seen = self.state.seen_events
         seen[event_id] = now
+        seen.move_to_end(event_id)  # an id seen again after its window expired is newest now
         horizon = now - self.policy.dedup_window
         while seen and (
             len(seen) > self.policy.dedup_max_events or next(iter(seen.values())) < horizon
