@@ -46,6 +46,17 @@ class CoordinatorSummary:
     started: str
 
 
+# Shown in the Web UI's "Details": how to talk to the coordinator from the UI itself.
+COORDINATOR_HELP = """\
+Send a trigger: **Signal** `trigger` with a JSON event, e.g.
+`{"kind": "manual", "event_id": "ticket-42", "priority": 2}` or
+`{"kind": "drift", "drift": {"score": 0.4, "features": ["age"]}}`.
+Use **Update** `submit_trigger` with the same JSON to get the decision back.
+Queries: `status`, `decisions`. Updates: `pause`, `resume` (`{"by": "you", "reason": "..."}`),
+`set_policy` (fields to change, e.g. `{"cooldown": "2h"}`).
+"""
+
+
 def new_event_id() -> str:
     return uuid.uuid4().hex
 
@@ -71,6 +82,7 @@ class Coordinators:
                 [SearchAttributePair(names.MODEL_NAME, model)]
             ),
             "static_summary": f"Retraining coordinator for model {model}",
+            "static_details": COORDINATOR_HELP,
         }
 
     def _start_operation(

@@ -350,7 +350,7 @@ async def test_current_details_show_the_summary(probe, new_worker, env: Workflow
         metadata = await probe.handle.query("__temporal_workflow_metadata")
         details = metadata.current_details
         assert "pending batch: 1/5 events" in details
-        assert "| buffer | batch_buffered |" in details
+        assert "- #1 **buffer** (batch_buffered, 1 event)" in details
 
 
 async def test_trigger_batch_decides_each_event(probe, new_worker):

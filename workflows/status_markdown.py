@@ -9,7 +9,8 @@ def render_details(status: CoordinatorStatus) -> str:
     state = "paused" if status.paused else "running"
     if status.paused and status.paused_reason:
         state += f" ({status.paused_reason})"
-    lines = [f"**{status.model}** coordinator: {state}"]
+    # A blank line after the heading: the Web UI's markdown needs it to start a list.
+    lines = [f"**{status.model}** coordinator: {state}", ""]
     if status.active_loop:
         lines.append(f"- active loop: `{status.active_loop}`")
     if status.review_pending:
@@ -33,9 +34,8 @@ def render_details(status: CoordinatorStatus) -> str:
         f"budget left {status.budget_left:.2f} {currency}"
     )
     if status.recent_decisions:
-        lines.append("")
-        lines.append("| # | action | reason | events |")
-        lines.append("|---|---|---|---|")
+        lines += ["", "Last decisions:", ""]
         for d in reversed(status.recent_decisions):
-            lines.append(f"| {d.seq} | {d.action.value} | {d.reason.value} | {d.event_count} |")
+            events = f"{d.event_count} event" + ("s" if d.event_count != 1 else "")
+            lines.append(f"- #{d.seq} **{d.action.value}** ({d.reason.value}, {events})")
     return "\n".join(lines)
