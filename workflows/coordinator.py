@@ -71,9 +71,10 @@ class ModelCoordinator:
         while True:
             wakeup = self._rules.next_wakeup()
             self._armed_until = wakeup
-            timeout = None if wakeup is None else max(wakeup - workflow.now(), timedelta(0))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await workflow.wait_condition(self._needs_attention, timeout=timeout)
+            timeout = None if wakeup is None else wakeup - workflow.now()
+            if timeout is None or timeout > timedelta(0):  # due already: no zero-length timer
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await workflow.wait_condition(self._needs_attention, timeout=timeout)
             self._apply(self._rules.on_timer(workflow.now()))
             self._deliver_outbox()
             if state.unstarted_loop is not None:
