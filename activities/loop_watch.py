@@ -12,26 +12,10 @@ from datetime import timedelta
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import CancelledError, TerminatedError
-from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
-from workflows.loop_contract import LoopResult, LoopStatus
+from workflows.loop_contract import LoopResult, result_from_failure
 
 HEARTBEAT_EVERY = timedelta(seconds=10)
-
-
-def result_from_failure(loop_id: str, error: BaseException) -> LoopResult:
-    """Map a closed-with-error loop to a LoopResult the coordinator can record."""
-    cause = getattr(error, "cause", None) or error
-    if isinstance(cause, CancelledError):
-        status, summary = LoopStatus.CANCELLED, "loop was cancelled"
-    elif isinstance(cause, TerminatedError):
-        status, summary = LoopStatus.FAILED, f"loop was terminated: {cause.message}"
-    elif isinstance(cause, TemporalTimeoutError):
-        status, summary = LoopStatus.FAILED, "loop timed out"
-    else:
-        status, summary = LoopStatus.FAILED, f"loop failed: {cause}"
-    return LoopResult(loop_id=loop_id, status=status, summary=summary[:4000])
 
 
 class LoopWatchActivities:

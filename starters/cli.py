@@ -89,6 +89,8 @@ def run(action: Callable[[Client], Awaitable[T]], address: str | None, namespace
         raise fail(str(err)) from None
     except ValidationError as err:
         raise fail(describe_validation_error(err), code=2) from None
+    except ValueError as err:  # our validation at the edge (policy changes, model names)
+        raise fail(str(err), code=2) from None
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         raise fail(f"rejected: {getattr(cause, 'message', cause)}", code=2) from None
@@ -386,8 +388,7 @@ def policy_set(
 
     async def act(client: Client) -> None:
         coordinators = Coordinators(client)
-        patch_with_nested = await _merge_nested(coordinators, model, patch)
-        state = await coordinators.set_policy(model, patch_with_nested)
+        state = await coordinators.set_policy(model, patch)
         console.print(render.policy_table(state.policy))
         console.print(f"policy version {state.policy_version}")
 
@@ -407,27 +408,6 @@ def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
         if not isinstance(target, dict):
             raise fail(f"cannot set {'.'.join(path)}: {key} is not an object", code=2)
     target[path[-1]] = value
-
-
-async def _merge_nested(
-    coordinators: Coordinators, model: str, patch: dict[str, Any]
-) -> dict[str, Any]:
-    """`cost.hourly_rate=3` changes one field of the cost model, not the whole object."""
-    if not any(isinstance(v, dict) for v in patch.values()):
-        return patch
-    try:
-        current = (await coordinators.status(model)).policy.model_dump(mode="json")
-    except RPCError as err:
-        if err.status is not RPCStatusCode.NOT_FOUND:
-            raise
-        from workflows.policy import TriggerPolicy
-
-        current = TriggerPolicy().model_dump(mode="json")
-    merged = dict(patch)
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(current.get(key), dict):
-            merged[key] = {**current[key], **value}
-    return merged
 
 
 # ---------------------------------------------------------------- demo

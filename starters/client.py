@@ -155,17 +155,15 @@ class Coordinators:
         return await self.handle(model).execute_update(ModelCoordinator.resume, PauseRequest(by=by))
 
     async def set_policy(self, model: str, changes: dict[str, Any]) -> CoordinatorStatus:
-        """Change policy fields; validated here first so bad input never reaches the server.
-
-        Raises pydantic's ValidationError listing every problem.
-        """
+        """Change policy fields (a merge patch); validated here first so bad input never
+        reaches the server. Raises ValueError listing every problem."""
         try:
             current = (await self.status(model)).policy
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:
                 raise
             current = TriggerPolicy()
-        TriggerPolicy.model_validate({**current.model_dump(mode="json"), **changes})
+        current.with_changes(changes)
         return await self.client.execute_update_with_start_workflow(
             ModelCoordinator.set_policy,
             changes,

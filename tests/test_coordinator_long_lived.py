@@ -88,16 +88,20 @@ async def task_failures(client: Client, workflow_id: str, runs: list[str]) -> li
     return failures
 
 
+STORM_POLICY = TriggerPolicy(
+    batch_size=100,
+    batch_window=timedelta(hours=1),
+    max_wait=timedelta(hours=2),
+    cooldown=timedelta(0),
+    max_daily_trainings=1000,
+    daily_budget=1_000_000,
+)
+
+
 @pytest.mark.dev_server_only
 async def test_continue_as_new_carries_the_whole_state(probe, new_worker, client):
     """History grows past the (lowered) suggestion: the next run has every piece of state."""
-    policy = TriggerPolicy(
-        batch_size=1000,
-        batch_window=timedelta(hours=1),
-        max_wait=timedelta(hours=2),
-        cooldown=timedelta(0),
-        daily_budget=1000,
-    )
+    policy = STORM_POLICY.model_copy(update={"batch_size": 1000})
     async with new_worker(ControlledLoop):
         handle = await probe.start(policy)
         first_run = (await handle.describe()).run_id
@@ -141,14 +145,6 @@ async def test_continue_as_new_carries_the_whole_state(probe, new_worker, client
         assert await task_failures(client, handle.id, runs) == []
 
 
-STORM_POLICY = TriggerPolicy(
-    batch_size=100,
-    batch_window=timedelta(hours=1),
-    max_wait=timedelta(hours=2),
-    cooldown=timedelta(0),
-    max_daily_trainings=1000,
-    daily_budget=1_000_000,
-)
 STORM = 10_000
 
 

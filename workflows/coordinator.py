@@ -19,9 +19,6 @@ from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttri
 from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
-    from activities.loop_watch import result_from_failure
     from workflows import names
     from workflows.coordinator_rules import CoordinatorRules, Step, new_state
     from workflows.coordinator_state import (
@@ -33,12 +30,10 @@ with workflow.unsafe.imports_passed_through():
         Notification,
         PauseRequest,
     )
-    from workflows.loop_contract import LoopResult, RetrainingLoopInput
-    from workflows.policy import TriggerPolicy
+    from workflows.loop_contract import LoopResult, RetrainingLoopInput, result_from_failure
     from workflows.status_markdown import render_details
     from workflows.triggers import (
         MAX_EVENTS_PER_BATCH,
-        describe_validation_error,
         parse_trigger,
     )
 
@@ -154,13 +149,13 @@ class ModelCoordinator:
     @workflow.update(name="set_policy")
     def set_policy(self, changes: Any) -> CoordinatorStatus:
         """Change some policy fields (a JSON object of field: value); the rest stay as they are."""
-        policy = self._merged_policy(changes)
+        policy = self._rules.policy.with_changes(changes)
         self._apply(self._rules.set_policy(policy, workflow.now()))
         return self.status()
 
     @set_policy.validator
     def _validate_policy(self, changes: Any) -> None:
-        self._merged_policy(changes)
+        self._rules.policy.with_changes(changes)
 
     @workflow.query(name="status")
     def status(self) -> CoordinatorStatus:
@@ -314,14 +309,3 @@ class ModelCoordinator:
             if details != self._details:
                 self._details = details
                 workflow.set_current_details(details)
-
-    def _merged_policy(self, changes: Any) -> TriggerPolicy:
-        if not isinstance(changes, dict):
-            raise ValueError(
-                f"set_policy takes a JSON object of fields, got {type(changes).__name__}"
-            )
-        current = self._rules.policy.model_dump(mode="json")
-        try:
-            return TriggerPolicy.model_validate({**current, **changes})
-        except ValidationError as err:
-            raise ValueError(describe_validation_error(err)) from None

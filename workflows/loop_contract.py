@@ -11,6 +11,8 @@ from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AwareDatetime, Field
+from temporalio.exceptions import CancelledError, TerminatedError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from workflows.triggers import DataArrival, DriftSignal, Severity, StrictModel, TriggerKind
 
@@ -66,3 +68,17 @@ class LoopResult(StrictModel):
     # Actual cost when the backend knows it; the coordinator corrects the day's spend with it.
     actual_cost: Annotated[float, Field(ge=0)] | None = None
     finished_at: datetime | None = None
+
+
+def result_from_failure(loop_id: str, error: BaseException) -> LoopResult:
+    """Map a closed-with-error loop to a LoopResult the coordinator can record."""
+    cause = getattr(error, "cause", None) or error
+    if isinstance(cause, CancelledError):
+        status, summary = LoopStatus.CANCELLED, "loop was cancelled"
+    elif isinstance(cause, TerminatedError):
+        status, summary = LoopStatus.FAILED, f"loop was terminated: {cause.message}"
+    elif isinstance(cause, TemporalTimeoutError):
+        status, summary = LoopStatus.FAILED, "loop timed out"
+    else:
+        status, summary = LoopStatus.FAILED, f"loop failed: {cause}"
+    return LoopResult(loop_id=loop_id, status=status, summary=summary[:4000])

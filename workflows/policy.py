@@ -7,9 +7,9 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from workflows.triggers import StrictModel
+from workflows.triggers import StrictModel, describe_validation_error
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -28,6 +28,16 @@ def parse_duration(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _merge(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(current)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(current.get(key), dict):
+            merged[key] = _merge(current[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def format_duration(value: timedelta) -> str:
@@ -108,6 +118,17 @@ class TriggerPolicy(StrictModel):
         if not 0 <= medium < high < critical:
             raise ValueError("severity_cut_points must be increasing: medium < high < critical")
         return self
+
+    def with_changes(self, changes: Any) -> TriggerPolicy:
+        """This policy with some fields changed: a JSON merge patch, so nested objects change
+        field by field (`{"cost": {"hourly_rate": 3}}` keeps the rest of the cost model).
+        Raises ValueError listing every problem."""
+        if not isinstance(changes, dict):
+            raise ValueError(f"policy changes must be a JSON object, got {type(changes).__name__}")
+        try:
+            return TriggerPolicy.model_validate(_merge(self.model_dump(mode="json"), changes))
+        except ValidationError as err:
+            raise ValueError(describe_validation_error(err)) from None
 
     def local_day(self, moment: datetime) -> date:
         """The policy's calendar day for `moment`: daily limits and budgets roll over here."""
