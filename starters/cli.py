@@ -28,9 +28,9 @@ from temporalio.service import RPCStatusCode
 
 from starters import render
 from starters.client import Coordinators, new_event_id
-from starters.connection import connect, retrain_home
+from starters.connection import DEFAULT_ADDRESS, connect, retrain_home
 from starters.dev_server import DevServer, stop
-from workflows.names import TASK_QUEUE
+from workflows.names import TASK_QUEUE, validate_model_name
 from workflows.triggers import (
     AlarmState,
     Severity,
@@ -61,6 +61,18 @@ NamespaceOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
 
 
+def _model_name(value: str) -> str:
+    try:
+        return validate_model_name(value)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+
+
+ModelArgument = Annotated[
+    str, typer.Argument(help="Model name", metavar="MODEL", callback=_model_name)
+]
+
+
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit code 1."""
 
@@ -74,12 +86,12 @@ def run(action: Callable[[Client], Awaitable[T]], address: str | None, namespace
     """Connect, run, and turn Temporal's errors into one clear line and a non-zero exit."""
 
     async def main() -> T:
+        target = address or os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS
         try:
             client = await connect(address, namespace)
         except RuntimeError as err:
             raise CliError(
-                f"cannot reach Temporal at {address or 'TEMPORAL_ADDRESS/localhost:7233'} ({err}); "
-                "is `retrain server` running?"
+                f"cannot reach Temporal at {target} ({err}); is `retrain server` running?"
             ) from None
         return await action(client)
 
@@ -191,7 +203,7 @@ def _parse_metadata(pairs: list[str]) -> dict[str, Any]:
 
 @app.command()
 def trigger(
-    model: Annotated[str, typer.Argument(help="Model name")],
+    model: ModelArgument,
     kind: Annotated[TriggerKind, typer.Option("--kind", "-k", help="Trigger kind")],
     priority: Annotated[int, typer.Option("--priority", "-p", help="1 (highest) .. 5")] = 3,
     event_id: Annotated[str | None, typer.Option(help="Dedup key (default: a new uuid)")] = None,
@@ -304,7 +316,7 @@ def status(
 
 @app.command()
 def pause(
-    model: str,
+    model: ModelArgument,
     reason: Annotated[str, typer.Option(help="Why (shown in status and decisions)")] = "",
     by: Annotated[str, typer.Option(help="Who")] = getpass.getuser(),
     address: AddressOption = None,
@@ -321,7 +333,7 @@ def pause(
 
 @app.command()
 def resume(
-    model: str,
+    model: ModelArgument,
     by: Annotated[str, typer.Option(help="Who")] = getpass.getuser(),
     address: AddressOption = None,
     namespace: NamespaceOption = None,
@@ -337,7 +349,7 @@ def resume(
 
 @policy_app.command("show")
 def policy_show(
-    model: str,
+    model: ModelArgument,
     address: AddressOption = None,
     namespace: NamespaceOption = None,
     as_json: JsonOption = False,
@@ -357,7 +369,7 @@ def policy_show(
 
 @policy_app.command("set")
 def policy_set(
-    model: str,
+    model: ModelArgument,
     changes: Annotated[
         list[str] | None,
         typer.Argument(
