@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# `make demo ARGS=--auto-approve` runs unattended.
 demo: $(STAMP)
-	$(BIN)/retrain demo
+	$(BIN)/retrain demo $(ARGS)
 
 test: lint
 	$(BIN)/python -m pytest -q --durations=10

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from pydantic import BaseModel
 from temporalio import activity
 
 from workflows.coordinator_state import Notification
@@ -30,12 +31,15 @@ class OutboxChannel:
         self.directory = directory
 
     def send(self, notification: Notification) -> str:
+        return self.write(notification.key, notification)
+
+    def write(self, key: str, message: BaseModel) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.directory / f"{notification.key}.json"
+        target = self.directory / f"{key}.json"
         # Write-then-rename: readers never see a half-written notification.
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
         with os.fdopen(fd, "w") as handle:
-            json.dump(notification.model_dump(mode="json"), handle, indent=2)
+            json.dump(message.model_dump(mode="json"), handle, indent=2)
         os.replace(tmp, target)
         return str(target)
 

@@ -78,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
     from workers.coordinator_worker import build_worker
     from workers.search_attributes import dev_server_flags
     from workflows import names
+    from workflows.coordinator import ModelCoordinator
     from workflows.coordinator_state import CoordinatorStatus, Decision, DecisionsQuery
     from workflows.policy import CostModel, TriggerPolicy
     from workflows.triggers import (
@@ -686,7 +687,10 @@ class Bench:
             read = read_coordinator
         await send_all(self.client.get_workflow_handle(workflow_id), events, self.args.concurrency)
         worker = build_worker(
-            self.client, home=home, task_queue=queue, extra_workflows=[RawCounter, InstantLoop]
+            self.client,
+            home=home,
+            task_queue=queue,
+            workflows=[ModelCoordinator, RawCounter, InstantLoop],
         )
         task = asyncio.create_task(worker.run())
         start = time.perf_counter()
@@ -1005,7 +1009,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 env.client,
                 home=Path(home),
                 task_queue=task_queue,
-                extra_workflows=[RawCounter, InstantLoop],
+                workflows=[ModelCoordinator, RawCounter, InstantLoop],
                 **({"workflow_task_executor": executor} if executor else {}),
             )
             worker_task = asyncio.create_task(worker.run())

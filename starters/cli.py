@@ -10,27 +10,34 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from temporalio.client import (
     Client,
     RPCError,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.service import RPCStatusCode
 
-from starters import render
+from starters import cli_loops, render
+from starters.cli_common import (
+    AddressOption,
+    CliError,
+    JsonOption,
+    ModelArgument,
+    NamespaceOption,
+    console,
+    errors,
+    fail,
+    print_json,
+    run,
+)
 from starters.client import Coordinators, new_event_id
-from starters.connection import DEFAULT_ADDRESS, connect, retrain_home
+from starters.connection import retrain_home
 from starters.dev_server import DevServer, stop
-from workflows.names import TASK_QUEUE, validate_model_name
+from workflows.names import TASK_QUEUE
 from workflows.triggers import (
     AlarmState,
     Severity,
@@ -46,79 +53,9 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(help="Show or change a model's trigger policy.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
-
-console = Console()
-errors = Console(stderr=True)
-T = TypeVar("T")
-
-AddressOption = Annotated[
-    str | None,
-    typer.Option("--address", help="Temporal frontend host:port (default: TEMPORAL_ADDRESS)"),
-]
-NamespaceOption = Annotated[
-    str | None, typer.Option("--namespace", help="Namespace (default: TEMPORAL_NAMESPACE)")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
-
-
-def _model_name(value: str) -> str:
-    try:
-        return validate_model_name(value)
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from None
-
-
-ModelArgument = Annotated[
-    str, typer.Argument(help="Model name", metavar="MODEL", callback=_model_name)
-]
-
-
-class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit code 1."""
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
-
-
-def run(action: Callable[[Client], Awaitable[T]], address: str | None, namespace: str | None) -> T:
-    """Connect, run, and turn Temporal's errors into one clear line and a non-zero exit."""
-
-    async def main() -> T:
-        target = address or os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS
-        try:
-            client = await connect(address, namespace)
-        except RuntimeError as err:
-            raise CliError(
-                f"cannot reach Temporal at {target} ({err}); is `retrain server` running?"
-            ) from None
-        return await action(client)
-
-    try:
-        return asyncio.run(main())
-    except CliError as err:
-        raise fail(str(err)) from None
-    except ValidationError as err:
-        raise fail(describe_validation_error(err), code=2) from None
-    except ValueError as err:  # our validation at the edge (policy changes, model names)
-        raise fail(str(err), code=2) from None
-    except WorkflowUpdateFailedError as err:
-        cause = err.cause
-        raise fail(f"rejected: {getattr(cause, 'message', cause)}", code=2) from None
-    except WorkflowUpdateRPCTimeoutOrCancelledError:
-        raise fail(
-            f"no worker answered in time: is `retrain worker` running on task queue '{TASK_QUEUE}'?"
-        ) from None
-    except RPCError as err:
-        if err.status is RPCStatusCode.NOT_FOUND:
-            raise fail(f"not found: {err.message}") from None
-        raise fail(f"Temporal error ({err.status.name}): {err.message}") from None
-
-
-def print_json(value: Any) -> None:
-    console.print_json(json.dumps(value, default=str))
-
+app.add_typer(cli_loops.models_app, name="models")
+for command in (cli_loops.approve, cli_loops.reject, cli_loops.loops, cli_loops.audit):
+    app.command()(command)
 
 # ---------------------------------------------------------------- server and worker
 
@@ -427,15 +364,25 @@ def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
 
 @app.command()
 def demo(
+    auto_approve: Annotated[
+        bool, typer.Option(help="Approve as the demo's reviewer instead of waiting for you")
+    ] = False,
     keep_running: Annotated[
         bool, typer.Option(help="Keep server and worker up afterwards to explore the Web UI")
     ] = False,
 ) -> None:
-    """Run the embedded server and a worker, then a scripted series of triggers."""
+    """Run the embedded server and a worker, then a model's retraining story end to end."""
     from starters.demo import run_demo
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_demo(retrain_home(), keep_running=keep_running, console=console))
+        asyncio.run(
+            run_demo(
+                retrain_home(),
+                keep_running=keep_running,
+                auto_approve=auto_approve,
+                console=console,
+            )
+        )
 
 
 def main() -> None:

@@ -1,13 +1,18 @@
-"""`make demo`: the embedded server, a worker, and a scripted day in a model's life.
+"""`make demo`: a model's retraining life on the embedded default, end to end.
 
-Every kind of decision the coordinator takes shows up once: start, ignore (duplicate, low
-drift, invalid signal), buffer and a batch that fires, defer (cooldown, loop active), escalate
-(critical drift), suppress (review pending, paused, daily limit, budget), and a follow-up that
-starts when the running loop closes.
+A synthetic concept-drift stream (river's Agrawal generator) writes a month of daily labelled
+Parquet partitions for one model; the concept changes on a known day. Then:
 
-The RetrainingLoop workflow itself is the next milestone: until a worker registers it, a started
-loop waits in the task queue. The demo closes each loop it started by terminating it, which
-is also how the coordinator learns an outcome it did not expect.
+1. a manual trigger asks for the first deployment: the loop selects the data window, trains
+   a scikit-learn model in its own process, registers it in MLflow, evaluates it on the
+   holdout and the golden set, and waits for a human (first deployment): the demo prints the
+   Web UI address and both approval commands;
+2. fresh data of the new concept arrives as three `data_arrived` events: the coordinator
+   batches them into one loop, whose candidate is evaluated against the champion and, when
+   the gates pass, deployed;
+3. a summary table of the loops.
+
+`--auto-approve` approves as reviewer `demo-auto-approver` instead of waiting (CI runs it).
 """
 
 from __future__ import annotations
@@ -15,34 +20,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+import shutil
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
-from temporalio.client import Client, WorkflowExecutionStatus
+from rich.table import Table
+from temporalio.client import Client
 
+from activities.model_specs import SpecStore
+from activities.registry import MlflowRegistry
 from starters import render
 from starters.client import Coordinators
 from starters.connection import connect
 from starters.dev_server import DevServer, port_open, stop
+from starters.loops import Loops, read_audit
+from starters.synthetic import append_fresh_data, write_demo_dataset
 from workers.coordinator_worker import build_worker
-from workflows.coordinator_state import Decision
-from workflows.names import coordinator_id
-from workflows.policy import CostModel, TriggerPolicy
-from workflows.triggers import AlarmSignal, DataArrival, DriftSignal, TriggerEvent, TriggerKind
+from workflows.audit_record import LoopStage
+from workflows.loop_contract import LoopStatus
+from workflows.loop_details import render_loop_details
+from workflows.loop_models import ReviewDecision
+from workflows.model_spec import ModelSpec
+from workflows.names import coordinator_id, retraining_loop_id
+from workflows.policy import TriggerPolicy
+from workflows.triggers import DataArrival, TriggerEvent, TriggerKind
 
-MODEL = "demo-churn"
-COOLDOWN = timedelta(seconds=6)
-DEMO_POLICY = TriggerPolicy(
-    batch_size=3,
-    batch_window=timedelta(seconds=30),
-    max_wait=timedelta(minutes=2),
-    cooldown=COOLDOWN,
-    max_daily_trainings=2,
-    daily_budget=2.5,
-    cost=CostModel(hourly_rate=1.0, base_hours=1.0),
-)
+MODEL = "demo-credit"
+HISTORY_DAYS = 30
+DRIFT_DAYS_AGO = 8
+AUTO_REVIEWER = "demo-auto-approver"
+LOOP_TIMEOUT = 300.0
 
 
 @contextlib.asynccontextmanager
@@ -62,171 +71,173 @@ async def embedded_server(home: Path, console: Console) -> AsyncIterator[DevServ
         stop(process)
 
 
-async def reset_previous_run(client: Client) -> None:
-    """A rerun starts from a clean coordinator: end the previous demo's open executions."""
+def demo_spec(spec: ModelSpec) -> ModelSpec:
+    """The generated spec with demo-speed timings (real deployments use hours, not seconds)."""
+    return spec.model_copy(
+        update={
+            "trigger_policy": TriggerPolicy(
+                batch_size=3,
+                batch_window=timedelta(seconds=20),
+                max_wait=timedelta(minutes=1),
+                cooldown=timedelta(seconds=5),
+                max_daily_trainings=10,
+                daily_budget=100.0,
+            ),
+        }
+    )
+
+
+async def reset_previous_run(client: Client, home: Path) -> None:
+    """A rerun starts from scratch: end the last run's executions, drop its data and versions."""
     query = f"ModelName = '{MODEL}' AND ExecutionStatus = 'Running'"
     async for execution in client.list_workflows(query):
         await client.get_workflow_handle(execution.id).terminate(reason="demo restarted")
-
-
-async def close_loop(client: Client, loop_id: str) -> None:
-    handle = client.get_workflow_handle(loop_id)
-    description = await handle.describe()
-    if description.status is WorkflowExecutionStatus.RUNNING:
-        await handle.terminate(reason="demo: the RetrainingLoop implementation lands next")
+    for part in ("data", "runs", "audit"):
+        shutil.rmtree(home / part / MODEL, ignore_errors=True)
+    (home / "golden" / f"{MODEL}.json").unlink(missing_ok=True)
+    await asyncio.to_thread(MlflowRegistry(home).delete_model, MODEL)
 
 
 class Scenario:
-    def __init__(self, client: Client, console: Console) -> None:
+    def __init__(self, client: Client, home: Path, console: Console, auto_approve: bool) -> None:
         self.client = client
+        self.home = home
         self.coordinators = Coordinators(client)
+        self.loops = Loops(client, home)
         self.console = console
-        self.seen: list[Decision] = []
+        self.auto_approve = auto_approve
 
     def step(self, text: str) -> None:
         self.console.print(f"\n[bold]>> {text}[/]")
 
-    async def send(self, event: TriggerEvent) -> Decision:
+    async def send(self, event: TriggerEvent) -> None:
         decision = await self.coordinators.trigger(MODEL, event)
         self.console.print(render.decisions_table([decision], title=""))
-        return decision
 
-    async def wait_for(
-        self, what: str, check: Callable[[], Awaitable[bool]], timeout: float = 60
-    ) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not await check():
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"demo: timed out waiting for {what}")
-            await asyncio.sleep(0.5)
-
-    async def play(self) -> None:
-        c = self.coordinators
+    async def play(self, ui_url: str) -> None:
+        today = datetime.now(UTC).date()
+        drift_day = today - timedelta(days=DRIFT_DAYS_AGO)
         self.step(
-            "policy: batches of 3, 6 s cooldown, 2 trainings/day, budget 2.50 USD at 1.00 each"
+            f"{HISTORY_DAYS} days of labelled data for {MODEL}; the concept changes on "
+            f"{drift_day} (Agrawal generator, river)"
         )
-        await c.start(MODEL, DEMO_POLICY)
-
-        self.step("a data scientist asks for a retraining")
-        first = await self.send(
-            TriggerEvent(kind=TriggerKind.MANUAL, source="demo", event_id="manual-1")
+        spec = await asyncio.to_thread(
+            write_demo_dataset,
+            self.home,
+            MODEL,
+            start=today - timedelta(days=HISTORY_DAYS - 1),
+            days=HISTORY_DAYS,
+            drift_day=drift_day,
         )
-        self.step("the same request delivered twice (at-least-once senders): deduplicated")
-        await self.send(TriggerEvent(kind=TriggerKind.MANUAL, source="demo", event_id="manual-1"))
+        spec = demo_spec(spec)
+        SpecStore(self.home).register(spec)
+        await self.coordinators.start(MODEL, spec.trigger_policy)
+        await self.coordinators.set_policy(MODEL, spec.trigger_policy.model_dump(mode="json"))
+        self.console.print(f"model spec registered under {self.home / 'models'}")
 
-        self.step("the nightly schedule fires inside the cooldown: deferred, not dropped")
+        self.step("a data scientist asks for the first deployment (manual trigger)")
         await self.send(
-            TriggerEvent(kind=TriggerKind.SCHEDULED, source="cron", event_id="schedule-1")
+            TriggerEvent(kind=TriggerKind.MANUAL, source="demo", event_id="first-deployment")
         )
+        await self.through_loop(1, ui_url)
 
-        self.step("three new data files arrive: buffered, then the batch fires")
-        for i in range(3):
+        self.step("fresh data of the new concept lands: three data_arrived events, one batch")
+        for part in range(3):
+            uri = await asyncio.to_thread(append_fresh_data, self.home, spec, part=part + 1)
             await self.send(
                 TriggerEvent(
                     kind=TriggerKind.DATA_ARRIVED,
-                    source="s3",
-                    event_id=f"data-{i}",
-                    data=DataArrival(uri=f"file://data/labelled/day-{i}.parquet", rows=5000),
+                    source="demo-pipeline",
+                    event_id=f"fresh-data-{part + 1}",
+                    data=DataArrival(uri=uri),
                 )
             )
+        await self.through_loop(2, ui_url)
 
-        self.step("drift: low is logged, high (priority 2) asks for approval and notifies")
-        await self.send(
-            TriggerEvent(
-                kind=TriggerKind.DRIFT,
-                source="monitor",
-                event_id="drift-low-1",
-                drift=DriftSignal(score=0.05, features=["tenure"]),
+    async def through_loop(self, number: int, ui_url: str) -> None:
+        loop_id = retraining_loop_id(MODEL, number)
+        self.console.print(f"following {loop_id} ...")
+        deadline = asyncio.get_running_loop().time() + LOOP_TIMEOUT
+        stage = None
+        while True:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"demo: {loop_id} did not finish in {LOOP_TIMEOUT:.0f} s")
+            try:
+                view = await self.loops.view(MODEL, number)
+            except LookupError:
+                await asyncio.sleep(0.5)
+                continue
+            if view.stage != stage:
+                stage = view.stage
+                self.console.print(f"  stage: [cyan]{stage.value}[/]")
+            if view.awaiting_approval:
+                await self.approval(number, render_loop_details(view), ui_url, loop_id)
+                deadline = asyncio.get_running_loop().time() + LOOP_TIMEOUT
+            if stage is LoopStage.DONE and view.record.outcome and view.record.outcome.audit_uri:
+                outcome = view.record.outcome
+                style = "green" if outcome.status is LoopStatus.PROMOTED else "yellow"
+                self.console.print(f"  [{style}]{outcome.status.value}[/]: {outcome.summary}")
+                return
+            await asyncio.sleep(0.5)
+
+    async def approval(self, number: int, details: str, ui_url: str, loop_id: str) -> None:
+        self.console.print(details, markup=False, highlight=False)
+        self.console.print(
+            f"\nWeb UI: {ui_url}/namespaces/default/workflows/{loop_id}\n"
+            f"approve with:  retrain approve {MODEL} --loop {number} --reviewer YOU "
+            '--comment "..."\n'
+            f"or:            temporal workflow signal --workflow-id {loop_id} --name approve "
+            '--input \'{"reviewer": "YOU", "comment": "..."}\''
+        )
+        if self.auto_approve:
+            record = await self.loops.review(
+                MODEL,
+                "approve",
+                ReviewDecision(reviewer=AUTO_REVIEWER, comment="demo --auto-approve"),
+                number,
             )
-        )
-        await self.send(
-            TriggerEvent(
-                kind=TriggerKind.DRIFT,
-                source="monitor",
-                event_id="drift-high-1",
-                priority=2,
-                drift=DriftSignal(score=0.35, features=["monthly_charges"]),
+            self.console.print(f"  approved by {record.reviewer} (--auto-approve)")
+            return
+        self.console.print("[bold]waiting for a reviewer[/] (Ctrl-C to stop the demo)")
+        while (await self.loops.view(MODEL, number)).awaiting_approval:
+            await asyncio.sleep(1)
+
+    def summary(self) -> Table:
+        table = Table(title=f"{MODEL}: what happened")
+        for column in ("loop", "trigger", "outcome", "version", "holdout", "golden", "approval"):
+            table.add_column(column, overflow="fold")
+        for number in (1, 2):
+            record = read_audit(self.home, MODEL, number)
+            evaluation = record.evaluation
+            holdout = golden = "-"
+            if evaluation:
+                metric = record.verdict and evaluation.candidate.get("holdout", {})
+                holdout = ", ".join(
+                    f"{k} {v:.3f}"
+                    for k, v in (metric or {}).items()
+                    if k in ("accuracy", "roc_auc")
+                )
+                golden = ", ".join(
+                    f"{k} {v:.3f}"
+                    for k, v in evaluation.candidate.get("golden", {}).items()
+                    if k == "accuracy"
+                )
+            review = record.approval.review
+            table.add_row(
+                record.loop_id,
+                ", ".join(kind.value for kind in record.trigger.kinds),
+                record.outcome.status.value if record.outcome else "running",
+                record.candidate.version if record.candidate else "-",
+                holdout,
+                golden,
+                f"{review.decision}d by {review.reviewer}" if review else "not needed",
             )
-        )
-
-        self.step("critical drift: automation stops and a human is asked to review")
-        await self.send(
-            TriggerEvent(
-                kind=TriggerKind.DRIFT,
-                source="monitor",
-                event_id="drift-critical-1",
-                drift=DriftSignal(
-                    score=0.8, features=["contract_type", "tenure"], endpoint="churn-prod"
-                ),
-            )
-        )
-        await self.send(
-            TriggerEvent(
-                kind=TriggerKind.ALARM,
-                source="cloudwatch",
-                event_id="alarm-precision-1",
-                alarm=AlarmSignal(name="churn-precision-drop"),
-            )
-        )
-        self.step("the reviewer looked at it and asks for a retraining (it will need approval)")
-        await self.send(
-            TriggerEvent(kind=TriggerKind.MANUAL, source="reviewer", event_id="review-manual-1")
-        )
-
-        self.step("an operator pauses the coordinator; a trigger meanwhile is suppressed")
-        await c.pause(MODEL, reason="feature store migration", by="demo")
-        await self.send(
-            TriggerEvent(kind=TriggerKind.SCHEDULED, source="cron", event_id="schedule-2")
-        )
-        await c.resume(MODEL, by="demo")
-
-        self.step("someone types a malformed trigger into the UI's signal dialog")
-        await c.handle(MODEL).signal("trigger", {"kind": "retrain-now", "priority": 9})
-        await asyncio.sleep(0.5)
-
-        self.step(
-            f"the cooldown ends ({COOLDOWN.total_seconds():.0f} s): deferred work joins the "
-            "follow-up"
-        )
-        await self.wait_for("the deferral", self._deferral_done)
-
-        assert first.loop_id is not None
-        self.step(f"{first.loop_id} closes: the follow-up loop starts, with approval required")
-        await close_loop(self.client, first.loop_id)
-        await self.wait_for("the follow-up", self._follow_up_started)
-
-        self.step("two trainings today: the daily limit and then the budget say no")
-        await asyncio.sleep(COOLDOWN.total_seconds())
-        await self.send(
-            TriggerEvent(kind=TriggerKind.SCHEDULED, source="cron", event_id="schedule-3")
-        )
-        await self.send(
-            TriggerEvent(kind=TriggerKind.MANUAL, source="demo", event_id="manual-2", priority=2)
-        )
-
-    async def _deferral_done(self) -> bool:
-        status = await self.coordinators.status(MODEL)
-        return status.deferred is None and status.follow_up is not None
-
-    async def _follow_up_started(self) -> bool:
-        status = await self.coordinators.status(MODEL)
-        return status.loops_started >= 2 and status.follow_up is None
-
-    async def finish(self) -> None:
-        """Pause (so nothing new starts) and close the loops the demo started."""
-        await self.coordinators.pause(MODEL, reason="demo finished", by="demo")
-        status = await self.coordinators.status(MODEL)
-        if status.active_loop:
-            await close_loop(self.client, status.active_loop)
-        decisions = await self.coordinators.decisions(MODEL, limit=100)
-        self.console.print()
-        self.console.print(render.decisions_table(decisions, title="every decision, in order"))
-        self.console.print(render.status_table(await self.coordinators.status(MODEL)))
+        return table
 
 
-async def run_demo(home: Path, *, keep_running: bool, console: Console) -> None:
+async def run_demo(home: Path, *, keep_running: bool, auto_approve: bool, console: Console) -> None:
     home.mkdir(parents=True, exist_ok=True)
-    # Worker chatter (including the not-yet-registered RetrainingLoop) goes to a file.
+    # Worker chatter goes to a file; the console tells the story.
     logging.basicConfig(
         filename=home / "demo-worker.log",
         level=logging.INFO,
@@ -234,17 +245,16 @@ async def run_demo(home: Path, *, keep_running: bool, console: Console) -> None:
     )
     async with embedded_server(home, console) as dev:
         client = await connect(dev.address)
-        await reset_previous_run(client)
+        await reset_previous_run(client, home)
         async with build_worker(client, home=home):
-            scenario = Scenario(client, console)
-            await scenario.play()
-            await scenario.finish()
-            outbox = sorted((home / "notifications").glob(f"{MODEL}-*.json"))
+            scenario = Scenario(client, home, console, auto_approve)
+            await scenario.play(dev.ui_url)
+            console.print()
+            console.print(scenario.summary())
             console.print(
-                f"\nnotifications for reviewers: {len(outbox)} in {home / 'notifications'}"
-            )
-            console.print(
-                f"Web UI: {dev.ui_url}/namespaces/default/workflows/{coordinator_id(MODEL)}"
+                f"audit records: retrain audit {MODEL} [N]; loops: retrain loops {MODEL}\n"
+                f"Web UI: {dev.ui_url}/namespaces/default/workflows/{coordinator_id(MODEL)}\n"
+                f"MLflow: mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}"
             )
             if keep_running:
                 console.print("server and worker keep running; Ctrl-C to stop")

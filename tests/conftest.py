@@ -25,6 +25,7 @@ from temporalio.worker import Worker
 
 from workers.coordinator_worker import build_worker
 from workers.search_attributes import dev_server_flags, ensure_search_attributes
+from workflows.coordinator import ModelCoordinator
 
 BIN = Path(sysconfig.get_path("scripts"))
 ENVIRONMENTS = ("time-skipping", "dev")
@@ -54,6 +55,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         kinds: tuple[str, ...] = ENVIRONMENTS if chosen == "all" else (chosen,)
         if metafunc.definition.get_closest_marker("dev_server_only"):
             kinds = tuple(k for k in kinds if k == "dev")
+        if metafunc.definition.get_closest_marker("time_skipping_only"):
+            kinds = tuple(k for k in kinds if k == "time-skipping")
         metafunc.parametrize("env_kind", kinds, scope="session")
 
 
@@ -126,12 +129,14 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def new_worker(client: Client, task_queue: str, home: Path) -> Iterator[Callable[..., Worker]]:
-    """`new_worker(*extra_workflows)` -> an (unstarted) worker on this test's task queue."""
+    """`new_worker(*loop_doubles)` -> an (unstarted) worker on this test's task queue: the
+    coordinator with the given doubles in place of the real loop, or every real workflow."""
 
-    def make(*extra_workflows: type) -> Worker:
-        return build_worker(
-            client, home=home, task_queue=task_queue, extra_workflows=extra_workflows
-        )
+    def make(*loop_doubles: type) -> Worker:
+        if not loop_doubles:
+            return build_worker(client, home=home, task_queue=task_queue)
+        workflows = [ModelCoordinator, *loop_doubles]
+        return build_worker(client, home=home, task_queue=task_queue, workflows=workflows)
 
     yield make
 

@@ -254,7 +254,7 @@ async def test_ninety_days_in_seconds(home):
         daily_budget=100,
     )
     worker = build_worker(
-        env.client, home=home, task_queue=task_queue, extra_workflows=[InstantLoop]
+        env.client, home=home, task_queue=task_queue, workflows=[ModelCoordinator, InstantLoop]
     )
     async with env, worker:
         now = (await env.get_current_time()).astimezone(zone)

@@ -12,8 +12,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     field_serializer,
@@ -22,7 +20,14 @@ from pydantic import (
 
 from workflows.loop_contract import EventRef, LoopStatus, TriggerContext
 from workflows.policy import TriggerPolicy
-from workflows.triggers import DataArrival, DriftSignal, Severity, StrictModel, TriggerKind
+from workflows.triggers import (
+    DataArrival,
+    DriftSignal,
+    Severity,
+    StateModel,
+    StrictModel,
+    TriggerKind,
+)
 
 DECISIONS_KEPT = 200
 OUTCOMES_KEPT = 50
@@ -105,12 +110,6 @@ class LoopStart(StrictModel):
     number: int
     trigger: TriggerContext
     estimated_cost: float
-
-
-class StateModel(BaseModel):
-    """Mutable state pieces (messages are frozen; state changes in place)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=False)
 
 
 class RetrainRequest(StateModel):

@@ -68,6 +68,11 @@ class LoopResult(StrictModel):
     # Actual cost when the backend knows it; the coordinator corrects the day's spend with it.
     actual_cost: Annotated[float, Field(ge=0)] | None = None
     finished_at: datetime | None = None
+    # Reproducibility: the exact retrieval (query and listing) and every dataset's hash.
+    retrieval_query: str = ""
+    dataset_hashes: dict[str, str] = {}
+    candidate_version: str | None = None
+    audit_uri: str | None = None
 
 
 def result_from_failure(loop_id: str, error: BaseException) -> LoopResult:

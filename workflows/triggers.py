@@ -37,6 +37,12 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
+class StateModel(BaseModel):
+    """Mutable state pieces (messages are frozen; state changes in place)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=False)
+
+
 class TriggerKind(StrEnum):
     SCHEDULED = "scheduled"
     DATA_ARRIVED = "data_arrived"

@@ -100,7 +100,10 @@ async def main() -> None:
         model = "replayed"
         with tempfile.TemporaryDirectory() as home:
             worker = build_worker(
-                env.client, home=Path(home), task_queue=task_queue, extra_workflows=[ControlledLoop]
+                env.client,
+                home=Path(home),
+                task_queue=task_queue,
+                workflows=[ModelCoordinator, ControlledLoop],
             )
             async with worker:
                 await scenario(env.client, task_queue, model)

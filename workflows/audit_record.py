@@ -1,0 +1,112 @@
+"""The audit record of one retraining loop: the whole story in one JSON document.
+
+The loop builds it as it goes (its `status` query returns it as it stands) and writes it when
+it ends, whatever the outcome: `retrain audit MODEL [N]` prints it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from workflows.loop_contract import LoopResult, TriggerContext
+from workflows.loop_models import (
+    DataWindow,
+    EvaluationReport,
+    GateVerdict,
+    GoldenSet,
+    ModelVersion,
+    Promotion,
+    TrainingResult,
+)
+from workflows.triggers import StateModel, StrictModel
+
+
+class LoopStage(StrEnum):
+    """Where a loop is; also its `LoopStage` search attribute."""
+
+    STARTED = "started"
+    DATA_WINDOW = "data_window"
+    TRAINING = "training"
+    REGISTERING = "registering"
+    EVALUATING = "evaluating"
+    AWAITING_APPROVAL = "awaiting_approval"
+    DEPLOYING = "deploying"
+    DONE = "done"
+
+
+class StageEntry(StrictModel):
+    stage: LoopStage
+    at: datetime
+
+
+ReviewVerb = Literal["approve", "reject"]
+
+
+class ReviewRecord(StrictModel):
+    decision: ReviewVerb
+    reviewer: str
+    comment: str = ""
+    at: datetime
+    via: Literal["signal", "update"]
+
+
+class IgnoredReview(StrictModel):
+    """An approve/reject signal that failed the checks: recorded, never applied."""
+
+    decision: ReviewVerb
+    reviewer: str | None
+    at: datetime
+    reason: str
+
+
+class ApprovalRecord(StateModel):
+    required: bool = False
+    reasons: list[str] = []
+    requested_at: datetime | None = None
+    review: ReviewRecord | None = None
+    ignored: list[IgnoredReview] = []
+    reminders_sent: int = 0
+    escalated_at: datetime | None = None
+    timed_out_at: datetime | None = None
+
+
+class DeploymentRecord(StrictModel):
+    mode: str
+    promotion: Promotion | None = None
+    verdict: str = ""
+
+
+class AuditRecord(StateModel):
+    """Mutable: the loop fills it in as it goes."""
+
+    loop_id: str
+    model: str
+    started_at: datetime
+    # The coordinator's decision: the events it answers and why it started this loop.
+    coordinator_id: str
+    trigger: TriggerContext
+    estimated_cost: float
+    policy_version: int
+    spec_hash: str | None = None
+    data_window: DataWindow | None = None
+    golden_set: GoldenSet | None = None
+    training: TrainingResult | None = None
+    champion: ModelVersion | None = None
+    candidate: ModelVersion | None = None
+    evaluation: EvaluationReport | None = None
+    verdict: GateVerdict | None = None
+    approval: ApprovalRecord = ApprovalRecord()
+    deployment: DeploymentRecord | None = None
+    stages: list[StageEntry] = []
+    notifications: list[str] = []
+    outcome: LoopResult | None = None
+
+
+class LoopView(StrictModel):
+    """The `status` query: the stage, whether a human is needed, and the record so far."""
+
+    stage: LoopStage
+    awaiting_approval: bool
+    record: AuditRecord

@@ -1,0 +1,80 @@
+"""The loop's current details in the Temporal UI (markdown), also the body of its notifications.
+
+While the loop waits for approval it shows candidate vs champion, the guardrail verdicts and
+the exact commands to approve or reject.
+"""
+
+from __future__ import annotations
+
+import json
+
+from workflows.audit_record import LoopView
+from workflows.loop_models import EvaluationReport, GateVerdict
+
+
+def render_loop_details(view: LoopView) -> str:
+    record = view.record
+    lines = [f"**{record.model}** retraining `{record.loop_id}`: {view.stage.value}", ""]
+    trigger = record.trigger
+    kinds = ", ".join(kind.value for kind in trigger.kinds)
+    lines.append(f"- trigger: {kinds} (priority {trigger.priority}, {trigger.origin})")
+    if record.data_window:
+        window = record.data_window
+        lines.append(
+            f"- data: {window.start}..{window.end}, {window.labelled_rows} labelled rows, "
+            f"{window.days_present}/{window.days_expected} days"
+        )
+    if record.candidate:
+        champion = record.champion.version if record.champion else "none"
+        lines.append(f"- candidate: version {record.candidate.version} (champion: {champion})")
+    if record.evaluation:
+        lines += ["", *_metrics_table(record.evaluation)]
+    if record.verdict:
+        lines += ["", *_checks_table(record.verdict)]
+    if view.awaiting_approval:
+        lines += ["", *_approval_help(view)]
+    if record.approval.review:
+        review = record.approval.review
+        lines += ["", f"- {review.decision}d by {review.reviewer} via {review.via}"]
+    if record.outcome:
+        lines += ["", f"**Outcome: {record.outcome.status.value}**: {record.outcome.summary}"]
+    return "\n".join(lines)
+
+
+def _metrics_table(report: EvaluationReport) -> list[str]:
+    rows = ["| dataset | metric | candidate | champion |", "|---|---|---|---|"]
+    for dataset, metrics in report.candidate.items():
+        champion = (report.champion or {}).get(dataset, {})
+        for metric, value in metrics.items():
+            theirs = champion.get(metric)
+            shown = f"{theirs:.4f}" if theirs is not None else "-"
+            rows.append(f"| {dataset} | {metric} | {value:.4f} | {shown} |")
+    return rows
+
+
+def _checks_table(verdict: GateVerdict) -> list[str]:
+    rows = ["| guardrail | verdict | numbers |", "|---|---|---|"]
+    for check in verdict.checks:
+        state = "pass" if check.passed else "FAIL"
+        if check.passed and check.near_miss:
+            state = "pass (near miss)"
+        numbers = ", ".join(f"{k}={v:.4g}" for k, v in check.numbers.items())
+        rows.append(f"| {check.name} | {state} | {numbers} |")
+    for regression in verdict.regressions:
+        rows.append(f"| improvement | FAIL | {regression} |")
+    return rows
+
+
+def _approval_help(view: LoopView) -> list[str]:
+    record = view.record
+    number = record.loop_id.rsplit("-", 1)[-1]
+    payload = json.dumps({"reviewer": "YOUR-NAME", "comment": "why"})
+    return [
+        f"**Waiting for approval**: {'; '.join(record.approval.reasons)}",
+        "",
+        f"- `retrain approve {record.model} --loop {number} --reviewer YOUR-NAME "
+        '--comment "why"` (or `retrain reject ...`)',
+        f"- `temporal workflow signal --workflow-id {record.loop_id} --name approve "
+        f"--input '{payload}'`",
+        "- or here: **Update** `approve` / `reject` with the same JSON",
+    ]
