@@ -1,15 +1,16 @@
 """`make demo`: a model's retraining life on the embedded default, end to end.
 
-A synthetic concept-drift stream (river's Agrawal generator) writes a month of daily labelled
-Parquet partitions for one model; the concept changes on a known day. Then:
+A synthetic concept-drift stream (river's Agrawal generator) writes daily labelled Parquet
+partitions for one model; the concept changes on a known day. Then:
 
-1. a manual trigger asks for the first deployment: the loop selects the data window, trains
-   a scikit-learn model in its own process, registers it in MLflow, evaluates it on the
-   holdout and the golden set, and waits for a human (first deployment): the demo prints the
-   Web UI address and both approval commands;
-2. fresh data of the new concept arrives as three `data_arrived` events: the coordinator
-   batches them into one loop, whose candidate is evaluated against the champion and, when
-   the gates pass, deployed;
+1. three weeks of history (the old concept) exist and a manual trigger asks for the first
+   deployment: the loop selects the data window, trains a scikit-learn model in its own
+   process, registers it in MLflow, evaluates it on the holdout and the golden set, and waits
+   for a human (first deployment): the demo prints the Web UI address and both approval
+   commands;
+2. the concept changes; the pipeline lands the following days' partitions, one
+   `data_arrived` event each: the coordinator batches them into one loop, whose candidate is
+   evaluated against the champion and, when the gates pass, deployed;
 3. a summary table of the loops.
 
 `--auto-approve` approves as reviewer `demo-auto-approver` instead of waiting (CI runs it).
@@ -36,7 +37,7 @@ from starters.client import Coordinators
 from starters.connection import connect
 from starters.dev_server import DevServer, port_open, stop
 from starters.loops import Loops, read_audit
-from starters.synthetic import append_fresh_data, write_demo_dataset
+from starters.synthetic import concept_on, write_day, write_demo_dataset
 from workers.coordinator_worker import build_worker
 from workflows.audit_record import LoopStage
 from workflows.loop_contract import LoopStatus
@@ -48,8 +49,11 @@ from workflows.policy import TriggerPolicy
 from workflows.triggers import DataArrival, TriggerEvent, TriggerKind
 
 MODEL = "demo-credit"
-HISTORY_DAYS = 30
-DRIFT_DAYS_AGO = 8
+WINDOW_DAYS = 30
+# History of the old concept, then the days since the change, which land during the demo.
+HISTORY_DAYS = 22
+NEW_CONCEPT_DAYS = 8
+ROWS_PER_DAY = 400
 AUTO_REVIEWER = "demo-auto-approver"
 LOOP_TIMEOUT = 300.0
 
@@ -72,17 +76,35 @@ async def embedded_server(home: Path, console: Console) -> AsyncIterator[DevServ
 
 
 def demo_spec(spec: ModelSpec) -> ModelSpec:
-    """The generated spec with demo-speed timings (real deployments use hours, not seconds)."""
+    """The generated spec with demo-speed timings (real deployments use hours, not seconds).
+
+    The first deployment sees 22 of the window's 30 days, hence the lower day coverage. And
+    a real concept change moves a good candidate away from the old champion by design: on the
+    old baseline (more than the default 0.05) and in its predictions (KL about 1.5 here,
+    against the default limit 0.25, which the gate enforces: lower it and watch loop 2 be
+    rejected).
+    """
+    loop = spec.loop.model_copy(
+        update={
+            "window": spec.loop.window.model_copy(
+                update={"days": WINDOW_DAYS, "min_days_fraction": 0.7}
+            ),
+            "guardrails": spec.loop.guardrails.model_copy(
+                update={"max_baseline_drift": 0.15, "max_prediction_kl": 2.0}
+            ),
+        }
+    )
     return spec.model_copy(
         update={
             "trigger_policy": TriggerPolicy(
-                batch_size=3,
+                batch_size=NEW_CONCEPT_DAYS,
                 batch_window=timedelta(seconds=20),
                 max_wait=timedelta(minutes=1),
                 cooldown=timedelta(seconds=5),
                 max_daily_trainings=10,
                 daily_budget=100.0,
             ),
+            "loop": loop,
         }
     )
 
@@ -116,18 +138,18 @@ class Scenario:
 
     async def play(self, ui_url: str) -> None:
         today = datetime.now(UTC).date()
-        drift_day = today - timedelta(days=DRIFT_DAYS_AGO)
+        drift_day = today - timedelta(days=NEW_CONCEPT_DAYS - 1)
         self.step(
-            f"{HISTORY_DAYS} days of labelled data for {MODEL}; the concept changes on "
-            f"{drift_day} (Agrawal generator, river)"
+            f"{HISTORY_DAYS} days of labelled history for {MODEL} (Agrawal generator, river); "
+            f"the concept will change on {drift_day}"
         )
         spec = await asyncio.to_thread(
             write_demo_dataset,
             self.home,
             MODEL,
-            start=today - timedelta(days=HISTORY_DAYS - 1),
+            start=drift_day - timedelta(days=HISTORY_DAYS),
             days=HISTORY_DAYS,
-            drift_day=drift_day,
+            drift_day=None,
         )
         spec = demo_spec(spec)
         SpecStore(self.home).register(spec)
@@ -141,15 +163,29 @@ class Scenario:
         )
         await self.through_loop(1, ui_url)
 
-        self.step("fresh data of the new concept lands: three data_arrived events, one batch")
-        for part in range(3):
-            uri = await asyncio.to_thread(append_fresh_data, self.home, spec, part=part + 1)
+        self.step(
+            f"the concept changed on {drift_day}: the pipeline lands {NEW_CONCEPT_DAYS} daily "
+            "partitions, one data_arrived event each, batched into one loop"
+        )
+        for offset in range(NEW_CONCEPT_DAYS):
+            day = drift_day + timedelta(days=offset)
+            path = await asyncio.to_thread(
+                write_day,
+                self.home,
+                spec,
+                day,
+                function=concept_on(day, drift_day),
+                rows=ROWS_PER_DAY,
+                seed=offset + 1,
+                # Labels arrive late: the last two days are half labelled.
+                unlabelled_share=0.5 if offset >= NEW_CONCEPT_DAYS - 2 else 0.0,
+            )
             await self.send(
                 TriggerEvent(
                     kind=TriggerKind.DATA_ARRIVED,
                     source="demo-pipeline",
-                    event_id=f"fresh-data-{part + 1}",
-                    data=DataArrival(uri=uri),
+                    event_id=f"partition-{day}",
+                    data=DataArrival(uri=str(path), rows=ROWS_PER_DAY),
                 )
             )
         await self.through_loop(2, ui_url)

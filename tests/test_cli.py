@@ -11,11 +11,13 @@ import sysconfig
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from starters.dev_server import port_open
+from tests.loop_harness import with_changes, write_dataset
 
 RETRAIN = str(Path(sysconfig.get_path("scripts")) / "retrain")
 pytestmark = pytest.mark.slow
@@ -202,27 +204,65 @@ def test_unreachable_server_is_a_clear_error(stack: Stack) -> None:
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    """`make demo` itself: every kind of decision appears."""
+    """`make demo ARGS=--auto-approve` itself: two real loops, approval, deployment, summary."""
     if port_open("127.0.0.1", 7233) or port_open("127.0.0.1", 8233):
         pytest.skip("ports 7233/8233 are taken; the demo runs on the default ports")
     env = {**os.environ, "RETRAIN_HOME": str(tmp_path), "COLUMNS": "220"}
     env.pop("TEMPORAL_ADDRESS", None)
-    result = subprocess.run([RETRAIN, "demo"], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [RETRAIN, "demo", "--auto-approve"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    for action in ("start", "buffer", "defer", "suppress", "ignore", "escalate"):
-        assert f" {action} " in result.stdout, f"no {action} decision in the demo"
-    for reason in (
-        "duplicate_event",
-        "invalid_trigger",
-        "cooldown",
-        "loop_active",
-        "daily_limit",
-        "daily_budget",
-        "human_review_pending",
-        "paused",
-    ):
-        assert reason in result.stdout
-    assert "notifications for reviewers: 2" in result.stdout
+    out = result.stdout
+    assert "retrain approve demo-credit --loop 1 --reviewer" in out
+    assert "temporal workflow signal --workflow-id retrain-demo-credit-1 --name approve" in out
+    assert "approved by demo-auto-approver" in out
+    assert "promoted: version 1 promoted to champion (previous: none)" in out
+    assert "promoted: version 2 promoted to champion (previous: 1)" in out
+    assert (tmp_path / "audit" / "demo-credit" / "retrain-demo-credit-2.json").exists()
+
+
+def test_models_approve_loops_and_audit(stack: Stack) -> None:
+    """A reviewer's path through the CLI, and its bad inputs."""
+    model = "cli-loop"
+    spec = with_changes(
+        write_dataset(stack.home, model, datetime.now(UTC).date()),
+        {"loop": {"approval": {"reviewers": ["ana"]}}},
+    )
+    spec_file = stack.home / "cli-loop.json"
+    spec_file.write_text(spec.model_dump_json())
+    bad_file = stack.home / "bad.json"
+    bad_file.write_text(json.dumps({**json.loads(spec.model_dump_json()), "label": "salary"}))
+    bad = stack.retrain("models", "validate", str(bad_file), check=False)
+    assert bad.returncode == 2 and "cannot include the label" in bad.stderr
+    assert "valid" in stack.retrain("models", "validate", str(spec_file)).stdout
+    stack.retrain("models", "register", str(spec_file))
+    assert model in stack.retrain("models", "list").stdout
+
+    nothing = stack.retrain("approve", model, "--reviewer", "ana", check=False)
+    assert nothing.returncode == 1 and "no active loop" in nothing.stderr
+    assert stack.retrain("approve", model, check=False).returncode == 2  # --reviewer missing
+
+    stack.retrain("trigger", model, "--kind", "manual")
+    deadline = time.monotonic() + 120
+    while "awaiting_approval" not in stack.retrain("loops", model).stdout:
+        assert time.monotonic() < deadline, "the loop never asked for approval"
+        time.sleep(1)
+    refused = stack.retrain("approve", model, "--reviewer", "eve", check=False)
+    assert refused.returncode == 2 and "allow-list" in refused.stderr
+    approved = stack.retrain("approve", model, "--reviewer", "ana", "--comment", "ship it")
+    assert "approved by ana" in approved.stdout
+
+    deadline = time.monotonic() + 120
+    while "promoted" not in stack.retrain("loops", model).stdout:
+        assert time.monotonic() < deadline, "the loop never finished"
+        time.sleep(1)
+    audit = json.loads(stack.retrain("audit", model, "1", "--json").stdout)
+    assert audit["outcome"]["status"] == "promoted"
+    assert audit["approval"]["review"]["comment"] == "ship it"
+    assert "promoted" in stack.retrain("audit", model).stdout
+    missing = stack.retrain("audit", model, "9", check=False)
+    assert missing.returncode == 1 and "no audit record" in missing.stderr
 
 
 def test_plain_temporal_cli_speaks_the_same_contract(stack: Stack) -> None:

@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 
 from activities.audit import AuditStore
 from activities.registry import MlflowRegistry
-from tests.helpers import eventually
+from tests.helpers import CoordinatorProbe, eventually
 from tests.loop_harness import (
     awaiting_approval,
     manual_trigger,
@@ -33,7 +33,7 @@ from workflows.audit_record import IgnoredReview, LoopStage
 from workflows.loop_contract import LoopResult, LoopStatus
 from workflows.loop_models import ReviewDecision
 from workflows.retraining import RetrainingLoop
-from workflows.triggers import Severity, TriggerKind
+from workflows.triggers import Severity, TriggerEvent, TriggerKind
 
 pytestmark = pytest.mark.time_skipping_only
 
@@ -337,3 +337,41 @@ async def test_cancelled_loop_records_its_audit(
     audit = AuditStore(home).read(model, handle.id)
     assert audit is not None and audit.outcome is not None
     assert audit.outcome.status is LoopStatus.CANCELLED
+
+
+async def test_coordinator_and_loop_together(
+    env: WorkflowEnvironment,
+    worker: Worker,
+    home: Path,
+    model: str,
+    task_queue: str,
+    today: date,
+) -> None:
+    """The coordinator starts the real loop, which waits for approval; the coordinator coalesces
+    a trigger meanwhile, records the promotion, then runs the follow-up against the champion."""
+    register(home, write_dataset(home, model, today))
+    probe = CoordinatorProbe(env.client, task_queue, model)
+    async with worker:
+        await probe.start()
+        first = await probe.submit(
+            TriggerEvent(kind=TriggerKind.MANUAL, source="test", event_id="first")
+        )
+        assert first.loop_id is not None
+        await probe.started_loop(first.loop_id)
+        loop = env.client.get_workflow_handle_for(RetrainingLoop.run, first.loop_id)
+        await eventually(lambda: awaiting_approval(loop), timeout=120, what="approval")
+        waiting = await probe.submit(
+            TriggerEvent(kind=TriggerKind.SCHEDULED, source="test", event_id="nightly")
+        )
+        assert waiting.reason.value == "loop_active"
+        await loop.execute_update(RetrainingLoop.approve, ReviewDecision(reviewer="ana"))
+        status = await probe.wait_status(
+            lambda s: s.loops_started == 2 and s.active_loop is None,
+            what="the follow-up loop to close",
+            timeout=180,
+        )
+        assert await probe.task_failures() == 0
+    assert status.last_outcome is not None
+    assert status.last_outcome.status is LoopStatus.PROMOTED, status.last_outcome.summary
+    assert status.last_outcome.summary == "version 2 promoted to champion (previous: 1)"
+    assert MlflowRegistry(home).champion(model).version == "2"  # type: ignore[union-attr]
