@@ -37,6 +37,7 @@ bench: $(STAMP)
 # Re-record the committed histories that tests/test_replay.py replays.
 histories: $(STAMP)
 	$(BIN)/python -m tests.histories.record
+	$(BIN)/python -m tests.histories.record_loop
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
