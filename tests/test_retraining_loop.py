@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 
 from activities.audit import AuditStore
 from activities.registry import MlflowRegistry
+from tests.conftest import Servers
 from tests.helpers import CoordinatorProbe, eventually
 from tests.loop_harness import (
     awaiting_approval,
@@ -185,15 +186,19 @@ async def _ignored(
 
 
 async def test_approval_times_out_after_reminders_and_an_escalation(
-    env: WorkflowEnvironment, worker: Worker, home: Path, model: str, task_queue: str, today: date
+    home: Path, model: str, task_queue: str
 ) -> None:
-    approval = {"reminder_every": "1d", "escalate_after": "2d", "timeout": "3d"}
-    register(
-        home, with_changes(write_dataset(home, model, today), {"loop": {"approval": approval}})
-    )
-    async with worker:
-        handle = await start_loop(env.client, task_queue, model)
-        result = await handle.result()  # the time-skipping server skips the three days
+    # A server of its own: skipping time waits for every timer due on the server, and the
+    # shared one holds other tests' workflows whose workers are gone.
+    env = await Servers.start("time-skipping")
+    async with env:
+        today = (await env.get_current_time()).date()
+        approval = {"reminder_every": "1d", "escalate_after": "2d", "timeout": "3d"}
+        spec = with_changes(write_dataset(home, model, today), {"loop": {"approval": approval}})
+        register(home, spec)
+        async with build_worker(env.client, home=home, task_queue=task_queue):
+            handle = await start_loop(env.client, task_queue, model)
+            result = await handle.result()  # the time-skipping server skips the three days
     assert result.status is LoopStatus.REJECTED_BY_REVIEWER
     assert "no approval within 72h" in result.summary
     audit = AuditStore(home).read(model, handle.id)
