@@ -9,7 +9,7 @@ from pathlib import Path
 from temporalio import activity
 
 from workflows.audit_record import AuditRecord
-from workflows.names import validate_model_name
+from workflows.names import loop_number, validate_model_name
 
 
 class AuditStore:
@@ -41,7 +41,7 @@ class AuditStore:
         if not directory.is_dir():
             return []
         ids = [p.stem for p in directory.glob("*.json") if not p.name.startswith(".")]
-        return sorted(ids, key=lambda loop_id: int(loop_id.rsplit("-", 1)[-1]))
+        return sorted(ids, key=loop_number)
 
 
 class AuditActivities:

@@ -63,7 +63,7 @@ class Loops:
         active = status.active_loop
         if active is None:
             raise LoopNotFound(f"model {model!r} has no active loop, so none awaits approval")
-        number = int(active.rsplit("-", 1)[-1])
+        number = names.loop_number(active)
         view = await self.view(model, number)
         if not view.awaiting_approval:
             raise LoopNotFound(f"{active} is not awaiting approval (stage: {view.stage.value})")
@@ -124,7 +124,7 @@ class Loops:
         outcome = record.outcome if record else None
         return LoopSummary(
             loop_id=loop_id,
-            number=int(loop_id.rsplit("-", 1)[-1]),
+            number=names.loop_number(loop_id),
             execution=execution,
             stage=stage,
             outcome=outcome.status.value if outcome else None,

@@ -16,6 +16,7 @@ from workflows import names
 from workflows.audit_record import LoopView
 from workflows.loop_contract import EventRef, LoopResult, RetrainingLoopInput, TriggerContext
 from workflows.model_spec import ModelSpec
+from workflows.policy import merge_patch
 from workflows.retraining import RetrainingLoop
 from workflows.triggers import TriggerKind
 
@@ -42,17 +43,7 @@ def write_dataset(
 
 def with_changes(spec: ModelSpec, changes: dict[str, Any]) -> ModelSpec:
     """The spec with a JSON merge patch applied (`{"loop": {"approval": {...}}}`)."""
-
-    def merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-        merged = dict(current)
-        for key, value in patch.items():
-            if isinstance(value, dict) and isinstance(current.get(key), dict):
-                merged[key] = merge(current[key], value)
-            else:
-                merged[key] = value
-        return merged
-
-    return ModelSpec.model_validate(merge(json.loads(spec.model_dump_json()), changes))
+    return ModelSpec.model_validate(merge_patch(json.loads(spec.model_dump_json()), changes))
 
 
 def register(home: Path, spec: ModelSpec) -> ModelSpec:

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.loop_harness import manual_trigger
 from workflows.approval import (
     ApprovalEventKind,
     approval_reasons,
     next_approval_event,
     review_refusal,
 )
-from workflows.loop_contract import EventRef, TriggerContext
 from workflows.loop_models import GateVerdict, ReviewDecision
 from workflows.model_spec import ApprovalPolicy
 from workflows.triggers import Severity, TriggerKind
@@ -22,29 +22,15 @@ T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 PASSED = GateVerdict(passed=True, checks=[])
 
 
-def trigger(**changes: object) -> TriggerContext:
-    event = EventRef(
-        event_id="e1", kind=TriggerKind.MANUAL, priority=3, source="test", received_at=T0
-    )
-    fields: dict[str, object] = {
-        "events": [event],
-        "priority": 3,
-        "kinds": [TriggerKind.MANUAL],
-        "origin": "manual trigger",
-    }
-    fields.update(changes)
-    return TriggerContext.model_validate(fields)
-
-
 def test_no_reasons_for_a_routine_retraining() -> None:
-    assert approval_reasons(ApprovalPolicy(), trigger(), False, PASSED) == []
+    assert approval_reasons(ApprovalPolicy(), manual_trigger(), False, PASSED) == []
 
 
 def test_each_reason_is_named() -> None:
     near_miss = GateVerdict(passed=True, checks=[], near_misses=["golden_floor"])
     reasons = approval_reasons(
         ApprovalPolicy(always=True),
-        trigger(drift_severity=Severity.HIGH, kinds=[TriggerKind.DRIFT]),
+        manual_trigger(drift_severity=Severity.HIGH, kinds=[TriggerKind.DRIFT]),
         True,
         near_miss,
     )
@@ -57,7 +43,7 @@ def test_each_reason_is_named() -> None:
 
 
 def test_trigger_reasons_are_not_repeated_as_drift() -> None:
-    context = trigger(
+    context = manual_trigger(
         drift_severity=Severity.HIGH,
         requires_approval=True,
         approval_reasons=["high drift (score 0.42)"],
@@ -68,7 +54,10 @@ def test_trigger_reasons_are_not_repeated_as_drift() -> None:
 def test_policy_switches_turn_reasons_off() -> None:
     policy = ApprovalPolicy(first_deployment=False, on_high_drift=False, on_near_miss=False)
     near_miss = GateVerdict(passed=True, checks=[], near_misses=["kl"])
-    assert approval_reasons(policy, trigger(drift_severity=Severity.HIGH), True, near_miss) == []
+    assert (
+        approval_reasons(policy, manual_trigger(drift_severity=Severity.HIGH), True, near_miss)
+        == []
+    )
 
 
 def test_review_refusals() -> None:

@@ -82,6 +82,7 @@ class AuditRecord(StateModel):
     """Mutable: the loop fills it in as it goes."""
 
     loop_id: str
+    loop_number: int
     model: str
     started_at: datetime
     # The coordinator's decision: the events it answers and why it started this loop.

@@ -67,12 +67,11 @@ def _checks_table(verdict: GateVerdict) -> list[str]:
 
 def _approval_help(view: LoopView) -> list[str]:
     record = view.record
-    number = record.loop_id.rsplit("-", 1)[-1]
     payload = json.dumps({"reviewer": "YOUR-NAME", "comment": "why"})
     return [
         f"**Waiting for approval**: {'; '.join(record.approval.reasons)}",
         "",
-        f"- `retrain approve {record.model} --loop {number} --reviewer YOUR-NAME "
+        f"- `retrain approve {record.model} --loop {record.loop_number} --reviewer YOUR-NAME "
         '--comment "why"` (or `retrain reject ...`)',
         f"- `temporal workflow signal --workflow-id {record.loop_id} --name approve "
         f"--input '{payload}'`",

@@ -33,6 +33,11 @@ def retraining_loop_id(model: str, number: int) -> str:
     return f"retrain-{model}-{number}"
 
 
+def loop_number(loop_id: str) -> int:
+    """`retrain-<model>-<n>` -> n."""
+    return int(loop_id.rsplit("-", 1)[-1])
+
+
 # Custom search attributes. `retrain server` registers them on the dev server; on a cluster,
 # `retrain worker` registers missing ones when the operator API allows it.
 MODEL_NAME = SearchAttributeKey.for_keyword("ModelName")

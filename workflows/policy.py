@@ -30,11 +30,12 @@ def parse_duration(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
-def _merge(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+def merge_patch(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """JSON merge patch: nested objects change field by field, anything else is replaced."""
     merged = dict(current)
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(current.get(key), dict):
-            merged[key] = _merge(current[key], value)
+            merged[key] = merge_patch(current[key], value)
         else:
             merged[key] = value
     return merged
@@ -126,7 +127,7 @@ class TriggerPolicy(StrictModel):
         if not isinstance(changes, dict):
             raise ValueError(f"policy changes must be a JSON object, got {type(changes).__name__}")
         try:
-            return TriggerPolicy.model_validate(_merge(self.model_dump(mode="json"), changes))
+            return TriggerPolicy.model_validate(merge_patch(self.model_dump(mode="json"), changes))
         except ValidationError as err:
             raise ValueError(describe_validation_error(err)) from None
 

@@ -101,6 +101,7 @@ class RetrainingLoop:
         self._awaiting_approval = False
         self._record = AuditRecord(
             loop_id=self._loop_id,
+            loop_number=input.loop_number,
             model=input.model,
             started_at=workflow.now(),
             coordinator_id=input.coordinator_id,
