@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -171,6 +172,11 @@ async def test_refused_reviews_change_nothing(
 
         await handle.signal("approve", {"reviewer": "ana", "comment": "ok"})
         result = await handle.result()
+        history = await handle.fetch_history()
+    failed_tasks = [
+        e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+    ]
+    assert failed_tasks == []  # malformed and refused input never failed a workflow task
     assert result.status is LoopStatus.PROMOTED
     audit = AuditStore(home).read(model, handle.id)
     assert audit is not None and audit.approval.review is not None
