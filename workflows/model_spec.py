@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 
 from workflows.names import validate_model_name
 from workflows.policy import Duration, TriggerPolicy
+from workflows.rollout_models import DeploymentPolicy
 from workflows.triggers import StrictModel
 
 ColumnName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][\w.-]*$")]
@@ -74,6 +75,9 @@ class DataSources(StrictModel):
     baseline_holdout: str
     golden_set: str
     timestamp_column: ColumnName = "event_time"
+    # The endpoint's data capture (requests and feedback); default: `captured` beside
+    # `labelled` (see activities/capture_layout.py).
+    captured: str | None = None
 
 
 class DataWindowPolicy(StrictModel):
@@ -143,11 +147,6 @@ class ApprovalPolicy(StrictModel):
     escalate_after: Duration = timedelta(hours=24)
     timeout: Duration = timedelta(hours=72)
     on_timeout: Literal["reject", "keep_waiting"] = "reject"
-
-
-class DeploymentPolicy(StrictModel):
-    # all_at_once: the candidate becomes champion in one step (SageMaker's all-at-once).
-    mode: Literal["all_at_once"] = "all_at_once"
 
 
 EnvVarName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]

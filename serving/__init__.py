@@ -1,0 +1,1 @@
+"""The local prediction endpoint (`retrain serve MODEL`)."""
