@@ -15,7 +15,7 @@ atomic rename), so readers never see a partial file.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
@@ -69,8 +69,7 @@ FEEDBACK_SCHEMA = pa.schema(
 
 def capture_dir(home: Path, spec: ModelSpec) -> Path:
     """The model's capture directory (absolute)."""
-    configured = spec.data.captured or str(Path(spec.data.labelled).parent / "captured")
-    return resolve_uri(home, configured)
+    return resolve_uri(home, spec.data.capture_location)
 
 
 def request_schema(spec: ModelSpec, reference: pa.Schema) -> pa.Schema:
@@ -90,14 +89,16 @@ def partition(root: Path, kind: str, day: date) -> Path:
 
 
 def partitions_since(root: Path, kind: str, since: datetime) -> list[Path]:
-    """Every Parquet file of `kind` in partitions dated on or after `since` (UTC), sorted."""
+    """Every Parquet file of `kind` in partitions dated on or after `since` (UTC), sorted;
+    never a writer's temporary file (dot-files, renamed into place when complete)."""
     base = root / kind
     if not base.is_dir():
         return []
-    first = since.date().isoformat()
+    first = since.astimezone(UTC).date().isoformat()
     return sorted(
         file
         for directory in base.glob("date=*")
         if directory.name.removeprefix("date=") >= first
         for file in directory.glob("*.parquet")
+        if not file.name.startswith(".")
     )

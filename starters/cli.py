@@ -21,7 +21,7 @@ from temporalio.client import (
     RPCError,
 )
 
-from starters import cli_loops, render
+from starters import cli_loops, cli_rollouts, cli_serve, render
 from starters.cli_common import (
     AddressOption,
     CliError,
@@ -54,8 +54,10 @@ app = typer.Typer(
 policy_app = typer.Typer(help="Show or change a model's trigger policy.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(cli_loops.models_app, name="models")
+app.add_typer(cli_rollouts.rollout_app, name="rollout")
 for command in (cli_loops.approve, cli_loops.reject, cli_loops.loops, cli_loops.audit):
     app.command()(command)
+app.command()(cli_serve.serve)
 
 # ---------------------------------------------------------------- server and worker
 
@@ -370,6 +372,13 @@ def demo(
     keep_running: Annotated[
         bool, typer.Option(help="Keep server and worker up afterwards to explore the Web UI")
     ] = False,
+    bad_candidate: Annotated[
+        bool,
+        typer.Option(
+            help="Also ship a release that passes the offline gates but breaks live "
+            "(rolled back at 5%)"
+        ),
+    ] = True,
 ) -> None:
     """Run the embedded server and a worker, then a model's retraining story end to end."""
     from starters.demo import run_demo
@@ -380,6 +389,7 @@ def demo(
                 retrain_home(),
                 keep_running=keep_running,
                 auto_approve=auto_approve,
+                bad_candidate=bad_candidate,
                 console=console,
             )
         )

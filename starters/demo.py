@@ -1,19 +1,28 @@
 """`make demo`: a model's retraining life on the embedded default, end to end.
 
 A synthetic concept-drift stream (river's Agrawal generator) writes daily labelled Parquet
-partitions for one model; the concept changes on a known day. Then:
+partitions for one model; the concept changes on a known day. A real prediction endpoint
+(`retrain serve`, a child process) answers live traffic from a generator that sends requests and,
+later, their true labels. Then:
 
 1. three weeks of history (the old concept) exist and a manual trigger asks for the first
    deployment: the loop selects the data window, trains a scikit-learn model in its own
    process, registers it in MLflow, evaluates it on the holdout and the golden set, and waits
    for a human (first deployment): the demo prints the Web UI address and both approval
-   commands;
+   commands; approved, the version takes 100% of the endpoint's traffic;
 2. the concept changes; the pipeline lands the following days' partitions, one
    `data_arrived` event each: the coordinator batches them into one loop, whose candidate is
-   evaluated against the champion and, when the gates pass, deployed;
-3. a summary table of the loops.
+   evaluated against the champion and rolled out on live traffic, 5% → 25% → 50% → 100%, a
+   canary analysis after each stage, then promoted and watched;
+3. (`--bad-candidate`, on by default) a release with a broken online path
+   (`starters.bad_candidate`: it passes every offline gate, but its one-row serving path has a
+   feature-order mismatch, added latency and errors) is rolled back automatically at 5%, and
+   the verdict's numbers are printed;
+4. a summary table of the loops.
 
 `--auto-approve` approves as reviewer `demo-auto-approver` instead of waiting (CI runs it).
+The demo's rollout has no shadow stage so that the bad release meets live traffic at 5%; a
+shadow stage (`deployment.shadow` in the spec) would have caught it with mirrored traffic.
 """
 
 from __future__ import annotations
@@ -36,8 +45,11 @@ from starters import render
 from starters.client import Coordinators
 from starters.connection import connect
 from starters.dev_server import DevServer, port_open, stop
+from starters.endpoint_process import endpoint_process, free_port
 from starters.loops import Loops, read_audit
-from starters.synthetic import concept_on, write_day, write_demo_dataset
+from starters.rollouts import Rollouts
+from starters.synthetic import POST_DRIFT_FUNCTION, concept_on, write_day, write_demo_dataset
+from starters.traffic import TrafficGenerator
 from workers.coordinator_worker import build_worker
 from workflows.audit_record import LoopStage
 from workflows.loop_contract import LoopStatus
@@ -46,6 +58,13 @@ from workflows.loop_models import ReviewDecision
 from workflows.model_spec import ModelSpec
 from workflows.names import coordinator_id, retraining_loop_id
 from workflows.policy import TriggerPolicy
+from workflows.rollout_models import (
+    CanaryPolicy,
+    DeploymentPolicy,
+    Outcome,
+    RolloutResult,
+    StagePlan,
+)
 from workflows.triggers import DataArrival, TriggerEvent, TriggerKind
 
 MODEL = "demo-credit"
@@ -56,6 +75,11 @@ NEW_CONCEPT_DAYS = 8
 ROWS_PER_DAY = 400
 AUTO_REVIEWER = "demo-auto-approver"
 LOOP_TIMEOUT = 300.0
+# Live traffic: enough requests per bake that 5% of them (about 40) can decide a canary.
+REQUESTS_PER_SECOND = 80
+STAGE_BAKE = timedelta(seconds=10)
+STAGE_MIN_REQUESTS = 30
+BAD_ENTRYPOINT = "starters.bad_candidate:train"
 
 
 @contextlib.asynccontextmanager
@@ -75,15 +99,26 @@ async def embedded_server(home: Path, console: Console) -> AsyncIterator[DevServ
         stop(process)
 
 
-def demo_spec(spec: ModelSpec) -> ModelSpec:
+def demo_spec(spec: ModelSpec, endpoint_url: str) -> ModelSpec:
     """The generated spec with demo-speed timings (real deployments use hours, not seconds).
 
     The first deployment sees 22 of the window's 30 days, hence the lower day coverage. And
     a real concept change moves a good candidate away from the old champion by design: on the
     old baseline (more than the default 0.05) and in its predictions (KL about 1.5 here,
     against the default limit 0.25, which the gate enforces: lower it and watch loop 2 be
-    rejected).
+    rejected). The rollout bakes each stage for seconds rather than the default ten minutes.
     """
+    deployment = DeploymentPolicy(
+        endpoint_url=endpoint_url,
+        stages=[
+            StagePlan(weight=weight, bake=STAGE_BAKE, min_requests=STAGE_MIN_REQUESTS)
+            for weight in (5, 25, 50, 100)
+        ],
+        canary=CanaryPolicy(min_labelled=STAGE_MIN_REQUESTS),
+        max_extensions=6,
+        watch=STAGE_BAKE,
+        watch_min_requests=STAGE_MIN_REQUESTS,
+    )
     loop = spec.loop.model_copy(
         update={
             "window": spec.loop.window.model_copy(
@@ -92,6 +127,7 @@ def demo_spec(spec: ModelSpec) -> ModelSpec:
             "guardrails": spec.loop.guardrails.model_copy(
                 update={"max_baseline_drift": 0.15, "max_prediction_kl": 2.0}
             ),
+            "deployment": deployment,
         }
     )
     return spec.model_copy(
@@ -114,20 +150,32 @@ async def reset_previous_run(client: Client, home: Path) -> None:
     query = f"ModelName = '{MODEL}' AND ExecutionStatus = 'Running'"
     async for execution in client.list_workflows(query):
         await client.get_workflow_handle(execution.id).terminate(reason="demo restarted")
-    for part in ("data", "runs", "audit"):
+    for part in ("data", "runs", "audit", "endpoints"):
         shutil.rmtree(home / part / MODEL, ignore_errors=True)
     (home / "golden" / f"{MODEL}.json").unlink(missing_ok=True)
     await asyncio.to_thread(MlflowRegistry(home).delete_model, MODEL)
 
 
 class Scenario:
-    def __init__(self, client: Client, home: Path, console: Console, auto_approve: bool) -> None:
+    def __init__(
+        self,
+        client: Client,
+        home: Path,
+        console: Console,
+        auto_approve: bool,
+        endpoint_url: str,
+        bad_candidate: bool,
+    ) -> None:
         self.client = client
         self.home = home
         self.coordinators = Coordinators(client)
         self.loops = Loops(client, home)
+        self.rollouts = Rollouts(client)
         self.console = console
         self.auto_approve = auto_approve
+        self.endpoint_url = endpoint_url
+        self.bad_candidate = bad_candidate
+        self.numbers: list[int] = []
 
     def step(self, text: str) -> None:
         self.console.print(f"\n[bold]>> {text}[/]")
@@ -136,33 +184,54 @@ class Scenario:
         decision = await self.coordinators.trigger(MODEL, event)
         self.console.print(render.decisions_table([decision], title=""))
 
-    async def play(self, ui_url: str) -> None:
+    async def prepare(self) -> ModelSpec:
+        """History of the old concept, the spec registered, the coordinator running."""
         today = datetime.now(UTC).date()
-        drift_day = today - timedelta(days=NEW_CONCEPT_DAYS - 1)
+        self.drift_day = today - timedelta(days=NEW_CONCEPT_DAYS - 1)
         self.step(
             f"{HISTORY_DAYS} days of labelled history for {MODEL} (Agrawal generator, river); "
-            f"the concept will change on {drift_day}"
+            f"the concept will change on {self.drift_day}"
         )
         spec = await asyncio.to_thread(
             write_demo_dataset,
             self.home,
             MODEL,
-            start=drift_day - timedelta(days=HISTORY_DAYS),
+            start=self.drift_day - timedelta(days=HISTORY_DAYS),
             days=HISTORY_DAYS,
             drift_day=None,
         )
-        spec = demo_spec(spec)
+        spec = demo_spec(spec, self.endpoint_url)
         SpecStore(self.home).register(spec)
         await self.coordinators.start(MODEL, spec.trigger_policy)
         await self.coordinators.set_policy(MODEL, spec.trigger_policy.model_dump(mode="json"))
         self.console.print(f"model spec registered under {self.home / 'models'}")
+        return spec
 
+    async def play(self, spec: ModelSpec, ui_url: str) -> None:
         self.step("a data scientist asks for the first deployment (manual trigger)")
         await self.send(
             TriggerEvent(kind=TriggerKind.MANUAL, source="demo", event_id="first-deployment")
         )
         await self.through_loop(1, ui_url)
 
+        self.step(
+            f"live traffic: {REQUESTS_PER_SECOND} requests/s to {self.endpoint_url}, true labels "
+            "for 80% of them a second later (POST /feedback)"
+        )
+        async with TrafficGenerator(
+            self.endpoint_url,
+            rate=REQUESTS_PER_SECOND,
+            label_share=0.8,
+            label_delay=1.0,
+            function=POST_DRIFT_FUNCTION,
+        ) as traffic:
+            await self.concept_change(spec, ui_url)
+            if self.bad_candidate:
+                await self.bad_release(spec, ui_url)
+            self.console.print(f"\ntraffic: {traffic.stats.line()}")
+
+    async def concept_change(self, spec: ModelSpec, ui_url: str) -> None:
+        drift_day = self.drift_day
         self.step(
             f"the concept changed on {drift_day}: the pipeline lands {NEW_CONCEPT_DAYS} daily "
             "partitions, one data_arrived event each, batched into one loop"
@@ -190,7 +259,27 @@ class Scenario:
             )
         await self.through_loop(2, ui_url)
 
+    async def bad_release(self, spec: ModelSpec, ui_url: str) -> None:
+        self.step(
+            "a release with a broken online path (starters.bad_candidate: feature-order "
+            "mismatch, added latency and errors on one-row requests) passes the offline gates"
+        )
+        store = SpecStore(self.home)
+        store.register(
+            spec.model_copy(
+                update={"training": spec.training.model_copy(update={"entrypoint": BAD_ENTRYPOINT})}
+            )
+        )
+        try:
+            await self.send(
+                TriggerEvent(kind=TriggerKind.MANUAL, source="demo", event_id="bad-release")
+            )
+            await self.through_loop(3, ui_url)
+        finally:
+            store.register(spec)
+
     async def through_loop(self, number: int, ui_url: str) -> None:
+        self.numbers.append(number)
         loop_id = retraining_loop_id(MODEL, number)
         self.console.print(f"following {loop_id} ...")
         deadline = asyncio.get_running_loop().time() + LOOP_TIMEOUT
@@ -209,12 +298,50 @@ class Scenario:
             if view.awaiting_approval:
                 await self.approval(number, render_loop_details(view), ui_url, loop_id)
                 deadline = asyncio.get_running_loop().time() + LOOP_TIMEOUT
+            if stage is LoopStage.DEPLOYING:
+                await self.follow_rollout(number)
             if stage is LoopStage.DONE and view.record.outcome and view.record.outcome.audit_uri:
                 outcome = view.record.outcome
                 style = "green" if outcome.status is LoopStatus.PROMOTED else "yellow"
                 self.console.print(f"  [{style}]{outcome.status.value}[/]: {outcome.summary}")
                 return
             await asyncio.sleep(0.5)
+
+    async def follow_rollout(self, number: int) -> None:
+        """Print each stage and verdict of the loop's rollout as it happens, until it ends."""
+        shown: set[tuple[int, int]] = set()
+        while True:
+            try:
+                view = await self.rollouts.view(MODEL, number)
+            except LookupError:
+                await asyncio.sleep(0.5)
+                continue
+            for index, stage in enumerate(view.stages):
+                if (index, -1) not in shown:
+                    shown.add((index, -1))
+                    split = ", ".join(f"{v} {w}%" for v, w in sorted(stage.weights.items()))
+                    self.console.print(f"    rollout [cyan]{stage.label}[/]: {split}")
+                for bake, verdict in enumerate(stage.verdicts):
+                    if (index, bake) not in shown:
+                        shown.add((index, bake))
+                        self.print_verdict(stage.label, verdict.outcome, verdict.summary)
+            if view.result is not None:
+                self.console.print(f"    rollout {view.result.status.value}: {view.result.summary}")
+                return
+            if view.held:
+                self.console.print(
+                    f"    held for a human: retrain rollout approve|promote|abort {MODEL} "
+                    "--operator YOU"
+                )
+            await asyncio.sleep(0.5)
+
+    def print_verdict(self, label: str, outcome: Outcome, summary: str) -> None:
+        style = {Outcome.PASS: "green", Outcome.FAIL: "red"}.get(outcome, "yellow")
+        self.console.print(f"      canary at {label}: [{style}]{outcome.value}[/]")
+        if outcome is not Outcome.PASS:
+            # The numbers behind anything but a pass: what a reviewer reads.
+            for line in summary.splitlines()[1:]:
+                self.console.print(f"        {line}", markup=False, highlight=False)
 
     async def approval(self, number: int, details: str, ui_url: str, loop_id: str) -> None:
         self.console.print(details, markup=False, highlight=False)
@@ -240,9 +367,10 @@ class Scenario:
 
     def summary(self) -> Table:
         table = Table(title=f"{MODEL}: what happened")
-        for column in ("loop", "trigger", "outcome", "version", "holdout", "golden", "approval"):
+        columns = ("loop", "trigger", "outcome", "version", "holdout", "golden", "approval")
+        for column in (*columns, "rollout"):
             table.add_column(column, overflow="fold")
-        for number in (1, 2):
+        for number in self.numbers:
             record = read_audit(self.home, MODEL, number)
             evaluation = record.evaluation
             holdout = golden = "-"
@@ -267,11 +395,26 @@ class Scenario:
                 holdout,
                 golden,
                 f"{review.decision}d by {review.reviewer}" if review else "not needed",
+                _rollout_cell(record.deployment.rollout if record.deployment else None),
             )
         return table
 
 
-async def run_demo(home: Path, *, keep_running: bool, auto_approve: bool, console: Console) -> None:
+def _rollout_cell(rollout: RolloutResult | None) -> str:
+    if rollout is None:
+        return "-"
+    path = " → ".join(stage.label for stage in rollout.stages)
+    return f"{path}: {rollout.status.value}"
+
+
+async def run_demo(
+    home: Path,
+    *,
+    keep_running: bool,
+    auto_approve: bool,
+    bad_candidate: bool,
+    console: Console,
+) -> None:
     home.mkdir(parents=True, exist_ok=True)
     # Worker chatter goes to a file; the console tells the story.
     logging.basicConfig(
@@ -282,16 +425,29 @@ async def run_demo(home: Path, *, keep_running: bool, auto_approve: bool, consol
     async with embedded_server(home, console) as dev:
         client = await connect(dev.address)
         await reset_previous_run(client, home)
+        port = free_port()
         async with build_worker(client, home=home):
-            scenario = Scenario(client, home, console, auto_approve)
-            await scenario.play(dev.ui_url)
-            console.print()
-            console.print(scenario.summary())
-            console.print(
-                f"audit records: retrain audit {MODEL} [N]; loops: retrain loops {MODEL}\n"
-                f"Web UI: {dev.ui_url}/namespaces/default/workflows/{coordinator_id(MODEL)}\n"
-                f"MLflow: mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}"
+            scenario = Scenario(
+                client, home, console, auto_approve, f"http://127.0.0.1:{port}", bad_candidate
             )
-            if keep_running:
-                console.print("server and worker keep running; Ctrl-C to stop")
-                await asyncio.Event().wait()
+            spec = await scenario.prepare()
+            endpoint = endpoint_process(home, MODEL, port, home / "demo-endpoint.log", seed=1)
+            url = await asyncio.to_thread(endpoint.__enter__)
+            try:
+                console.print(
+                    f"endpoint: {url} (`retrain serve {MODEL}`; {url}/metrics, {url}/admin/weights)"
+                )
+                await scenario.play(spec, dev.ui_url)
+                console.print()
+                console.print(scenario.summary())
+                console.print(
+                    f"audit records: retrain audit {MODEL} [N]; loops: retrain loops {MODEL}; "
+                    f"rollouts: retrain rollout status {MODEL} --loop N\n"
+                    f"Web UI: {dev.ui_url}/namespaces/default/workflows/{coordinator_id(MODEL)}\n"
+                    f"MLflow: mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}"
+                )
+                if keep_running:
+                    console.print("server, worker and endpoint keep running; Ctrl-C to stop")
+                    await asyncio.Event().wait()
+            finally:
+                await asyncio.to_thread(endpoint.__exit__, None, None, None)

@@ -27,9 +27,12 @@ def write_dataset(
     home: Path, model: str, today: date, drift_days_ago: int | None = None
 ) -> ModelSpec:
     """A month of labelled data ending `today`: the server's day, since the loop's window ends
-    at workflow time (which the shared time-skipping server may have moved ahead)."""
+    at workflow time (which the shared time-skipping server may have moved ahead).
+
+    The spec deploys all at once: these loops are about the steps before deployment (staged
+    rollouts on a live endpoint are tests/test_rollout*.py's subject)."""
     drift_day = today - timedelta(days=drift_days_ago) if drift_days_ago is not None else None
-    return write_demo_dataset(
+    spec = write_demo_dataset(
         home,
         model,
         start=today - timedelta(days=HISTORY_DAYS - 1),
@@ -39,6 +42,7 @@ def write_dataset(
         baseline_rows=3000,
         golden_rows=1000,
     )
+    return with_changes(spec, {"loop": {"deployment": {"mode": "all_at_once"}}})
 
 
 def with_changes(spec: ModelSpec, changes: dict[str, Any]) -> ModelSpec:

@@ -1,4 +1,4 @@
-"""The worker: coordinators, retraining loops and the local backend's activities."""
+"""The worker: coordinators, retraining loops, rollouts and the local backend's activities."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.audit import AuditActivities, AuditStore
+from activities.canary_activities import CanaryActivities
 from activities.data_window import DataWindowActivities
+from activities.deployment import DeploymentActivities, LocalEndpoint
 from activities.evaluation import EvaluationActivities
 from activities.golden_set import GoldenSetActivities
 from activities.loop_watch import LoopWatchActivities
@@ -27,6 +29,7 @@ from workers.sandbox import workflow_runner
 from workflows.coordinator import ModelCoordinator
 from workflows.names import TASK_QUEUE
 from workflows.retraining import RetrainingLoop
+from workflows.rollout import StagedRollout
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ def build_worker(
     *,
     home: Path,
     task_queue: str = TASK_QUEUE,
-    workflows: Sequence[type] = (ModelCoordinator, RetrainingLoop),
+    workflows: Sequence[type] = (ModelCoordinator, RetrainingLoop, StagedRollout),
     activity_executor: ThreadPoolExecutor | None = None,
     **worker_options: Any,
 ) -> Worker:
@@ -60,6 +63,7 @@ def local_activities(client: Client, home: Path) -> list[Callable[..., Any]]:
     coordinator_notifications = NotificationActivities(outbox)
     loop_notifications = LoopNotificationActivities(specs, [LogNotifier(), OutboxNotifier(outbox)])
     registry_activities = RegistryActivities(registry)
+    endpoint = LocalEndpoint()
     return [
         coordinator_notifications.notify,
         LoopWatchActivities(client).await_loop_result,
@@ -73,6 +77,8 @@ def local_activities(client: Client, home: Path) -> list[Callable[..., Any]]:
         EvaluationActivities(home, registry.load).evaluate,
         AuditActivities(AuditStore(home)).write,
         loop_notifications.notify,
+        DeploymentActivities(endpoint).shift_traffic,
+        CanaryActivities(home, endpoint.flush_capture).analyse,
     ]
 
 

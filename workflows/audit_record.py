@@ -20,6 +20,7 @@ from workflows.loop_models import (
     Promotion,
     TrainingResult,
 )
+from workflows.rollout_models import RolloutResult
 from workflows.triggers import StateModel, StrictModel
 
 
@@ -72,10 +73,13 @@ class ApprovalRecord(StateModel):
     timed_out_at: datetime | None = None
 
 
-class DeploymentRecord(StrictModel):
+class DeploymentRecord(StateModel):
     mode: str
     promotion: Promotion | None = None
     verdict: str = ""
+    # Staged: the StagedRollout child and how it ended (stages, verdicts, commands).
+    rollout_id: str | None = None
+    rollout: RolloutResult | None = None
 
 
 class AuditRecord(StateModel):

@@ -31,6 +31,12 @@ def render_loop_details(view: LoopView) -> str:
         lines += ["", *_metrics_table(record.evaluation)]
     if record.verdict:
         lines += ["", *_checks_table(record.verdict)]
+    deployment = record.deployment
+    if deployment and deployment.rollout_id:
+        lines.append(
+            f"- deployment: staged rollout `{deployment.rollout_id}` "
+            f"(`retrain rollout status {record.model}`)"
+        )
     if view.awaiting_approval:
         lines += ["", *_approval_help(view)]
     if record.approval.review:

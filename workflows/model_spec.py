@@ -14,6 +14,7 @@ import hashlib
 import json
 from datetime import timedelta
 from enum import StrEnum
+from pathlib import PurePosixPath
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
@@ -78,6 +79,10 @@ class DataSources(StrictModel):
     # The endpoint's data capture (requests and feedback); default: `captured` beside
     # `labelled` (see activities/capture_layout.py).
     captured: str | None = None
+
+    @property
+    def capture_location(self) -> str:
+        return self.captured or str(PurePosixPath(self.labelled).parent / "captured")
 
 
 class DataWindowPolicy(StrictModel):

@@ -10,6 +10,7 @@ TASK_QUEUE = "retraining"
 
 COORDINATOR_WORKFLOW = "ModelCoordinator"
 RETRAINING_LOOP_WORKFLOW = "RetrainingLoop"
+STAGED_ROLLOUT_WORKFLOW = "StagedRollout"
 
 # Model names end up in workflow ids, search attributes and file paths: keep them boring.
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -31,6 +32,10 @@ def coordinator_id(model: str) -> str:
 
 def retraining_loop_id(model: str, number: int) -> str:
     return f"retrain-{model}-{number}"
+
+
+def rollout_id(model: str, number: int) -> str:
+    return f"rollout-{model}-{number}"
 
 
 def loop_number(loop_id: str) -> int:

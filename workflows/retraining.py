@@ -1,7 +1,8 @@
 """RetrainingLoop: one retraining of one model, started by its coordinator (`retrain-<model>-<n>`).
 
 data window → golden set check → train → register challenger → evaluate against the champion
-→ guardrails → approval gate (when required) → deploy → audit record. Every step is an
+→ guardrails → approval gate (when required) → deploy (a StagedRollout child by default, or
+all at once) → audit record. Every step is an
 activity keyed by the loop id, so retries and worker restarts never train or register twice.
 Every ending, failures included, writes the audit record and returns a `LoopResult` the
 coordinator records.
@@ -15,13 +16,15 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from workflows import names
+    from workflows.activity_errors import activity_failure
     from workflows.approval import (
         ApprovalEventKind,
         approval_reasons,
@@ -59,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         TrainingResult,
     )
     from workflows.model_spec import FeatureKind, ModelSpec
+    from workflows.rollout_models import RolloutInput, RolloutResult, RolloutStatus
     from workflows.triggers import describe_validation_error
 
 QUICK = timedelta(minutes=2)
@@ -121,7 +125,7 @@ class RetrainingLoop:
         except LoopEnded as ended:
             status, summary = ended.status, ended.summary
         except ActivityError as err:
-            status, summary = LoopStatus.FAILED, _activity_failure(err)
+            status, summary = LoopStatus.FAILED, activity_failure(err)
             await self._notify("critical", "loop failed", summary)
         except asyncio.CancelledError:
             # Record the cancellation (activities still run once it is caught), then let the
@@ -175,9 +179,11 @@ class RetrainingLoop:
             await self._approval_gate(spec, reasons)
 
         self._enter(LoopStage.DEPLOYING)
-        promotion = await self._deploy(spec, candidate)
-        previous = promotion.previous_champion or "none"
-        return f"version {promotion.champion} promoted to champion (previous: {previous})"
+        if spec.loop.deployment.mode == "all_at_once":
+            promotion = await self._deploy(spec, candidate)
+            previous = promotion.previous_champion or "none"
+            return f"version {promotion.champion} promoted to champion (previous: {previous})"
+        return await self._staged_rollout(spec, candidate, champion)
 
     # ---- steps -------------------------------------------------------------------------
 
@@ -219,7 +225,7 @@ class RetrainingLoop:
             )
         except ActivityError as err:
             if _error_type(err) == "GoldenSetChanged":
-                message = _activity_failure(err)
+                message = activity_failure(err)
                 await self._notify(
                     "critical",
                     "GOLDEN SET CHANGED: evaluation refused",
@@ -266,7 +272,7 @@ class RetrainingLoop:
             )
         except ActivityError as err:
             raise LoopEnded(
-                LoopStatus.FAILED, f"training failed: {_activity_failure(err)}"
+                LoopStatus.FAILED, f"training failed: {activity_failure(err)}"
             ) from None
         self._record.training = training
         return training
@@ -344,7 +350,7 @@ class RetrainingLoop:
             )
         except ActivityError as err:
             raise LoopEnded(
-                LoopStatus.FAILED, f"evaluation failed: {_activity_failure(err)}"
+                LoopStatus.FAILED, f"evaluation failed: {activity_failure(err)}"
             ) from None
         self._record.evaluation = report
         return report
@@ -364,6 +370,51 @@ class RetrainingLoop:
             verdict=f"version {promotion.champion} is champion",
         )
         return promotion
+
+    async def _staged_rollout(
+        self, spec: ModelSpec, candidate: ModelVersion, champion: ModelVersion | None
+    ) -> str:
+        """The StagedRollout child: shadow/5/25/50/100% on live traffic, then promotion."""
+        rollout_id = names.rollout_id(spec.name, self._input.loop_number)
+        deployment = self._record.deployment = DeploymentRecord(
+            mode="staged", rollout_id=rollout_id
+        )
+        self._refresh_details()
+        try:
+            result: RolloutResult = await workflow.execute_child_workflow(
+                names.STAGED_ROLLOUT_WORKFLOW,
+                RolloutInput(
+                    model=spec.name,
+                    loop_id=self._loop_id,
+                    rollout_number=self._input.loop_number,
+                    candidate_version=candidate.version,
+                    champion_version=champion.version if champion else None,
+                    policy=spec.loop.deployment,
+                    capture_dir=spec.data.capture_location,
+                ),
+                id=rollout_id,
+                result_type=RolloutResult,
+                search_attributes=TypedSearchAttributes(
+                    [SearchAttributePair(names.MODEL_NAME, spec.name)]
+                ),
+                # A loop that is cancelled or terminated asks its rollout to put the champion
+                # back rather than leaving the split half-way.
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            )
+        except ChildWorkflowError as err:
+            raise LoopEnded(
+                LoopStatus.FAILED, f"rollout {rollout_id} failed: {err.cause or err}"
+            ) from None
+        deployment.rollout = result
+        deployment.verdict = result.summary
+        if result.status is RolloutStatus.PROMOTED:
+            return f"version {candidate.version} promoted to champion: {result.summary}"
+        status = (
+            LoopStatus.ROLLED_BACK
+            if result.status is RolloutStatus.ROLLED_BACK
+            else LoopStatus.FAILED
+        )
+        raise LoopEnded(status, result.summary)
 
     # ---- approval gate -----------------------------------------------------------------
 
@@ -590,21 +641,6 @@ def _dataset_hashes(window: DataWindow) -> dict[str, str]:
 def _error_type(err: ActivityError) -> str | None:
     cause = err.cause
     return cause.type if isinstance(cause, ApplicationError) else None
-
-
-def _activity_failure(err: ActivityError) -> str:
-    """What the activity raised (its ApplicationError), not the retry wrapper around it nor the
-    library error it wraps."""
-    cause: BaseException = err
-    while (
-        isinstance(cause, FailureError)
-        and not isinstance(cause, ApplicationError)
-        and cause.cause is not None
-    ):
-        cause = cause.cause
-    if isinstance(cause, ApplicationError) and cause.type:
-        return f"{cause.type}: {cause.message}"
-    return str(cause)
 
 
 def _hours(delta: timedelta) -> str:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
+from itertools import pairwise
 from typing import Annotated, Literal, Self
 
 from pydantic import AwareDatetime, Field, model_validator
 
 from workflows.policy import Duration
-from workflows.triggers import StrictModel
+from workflows.triggers import StateModel, StrictModel
 
 VariantName = Annotated[str, Field(pattern=r"^v[1-9][0-9]{0,8}$")]
 Weight = Annotated[int, Field(ge=0, le=100)]
@@ -101,10 +102,15 @@ class DeploymentPolicy(StrictModel):
     @model_validator(mode="after")
     def _stages_grow_to_100(self) -> Self:
         weights = [stage.weight for stage in self.stages]
-        if any(later <= earlier for earlier, later in zip(weights, weights[1:], strict=False)):
+        if any(later <= earlier for earlier, later in pairwise(weights)):
             raise ValueError(f"stage weights must increase, got {weights}")
         if weights[-1] != 100:
             raise ValueError(f"the last stage must send 100% to the challenger, got {weights}")
+        if self.mode == "staged" and self.shadow is None and weights == [100]:
+            raise ValueError(
+                "a single 100% stage leaves no champion traffic to compare the challenger "
+                "with: add a partial stage or a shadow stage, or use mode all_at_once"
+            )
         return self
 
 
@@ -292,7 +298,9 @@ class CommandRecord(StrictModel):
     refused: str | None = None
 
 
-class StageRecord(StrictModel):
+class StageRecord(StateModel):
+    """Mutable: the rollout adds bakes and verdicts as they happen."""
+
     label: str  # "shadow", "5%", ..., "watch"
     weights: dict[str, int]
     shadow: str | None = None
