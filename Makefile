@@ -38,6 +38,7 @@ bench: $(STAMP)
 histories: $(STAMP)
 	$(BIN)/python -m tests.histories.record
 	$(BIN)/python -m tests.histories.record_loop
+	$(BIN)/python -m tests.histories.record_rollout
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -35,10 +35,13 @@ class CanaryActivities:
     @activity.defn(name="analyse_canary")
     def analyse(self, request: CanaryRequest) -> CanaryStatistics:
         self.flush(request.endpoint_url)
+        activity.heartbeat("flushed")
         capture_dir = resolve_uri(self.home, request.capture_dir)
         try:
             champion = read_window(capture_dir, request.champion)
+            activity.heartbeat("champion window read")
             challenger = read_window(capture_dir, request.challenger)
+            activity.heartbeat("challenger window read")
         except InvalidCaptureData as error:
             raise ApplicationError(
                 f"{request.model}: {error}", type=INVALID_CAPTURE_DATA, non_retryable=True

@@ -45,7 +45,7 @@ class ServingBackend(Protocol):
 class LocalEndpoint:
     """The admin API of the local endpoint (`serving/app.py`)."""
 
-    def __init__(self, timeout: float = 30.0) -> None:
+    def __init__(self, timeout: float = 10.0) -> None:
         self._timeout = timeout
 
     def set_traffic(self, change: TrafficChange) -> EndpointState:

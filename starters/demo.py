@@ -75,10 +75,10 @@ NEW_CONCEPT_DAYS = 8
 ROWS_PER_DAY = 400
 AUTO_REVIEWER = "demo-auto-approver"
 LOOP_TIMEOUT = 300.0
-# Live traffic: enough requests per bake that 5% of them (about 40) can decide a canary.
+# Live traffic: enough requests per bake that 5% of them (about 60) can decide a canary.
 REQUESTS_PER_SECOND = 80
-STAGE_BAKE = timedelta(seconds=10)
-STAGE_MIN_REQUESTS = 30
+STAGE_BAKE = timedelta(seconds=15)
+STAGE_MIN_REQUESTS = 40
 BAD_ENTRYPOINT = "starters.bad_candidate:train"
 
 
@@ -124,6 +124,9 @@ def demo_spec(spec: ModelSpec, endpoint_url: str) -> ModelSpec:
             "window": spec.loop.window.model_copy(
                 update={"days": WINDOW_DAYS, "min_days_fraction": 0.7}
             ),
+            # Retraining on the same days with another seed moves log loss by a few
+            # thousandths either way: tolerate that much rather than flip a coin.
+            "evaluation": spec.loop.evaluation.model_copy(update={"min_improvement": -0.01}),
             "guardrails": spec.loop.guardrails.model_copy(
                 update={"max_baseline_drift": 0.15, "max_prediction_kl": 2.0}
             ),

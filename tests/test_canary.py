@@ -486,8 +486,13 @@ def test_a_prediction_shift_fails_unless_labelled_quality_explains_it() -> None:
     explained = canary_verdict(statistics(prediction_shift=shift), POLICY, MIN_REQUESTS)
     assert explained.outcome is Outcome.PASS
     assert result(explained, CheckName.PREDICTION_SHIFT).reason.endswith(SHIFT_EXPLAINED)
-    # Without enough labels, nothing explains it.
-    unlabelled = statistics(labelled=(20, 20), prediction_shift=shift)
+    # Labels arriving but too few yet: wait for them (bake longer, then a human).
+    arriving = statistics(labelled=(20, 20), prediction_shift=shift)
+    verdict = canary_verdict(arriving, POLICY, MIN_REQUESTS)
+    assert verdict.outcome is Outcome.INCONCLUSIVE
+    assert "waiting for labels to explain it (20/" in verdict.summary
+    # No labels at all: nothing will explain it.
+    unlabelled = statistics(labelled=(0, 0), prediction_shift=shift)
     verdict = canary_verdict(unlabelled, POLICY, MIN_REQUESTS)
     assert verdict.outcome is Outcome.FAIL
     assert "prediction_shift: Jensen-Shannon distance 0.250 (> 0.100, p=1e-05 < 0.0017)" in (

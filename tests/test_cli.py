@@ -204,22 +204,27 @@ def test_unreachable_server_is_a_clear_error(stack: Stack) -> None:
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    """`make demo ARGS=--auto-approve` itself: two real loops, approval, deployment, summary."""
+    """`make demo ARGS=--auto-approve` itself: real loops, approval, a live endpoint with
+    traffic, a staged rollout promoted, a bad release rolled back at 5%, the summary."""
     if port_open("127.0.0.1", 7233) or port_open("127.0.0.1", 8233):
         pytest.skip("ports 7233/8233 are taken; the demo runs on the default ports")
     env = {**os.environ, "RETRAIN_HOME": str(tmp_path), "COLUMNS": "220"}
     env.pop("TEMPORAL_ADDRESS", None)
     result = subprocess.run(
-        [RETRAIN, "demo", "--auto-approve"], env=env, capture_output=True, text=True, timeout=300
+        [RETRAIN, "demo", "--auto-approve"], env=env, capture_output=True, text=True, timeout=900
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "retrain approve demo-credit --loop 1 --reviewer" in out
     assert "temporal workflow signal --workflow-id retrain-demo-credit-1 --name approve" in out
     assert "approved by demo-auto-approver" in out
-    assert "promoted: version 1 promoted to champion (previous: none)" in out
-    assert "promoted: version 2 promoted to champion (previous: 1)" in out
-    assert (tmp_path / "audit" / "demo-credit" / "retrain-demo-credit-2.json").exists()
+    assert "promoted: version 1 promoted to champion: first deployment" in out
+    assert "v2 promoted to champion through 5% → 25% → 50% → 100%" in out
+    assert "canary at 5%: fail" in out and "rolled_back: rolled back: canary failed at 5%" in out
+    assert (tmp_path / "audit" / "demo-credit" / "retrain-demo-credit-3.json").exists()
+    captured = tmp_path / "data" / "demo-credit" / "captured"
+    assert list((captured / "requests").rglob("*.parquet"))
+    assert list((captured / "feedback").rglob("*.parquet"))
 
 
 def test_models_approve_loops_and_audit(stack: Stack) -> None:

@@ -1,6 +1,6 @@
-"""Replay committed histories of the coordinator and the retraining loop: a workflow change that
-breaks running executions (non-determinism) fails here. Re-record with `make histories` only for
-a deliberate break."""
+"""Replay committed histories of the coordinator, the retraining loop and the rollout: a
+workflow change that breaks running executions (non-determinism) fails here. Re-record with
+`make histories` only for a deliberate break."""
 
 from __future__ import annotations
 
@@ -14,22 +14,25 @@ from temporalio.worker import Replayer
 from workers.sandbox import workflow_runner
 from workflows.coordinator import ModelCoordinator
 from workflows.retraining import RetrainingLoop
+from workflows.rollout import StagedRollout
 
 HISTORY_DIR = Path(__file__).parent / "histories"
-HISTORIES = sorted(HISTORY_DIR.glob("coordinator-*.json")) + sorted(
-    HISTORY_DIR.glob("retraining-loop-*.json")
+HISTORIES = sorted(
+    path
+    for pattern in ("coordinator-*.json", "retraining-loop-*.json", "rollout-*.json")
+    for path in HISTORY_DIR.glob(pattern)
 )
 
 
 def test_histories_are_committed() -> None:
-    assert len(HISTORIES) >= 4, "run `make histories` to record them"
+    assert len(HISTORIES) >= 7, "run `make histories` to record them"
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.name)
 async def test_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(
-        workflows=[ModelCoordinator, RetrainingLoop],
+        workflows=[ModelCoordinator, RetrainingLoop, StagedRollout],
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(),
     )

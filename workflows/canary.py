@@ -24,7 +24,8 @@ enough data of its own; below that, what would fail is inconclusive:
   statistics carry a permutation p-value) p < alpha_check, with at least `min_requests` answers
   per variant, unless the quality checks ran on enough labels and passed: then it passes with
   "shift explained: labelled quality not worse" (a retrained model is expected to predict
-  differently after a concept change).
+  differently after a concept change). While labels are arriving but are still too few, such a
+  shift is inconclusive (more baking brings the labels); with no labels at all it fails.
 - A check that could not run (no successful call, a missing check) is inconclusive, except the
   quality checks, which follow the label rule above.
 
@@ -298,6 +299,14 @@ def _prediction_shift(
             outcome = Outcome.INCONCLUSIVE
             reason += (
                 f"; only {check.samples} answers per variant (< {context.min_requests}) to fail on"
+            )
+        elif 0 < context.labelled < context.policy.min_labelled:
+            # Labels are arriving: they may yet show the shift is an improvement (a retrained
+            # model predicts differently after a concept change); bake longer, then a human.
+            outcome = Outcome.INCONCLUSIVE
+            reason += (
+                f"; waiting for labels to explain it ({context.labelled}/"
+                f"{context.policy.min_labelled})"
             )
         else:
             outcome = Outcome.FAIL

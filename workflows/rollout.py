@@ -246,7 +246,8 @@ class StagedRollout:
             "shift_traffic",
             change,
             result_type=EndpointState,
-            start_to_close_timeout=timedelta(minutes=2),
+            # Two admin calls of at most 10 s each; a worker lost mid-call is retried soon.
+            start_to_close_timeout=timedelta(seconds=30),
             retry_policy=retry,
         )
         self._weights, self._shadow = dict(state.weights), state.shadow
@@ -301,6 +302,8 @@ class StagedRollout:
             ),
             result_type=CanaryStatistics,
             start_to_close_timeout=timedelta(minutes=10),
+            # It heartbeats between its steps: a lost worker is noticed in seconds, not minutes.
+            heartbeat_timeout=timedelta(seconds=30),
             retry_policy=ANALYSIS_RETRY,
         )
         await self._act_on_commands()

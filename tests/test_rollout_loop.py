@@ -1,0 +1,92 @@
+"""The RetrainingLoop deploys through a StagedRollout child by default (time-skipping server).
+
+Loop 1 (first deployment) puts its version at 100% of the live endpoint; loop 2's rollout is
+aborted by an operator mid-stage, so the loop ends `rolled_back`, the endpoint serves the
+champion again and the audit record carries the rollout's story.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from activities.audit import AuditStore
+from serving.config import EndpointConfig
+from tests.endpoint_harness import running_endpoint
+from tests.helpers import eventually
+from tests.loop_harness import manual_trigger, register, start_loop, with_changes, write_dataset
+from tests.rollout_harness import endpoint_state
+from workers.coordinator_worker import build_worker
+from workflows import names
+from workflows.audit_record import LoopStage
+from workflows.loop_contract import LoopStatus
+from workflows.retraining import RetrainingLoop
+from workflows.rollout import StagedRollout
+from workflows.rollout_models import RolloutCommand, RolloutStatus, RolloutStep, RolloutView
+
+pytestmark = [
+    pytest.mark.time_skipping_only,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.*"),
+]
+
+
+@pytest_asyncio.fixture
+async def today(env: WorkflowEnvironment) -> date:
+    return (await env.get_current_time()).date()
+
+
+async def test_loops_deploy_through_staged_rollouts_and_an_abort_rolls_back(
+    env: WorkflowEnvironment, client: Client, task_queue: str, home: Path, model: str, today: date
+) -> None:
+    spec = with_changes(
+        write_dataset(home, model, today),
+        {
+            "loop": {
+                "approval": {"first_deployment": False, "on_near_miss": False},
+                "deployment": {"mode": "staged", "shadow": None},
+            }
+        },
+    )
+    register(home, spec)
+    with running_endpoint(EndpointConfig(home=home, model=model, seed=3)) as url:
+        register(home, with_changes(spec, {"loop": {"deployment": {"endpoint_url": url}}}))
+        async with build_worker(client, home=home, task_queue=task_queue):
+            first = await (await start_loop(client, task_queue, model, 1)).result()
+            assert first.status is LoopStatus.PROMOTED, first.summary
+            assert "first deployment" in first.summary
+            assert (await endpoint_state(url))["weights"] == {"v1": 100}
+
+            loop = await start_loop(client, task_queue, model, 2, manual_trigger("again"))
+            rollout = client.get_workflow_handle_for(StagedRollout.run, names.rollout_id(model, 2))
+
+            async def baking() -> RolloutView | None:
+                try:
+                    view = await rollout.query(StagedRollout.status)
+                except Exception:  # not started yet
+                    return None
+                return view if view.step is RolloutStep.CANARY else None
+
+            await eventually(baking, timeout=180, what="the rollout's first stage")
+            loop_view = await loop.query(RetrainingLoop.status)
+            assert loop_view.stage is LoopStage.DEPLOYING
+            assert (await endpoint_state(url))["weights"] == {"v1": 95, "v2": 5}
+            await rollout.execute_update(
+                StagedRollout.abort, RolloutCommand(operator="ana", reason="pager went off")
+            )
+            result = await loop.result()
+
+        assert result.status is LoopStatus.ROLLED_BACK, result.summary
+        assert "aborted by ana: pager went off" in result.summary
+        assert (await endpoint_state(url))["weights"] == {"v1": 100}
+
+    record = AuditStore(home).read(model, names.retraining_loop_id(model, 2))
+    assert record is not None and record.deployment is not None
+    assert record.deployment.rollout_id == names.rollout_id(model, 2)
+    assert record.deployment.rollout is not None
+    assert record.deployment.rollout.status is RolloutStatus.ROLLED_BACK
+    assert [stage.label for stage in record.deployment.rollout.stages] == ["5%"]
