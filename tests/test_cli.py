@@ -179,6 +179,20 @@ def test_unknown_model_status_is_a_clear_error(stack: Stack) -> None:
     assert result.returncode == 1 and "not found" in result.stderr
 
 
+def test_rollout_commands_and_serve_refuse_clearly(stack: Stack) -> None:
+    stack.retrain("trigger", "no-rollout", "--kind", "manual", "--no-wait")
+    result = stack.retrain("rollout", "status", "no-rollout", "--loop", "9", check=False)
+    assert result.returncode == 1 and "no rollout rollout-no-rollout-9" in result.stderr
+    result = stack.retrain("rollout", "abort", "no-rollout", "--loop", "9", check=False)
+    assert result.returncode == 2 and "--operator" in result.stderr
+    result = stack.retrain(
+        "rollout", "abort", "no-rollout", "--loop", "9", "--operator", "ana", check=False
+    )
+    assert result.returncode == 1 and "no running rollout rollout-no-rollout-9" in result.stderr
+    result = stack.retrain("serve", "unregistered", check=False)
+    assert result.returncode == 1 and "unregistered" in result.stderr
+
+
 def test_restarting_the_server_keeps_every_execution(stack: Stack) -> None:
     before = json.loads(stack.retrain("status", "churn", "--json").stdout)["status"]
     assert stack.worker is not None

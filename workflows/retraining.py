@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         TrainingResult,
     )
     from workflows.model_spec import FeatureKind, ModelSpec
+    from workflows.reviewer_notifications import notify_reviewers
     from workflows.rollout_models import RolloutInput, RolloutResult, RolloutStatus
     from workflows.triggers import describe_validation_error
 
@@ -590,16 +591,7 @@ class RetrainingLoop:
             channel=channel,
         )
         self._record.notifications.append(key)
-        try:
-            await workflow.execute_activity(
-                "notify_reviewers",
-                notification,
-                start_to_close_timeout=timedelta(minutes=1),
-                retry_policy=RetryPolicy(maximum_attempts=5),
-            )
-        except ActivityError as err:
-            # A notification channel being down must not decide the loop's outcome.
-            workflow.logger.warning("notification %s not delivered: %s", key, err.cause)
+        await notify_reviewers(notification)
 
     async def _finish(self, status: LoopStatus, summary: str) -> LoopResult:
         self._awaiting_approval = False

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.activity_errors import activity_failure
     from workflows.canary import canary_verdict
     from workflows.loop_models import PromoteRequest, Promotion, ReviewerNotification
+    from workflows.reviewer_notifications import notify_reviewers
     from workflows.rollout_details import render_rollout_details
     from workflows.rollout_models import (
         CanaryRequest,
@@ -611,16 +612,7 @@ class StagedRollout:
             subject=f"{self._input.model}: {subject} ({self._id})",
             body=body,
         )
-        try:
-            await workflow.execute_activity(
-                "notify_reviewers",
-                notification,
-                start_to_close_timeout=timedelta(minutes=1),
-                retry_policy=RetryPolicy(maximum_attempts=5),
-            )
-        except ActivityError as err:
-            # A notification channel being down must not decide the rollout's outcome.
-            workflow.logger.warning("notification not delivered: %s", err.cause)
+        await notify_reviewers(notification)
 
     def _finish(
         self, status: RolloutStatus, summary: str, verdict: CanaryVerdict | None
