@@ -56,7 +56,9 @@ class LocalEndpoint:
         return self._state(model, "GET", endpoint_url)
 
     def flush_capture(self, endpoint_url: str) -> None:
-        self._call("POST", f"{endpoint_url.rstrip('/')}/admin/flush")
+        # A flush first waits (up to 10 s) for mirrored calls still running: more room, yet
+        # within the analysis activity's 30 s heartbeat timeout.
+        self._call("POST", f"{endpoint_url.rstrip('/')}/admin/flush", timeout=20.0)
 
     def _state(self, model: str, method: str, url: str, **kwargs: object) -> EndpointState:
         response = self._call(method, f"{url.rstrip('/')}/admin/weights", **kwargs)
@@ -65,9 +67,13 @@ class LocalEndpoint:
             raise TrafficRefused(f"the endpoint at {url} serves {state.model!r}, not {model!r}")
         return state
 
-    def _call(self, method: str, url: str, **kwargs: object) -> httpx.Response:
+    def _call(
+        self, method: str, url: str, timeout: float | None = None, **kwargs: object
+    ) -> httpx.Response:
         try:
-            response = httpx.request(method, url, timeout=self._timeout, **kwargs)  # type: ignore[arg-type]
+            response = httpx.request(  # type: ignore[arg-type]
+                method, url, timeout=timeout or self._timeout, **kwargs
+            )
         except httpx.HTTPError as exc:
             raise EndpointUnavailable(
                 f"endpoint {url} unreachable ({type(exc).__name__}: {exc}); is "

@@ -55,11 +55,13 @@ from workflows.rollout_models import (
     CanaryPolicy,
     CanaryRequest,
     DeploymentPolicy,
+    EndpointState,
     Outcome,
     RolloutInput,
     RolloutResult,
     RolloutStatus,
     RolloutStep,
+    RolloutView,
     StagePlan,
     TrafficChange,
     variant_name,
@@ -177,11 +179,23 @@ async def finish(handle: RolloutHandle, workers: WorkerPool) -> RolloutResult:
     try:
         return await asyncio.wait_for(handle.result(), FINISH_TIMEOUT)
     except TimeoutError:
-        view = await query_status(handle)
         raise AssertionError(
-            f"the rollout did not finish within {FINISH_TIMEOUT:.0f}s; status: {view}\n"
-            f"{workers.report()}"
+            f"the rollout did not finish within {FINISH_TIMEOUT:.0f}s; "
+            f"{describe(await query_status(handle))}\n{workers.report()}"
         ) from None
+
+
+def describe(view: RolloutView | None) -> str:
+    """A short account of where a rollout is, for failure messages."""
+    if view is None:
+        return "no worker answers the status query"
+    stages = "; ".join(
+        f"{stage.label} (generation {stage.generation}, {stage.bakes} bakes"
+        + (f", last: {stage.verdicts[-1].summary.splitlines()[0]}" if stage.verdicts else "")
+        + ")"
+        for stage in view.stages
+    )
+    return f"step {view.step.value}, weights {view.weights}, stages: {stages or 'none'}"
 
 
 async def stop_rollout(handle: RolloutHandle | None) -> None:
@@ -189,6 +203,15 @@ async def stop_rollout(handle: RolloutHandle | None) -> None:
     if handle is not None:
         with contextlib.suppress(RPCError):
             await handle.terminate("test over")
+
+
+async def put_weights(url: str, weights: dict[str, int], change_id: str | None) -> EndpointState:
+    """What `shift_traffic` sends: PUT /admin/weights with a change id."""
+    body = {"weights": weights, "shadow": None, "change_id": change_id}
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.put(f"{url}/admin/weights", json=body)
+        response.raise_for_status()
+        return EndpointState.model_validate_json(response.content)
 
 
 def change_labelled(label: str) -> Callable[[bytes], bool]:
@@ -220,9 +243,10 @@ def assert_applied_once(release: Release, result: RolloutResult, first_generatio
 def assert_weights_always_valid(release: Release, watch: WeightsWatch, generations: int) -> None:
     allowed = [release.split(0), *release.stage_splits()]
     assert watch.problems(allowed) == []
-    seen = sorted({report.generation for report in watch.reports})
-    # The watcher saw the starting split and every stage's (each lasts a bake at least).
-    assert seen == list(range(1, generations + 1)), seen
+    seen = {report.generation for report in watch.reports}
+    # The watcher ran throughout: it saw the starting split and the final one (and, unless the
+    # machine stalled it for a whole bake, every stage's in between).
+    assert {1, generations} <= seen <= set(range(1, generations + 1)), sorted(seen)
 
 
 async def test_worker_killed_in_a_bake_a_shift_and_an_analysis_resumes_each_stage_once(
@@ -342,6 +366,12 @@ async def test_endpoint_restarted_mid_rollout_keeps_its_weights_and_the_rollout_
             await endpoint.astart()
             assert endpoint.url == url and endpoint.starts == 2
             after = await read_weights(url)
+            assert before.weights == release.split(25), before
+            assert before.change_id == release.change_ids()[1], before
+            # Everything the endpoint reports survived the restart, its generation's clock too.
+            assert after == before
+            # A shift retried now (its worker lost the answer) is still known: nothing changes.
+            assert await put_weights(url, before.weights, before.change_id) == before
             answered = traffic.stats.ok
 
             async def serving_again() -> bool:
@@ -353,9 +383,6 @@ async def test_endpoint_restarted_mid_rollout_keeps_its_weights_and_the_rollout_
         workers.kill_all()
         await stop_rollout(handle)
 
-    assert before.weights == release.split(25) and before.change_id == release.change_ids()[1]
-    # Everything the endpoint reports survived the restart, its clock of the generation too.
-    assert after == before
     assert_applied_once(release, result, first_generation=1)
     assert result.stages[LABELS.index("25%")].generation == before.generation
     assert_weights_always_valid(release, watch, generations=1 + len(LABELS))
