@@ -60,20 +60,20 @@ class LocalEndpoint:
         # within the analysis activity's 30 s heartbeat timeout.
         self._call("POST", f"{endpoint_url.rstrip('/')}/admin/flush", timeout=20.0)
 
-    def _state(self, model: str, method: str, url: str, **kwargs: object) -> EndpointState:
-        response = self._call(method, f"{url.rstrip('/')}/admin/weights", **kwargs)
+    def _state(
+        self, model: str, method: str, url: str, json: object | None = None
+    ) -> EndpointState:
+        response = self._call(method, f"{url.rstrip('/')}/admin/weights", json=json)
         state = EndpointState.model_validate_json(response.content)
         if state.model != model:
             raise TrafficRefused(f"the endpoint at {url} serves {state.model!r}, not {model!r}")
         return state
 
     def _call(
-        self, method: str, url: str, timeout: float | None = None, **kwargs: object
+        self, method: str, url: str, json: object | None = None, timeout: float | None = None
     ) -> httpx.Response:
         try:
-            response = httpx.request(  # type: ignore[arg-type]
-                method, url, timeout=timeout or self._timeout, **kwargs
-            )
+            response = httpx.request(method, url, json=json, timeout=timeout or self._timeout)
         except httpx.HTTPError as exc:
             raise EndpointUnavailable(
                 f"endpoint {url} unreachable ({type(exc).__name__}: {exc}); is "
