@@ -7,6 +7,7 @@ champion again and the audit record carries the rollout's story.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.audit import AuditStore
 from serving.config import EndpointConfig
+from tests.conftest import Servers
 from tests.endpoint_harness import running_endpoint
 from tests.helpers import eventually
 from tests.loop_harness import manual_trigger, register, start_loop, with_changes, write_dataset
@@ -33,6 +35,16 @@ pytestmark = [
     pytest.mark.time_skipping_only,
     pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.*"),
 ]
+
+
+@pytest_asyncio.fixture
+async def env(env_kind: str) -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of each test's own: skipping a bake on the shared server would wait
+    on every timer due there, including those of other tests' workflows left without a worker."""
+    assert env_kind == "time-skipping"  # the module is marked time_skipping_only
+    server = await Servers.start("time-skipping")
+    yield server
+    await server.shutdown()
 
 
 @pytest_asyncio.fixture
