@@ -2,18 +2,21 @@
 
 Loop 1 (first deployment) puts its version at 100% of the live endpoint; loop 2's rollout is
 aborted by an operator mid-stage, so the loop ends `rolled_back`, the endpoint serves the
-champion again and the audit record carries the rollout's story.
+champion again and the audit record carries the rollout's story; loop 3 is cancelled mid-rollout
+and its rollout puts the champion back before the loop ends `cancelled`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import CancelledError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.audit import AuditStore
@@ -60,6 +63,8 @@ async def test_loops_deploy_through_staged_rollouts_and_an_abort_rolls_back(
         {
             "loop": {
                 "approval": {"first_deployment": False, "on_near_miss": False},
+                # Retrained on the same days, candidates differ from the champion by noise.
+                "evaluation": {"min_improvement": -0.05},
                 "deployment": {"mode": "staged", "shadow": None},
             }
         },
@@ -73,29 +78,47 @@ async def test_loops_deploy_through_staged_rollouts_and_an_abort_rolls_back(
             assert "first deployment" in first.summary
             assert (await endpoint_state(url))["weights"] == {"v1": 100}
 
+            def baking(number: int) -> Callable[[], Awaitable[RolloutView | None]]:
+                handle = client.get_workflow_handle_for(
+                    StagedRollout.run, names.rollout_id(model, number)
+                )
+
+                async def probe() -> RolloutView | None:
+                    try:
+                        view = await handle.query(StagedRollout.status)
+                    except RPCError:  # not started yet
+                        return None
+                    return view if view.step is RolloutStep.CANARY else None
+
+                return probe
+
             loop = await start_loop(client, task_queue, model, 2, manual_trigger("again"))
-            rollout = client.get_workflow_handle_for(StagedRollout.run, names.rollout_id(model, 2))
-
-            async def baking() -> RolloutView | None:
-                try:
-                    view = await rollout.query(StagedRollout.status)
-                except Exception:  # not started yet
-                    return None
-                return view if view.step is RolloutStep.CANARY else None
-
-            await eventually(baking, timeout=180, what="the rollout's first stage")
+            await eventually(baking(2), timeout=180, what="the rollout's first stage")
             loop_view = await loop.query(RetrainingLoop.status)
             assert loop_view.stage is LoopStage.DEPLOYING
             assert (await endpoint_state(url))["weights"] == {"v1": 95, "v2": 5}
+            rollout = client.get_workflow_handle_for(StagedRollout.run, names.rollout_id(model, 2))
             await rollout.execute_update(
                 StagedRollout.abort, RolloutCommand(operator="ana", reason="pager went off")
             )
             result = await loop.result()
+            assert result.status is LoopStatus.ROLLED_BACK, result.summary
+            assert "aborted by ana: pager went off" in result.summary
+            assert (await endpoint_state(url))["weights"] == {"v1": 100}
 
-        assert result.status is LoopStatus.ROLLED_BACK, result.summary
-        assert "aborted by ana: pager went off" in result.summary
-        assert (await endpoint_state(url))["weights"] == {"v1": 100}
+            # Cancelling a loop mid-rollout cancels the rollout, which puts the champion back.
+            third = await start_loop(client, task_queue, model, 3, manual_trigger("third"))
+            await eventually(baking(3), timeout=180, what="the third rollout's first stage")
+            assert (await endpoint_state(url))["weights"] == {"v1": 95, "v3": 5}
+            await third.cancel()
+            with pytest.raises(WorkflowFailureError) as failure:
+                await third.result()
+            assert isinstance(failure.value.cause, CancelledError)
+            assert (await endpoint_state(url))["weights"] == {"v1": 100}
 
+    cancelled = AuditStore(home).read(model, names.retraining_loop_id(model, 3))
+    assert cancelled is not None and cancelled.outcome is not None
+    assert cancelled.outcome.status is LoopStatus.CANCELLED
     record = AuditStore(home).read(model, names.retraining_loop_id(model, 2))
     assert record is not None and record.deployment is not None
     assert record.deployment.rollout_id == names.rollout_id(model, 2)

@@ -2,8 +2,8 @@
 
 data window → golden set check → train → register challenger → evaluate against the champion
 → guardrails → approval gate (when required) → deploy (a StagedRollout child by default, or
-all at once) → audit record. Every step is an
-activity keyed by the loop id, so retries and worker restarts never train or register twice.
+all at once) → audit record. Every step is an activity keyed by the loop id, so retries and
+worker restarts never train or register twice.
 Every ending, failures included, writes the audit record and returns a `LoopResult` the
 coordinator records.
 """
@@ -17,7 +17,12 @@ from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    is_cancelled_exception,
+)
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -403,6 +408,10 @@ class RetrainingLoop:
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
             )
         except ChildWorkflowError as err:
+            if is_cancelled_exception(err):
+                # The loop's cancellation reached the rollout, which put the champion back;
+                # record it as the loop's own cancellation.
+                raise asyncio.CancelledError(f"rollout {rollout_id} was cancelled") from err
             raise LoopEnded(
                 LoopStatus.FAILED, f"rollout {rollout_id} failed: {err.cause or err}"
             ) from None
