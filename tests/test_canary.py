@@ -922,3 +922,12 @@ def test_the_activity_refuses_bad_capture_without_retrying(capture: Path) -> Non
     assert raised.value.type == INVALID_CAPTURE_DATA
     assert raised.value.non_retryable
     assert "churn: cannot read the feedback capture" in str(raised.value)
+
+
+def test_a_p99_from_fewer_than_a_hundred_calls_cannot_fail() -> None:
+    slower = dict(difference=2.5, p_value=1e-5, challenger=100.0, champion=40.0)
+    few = canary_verdict(statistics(latency_p99=slower | {"samples": 60}), POLICY, min_requests=50)
+    assert result(few, CheckName.LATENCY_P99).outcome is Outcome.INCONCLUSIVE
+    assert "only 60 successful calls per variant (< 100)" in few.summary
+    enough = canary_verdict(statistics(latency_p99=slower | {"samples": 100}), POLICY, 50)
+    assert result(enough, CheckName.LATENCY_P99).outcome is Outcome.FAIL

@@ -14,7 +14,8 @@ enough data of its own; below that, what would fail is inconclusive:
 - error_rate: fails when rate(challenger) - rate(champion) > `max_error_rate_increase` and
   p < alpha_check, with at least `min_requests` requests per variant.
 - latency_p50 / latency_p99: fail when the ratio challenger / champion > `max_latency_ratio`
-  and p < alpha_check, with at least `min_requests` successful calls per variant.
+  and p < alpha_check, with at least `min_requests` successful calls per variant (p99: and at
+  least 100, below which a p99 is just one of the slowest few calls).
 - accuracy / log_loss: fail when the drop (increase) > `max_accuracy_drop`
   (`max_log_loss_increase`) and p < alpha_check, with at least `policy.min_labelled` labelled
   answers per variant. With fewer: "not enough labels yet (n/min)", inconclusive when
@@ -213,14 +214,21 @@ def _error_rate(check: CheckStatistic, context: _Context) -> CheckResult:
     )
 
 
+# Below this many calls a p99 is one of the few slowest calls, whatever the bootstrap says.
+P99_MIN_CALLS = 100
+
+
 def _latency(check: CheckStatistic, context: _Context) -> CheckResult:
+    needed = context.min_requests
+    if check.name is CheckName.LATENCY_P99:
+        needed = max(needed, P99_MIN_CALLS)
     return _worse_rule(
         check,
         context,
         threshold=context.policy.max_latency_ratio,
         sides=lambda chal, champ: f"{chal:.4g} vs {champ:.4g} ms",
         excess=lambda value: f"x{value:.2f}",
-        samples_needed=context.min_requests,
+        samples_needed=needed,
         samples_unit="successful calls",
     )
 
