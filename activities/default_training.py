@@ -57,21 +57,22 @@ ESTIMATORS: dict[str, dict[str, type[BaseEstimator]]] = {
 
 
 def train(request: TrainingRequest) -> TrainingOutput:
+    pipeline = build_pipeline(request)
+    return fit_and_save(pipeline, request, pipeline.named_steps["model"].__class__.__name__)
+
+
+def fit_and_save(estimator: Any, request: TrainingRequest, what: str) -> TrainingOutput:
+    """Fit `estimator` on the training rows, measure it on the validation rows, save it."""
     training = labelled_rows(Path(request.train_path), request)
     validation = labelled_rows(Path(request.validation_path), request)
-    pipeline = build_pipeline(request)
-    print(
-        f"fitting {pipeline.named_steps['model'].__class__.__name__} on {len(training)} rows, "
-        f"validating on {len(validation)}",
-        flush=True,
-    )
-    pipeline.fit(training[request.features], training[request.label])
-    metrics = validation_metrics(pipeline, validation, request)
+    print(f"fitting {what} on {len(training)} rows, validating on {len(validation)}", flush=True)
+    estimator.fit(training[request.features], training[request.label])
+    metrics = validation_metrics(estimator, validation, request)
     metrics.update(train_rows=float(len(training)), validation_rows=float(len(validation)))
     output = Path(request.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     artifact = output / ARTIFACT_NAME
-    joblib.dump(pipeline, artifact)
+    joblib.dump(estimator, artifact)
     print(f"saved {artifact}: {metrics}", flush=True)
     return TrainingOutput(artifact_path=str(artifact), metrics=metrics)
 

@@ -24,21 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 from typing import Any
 
-import joblib  # type: ignore[import-untyped, unused-ignore]
 import numpy as np
 import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 from sklearn.base import BaseEstimator, ClassifierMixin, clone  # type: ignore[import-untyped, unused-ignore]
 
-from activities.default_training import (
-    ARTIFACT_NAME,
-    build_pipeline,
-    labelled_rows,
-    validation_metrics,
-)
+from activities.default_training import build_pipeline, fit_and_save
 from workflows.loop_models import TrainingOutput, TrainingRequest
 
 DEFAULT_LATENCY_SECONDS = 0.025
@@ -125,21 +118,8 @@ def train(request: TrainingRequest) -> TrainingOutput:
     latency = float(params.pop("latency_seconds", DEFAULT_LATENCY_SECONDS))
     share = float(params.pop("failure_share", DEFAULT_FAILURE_SHARE))
     inner = request.model_copy(update={"hyperparameters": params})
-    training = labelled_rows(Path(request.train_path), request)
-    validation = labelled_rows(Path(request.validation_path), request)
     model = FastPathClassifier(build_pipeline(inner), latency_seconds=latency, failure_share=share)
-    print(
-        f"fitting the BAD candidate (fault injection: broken single-row path) on "
-        f"{len(training)} rows, validating on {len(validation)}",
-        flush=True,
+    # Validated in batch: the same numbers the default entrypoint reports.
+    return fit_and_save(
+        model, request, "the BAD candidate (fault injection: broken single-row path)"
     )
-    model.fit(training[request.features], training[request.label])
-    # Batch validation: the same numbers the default entrypoint reports.
-    metrics = validation_metrics(model, validation, request)
-    metrics.update(train_rows=float(len(training)), validation_rows=float(len(validation)))
-    output = Path(request.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    artifact = output / ARTIFACT_NAME
-    joblib.dump(model, artifact)
-    print(f"saved {artifact}: {metrics}", flush=True)
-    return TrainingOutput(artifact_path=str(artifact), metrics=metrics)

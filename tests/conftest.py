@@ -103,8 +103,18 @@ async def servers() -> AsyncIterator[Servers]:
 
 
 @pytest_asyncio.fixture
-async def env(servers: Servers, env_kind: str) -> WorkflowEnvironment:
-    return await servers.get(env_kind)
+async def env(
+    servers: Servers, env_kind: str, request: pytest.FixtureRequest
+) -> AsyncIterator[WorkflowEnvironment]:
+    """The session's server of that kind, or one of the test's own when it is marked
+    `own_server` (skipping time on a shared time-skipping server waits on every timer due
+    there, including those of other tests' workflows left without a worker)."""
+    if request.node.get_closest_marker("own_server") is None:
+        yield await servers.get(env_kind)
+        return
+    server = await Servers.start(env_kind)
+    yield server
+    await server.shutdown()
 
 
 @pytest.fixture

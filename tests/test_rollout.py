@@ -24,7 +24,6 @@ from temporalio.testing import WorkflowEnvironment
 from activities.capture_layout import capture_dir
 from activities.registry import MlflowRegistry
 from serving.config import EndpointConfig
-from tests.conftest import Servers
 from tests.endpoint_harness import register_estimator, running_endpoint, train_versions
 from tests.rollout_harness import (
     RolloutDriver,
@@ -53,18 +52,10 @@ from workflows.rollout_models import (
 
 pytestmark = [
     pytest.mark.time_skipping_only,
+    # Skipping a bake must not wait on other tests' timers.
+    pytest.mark.own_server,
     pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.*"),
 ]
-
-
-@pytest_asyncio.fixture
-async def env(env_kind: str) -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server of each test's own: skipping a bake on the shared server would wait
-    on every timer due there, including those of other tests' workflows left without a worker."""
-    assert env_kind == "time-skipping"  # the module is marked time_skipping_only
-    server = await Servers.start("time-skipping")
-    yield server
-    await server.shutdown()
 
 
 @dataclass

@@ -8,7 +8,7 @@ and its rollout puts the champion back before the loop ends `cancelled`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
 
@@ -21,7 +21,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.audit import AuditStore
 from serving.config import EndpointConfig
-from tests.conftest import Servers
 from tests.endpoint_harness import running_endpoint
 from tests.helpers import eventually
 from tests.loop_harness import manual_trigger, register, start_loop, with_changes, write_dataset
@@ -36,18 +35,10 @@ from workflows.rollout_models import RolloutCommand, RolloutStatus, RolloutStep,
 
 pytestmark = [
     pytest.mark.time_skipping_only,
+    # Skipping a bake must not wait on other tests' timers.
+    pytest.mark.own_server,
     pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.*"),
 ]
-
-
-@pytest_asyncio.fixture
-async def env(env_kind: str) -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server of each test's own: skipping a bake on the shared server would wait
-    on every timer due there, including those of other tests' workflows left without a worker."""
-    assert env_kind == "time-skipping"  # the module is marked time_skipping_only
-    server = await Servers.start("time-skipping")
-    yield server
-    await server.shutdown()
 
 
 @pytest_asyncio.fixture
