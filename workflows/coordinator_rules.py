@@ -10,7 +10,8 @@ effects the workflow must carry out (start a loop, send notifications). The rule
    new data is refused: suppress / backlog_full, not remembered, so the sender can retry)
 4. drift severity: low -> ignore (logged); medium -> retrain if auto_retrain; high -> retrain
    with approval + notify; critical -> escalate: no automatic retrain until a human's manual
-   trigger; alarms that are not firing -> ignore
+   trigger; alarms that are not firing -> ignore; data-quality alarms -> ignore + notify
+   (retraining on broken data would learn garbage)
 5. cooldown since the last start (drift of priority <= 2 bypasses) -> defer until it ends
 6. daily training limit (priority <= 2 passes)   7. daily budget (priority 1 passes)
 8. a loop running or awaiting approval -> coalesce into one follow-up
@@ -49,7 +50,14 @@ from workflows.coordinator_state import (
 from workflows.loop_contract import EventRef, LoopResult
 from workflows.names import retraining_loop_id
 from workflows.policy import TriggerPolicy, format_duration
-from workflows.triggers import AlarmState, Severity, TriggerEvent, TriggerKind, severity_from_score
+from workflows.triggers import (
+    AlarmCategory,
+    AlarmState,
+    Severity,
+    TriggerEvent,
+    TriggerKind,
+    severity_from_score,
+)
 
 COOLDOWN_BYPASS_PRIORITY = 2  # drift at this priority or more urgent skips the cooldown
 DAILY_LIMIT_BYPASS_PRIORITY = 2
@@ -144,6 +152,8 @@ class CoordinatorRules:
                     [ref],
                     f"alarm {event.alarm.name} is {event.alarm.state.value}",
                 )
+            if event.alarm.category is AlarmCategory.DATA_QUALITY:
+                return self._data_quality(event, ref, now)
             request = RetrainRequest(
                 events=[ref], priority=event.priority, alarms=[event.alarm.name]
             )
@@ -347,6 +357,27 @@ class CoordinatorRules:
         # suppress it, automation stays blocked and the next manual trigger decides again.
         if step.decision.action in (Action.START, Action.DEFER):
             self.state.review = None
+        return step
+
+    def _data_quality(self, event: TriggerEvent, ref: EventRef, now: datetime) -> Step:
+        alarm = event.alarm
+        assert alarm is not None
+        step = self._decide(
+            now,
+            Action.IGNORE,
+            Reason.DATA_QUALITY,
+            [ref],
+            f"data-quality alarm {alarm.name}: no retraining on broken data",
+        )
+        step.notifications.append(
+            self._notification(
+                step.decision,
+                "warning",
+                f"[{self.state.model}] data quality: {alarm.name}",
+                f"{alarm.reason or 'no details'}\nNo retraining was started: fix the data "
+                "(or the model spec) first.",
+            )
+        )
         return step
 
     def _route_drift(self, event: TriggerEvent, ref: EventRef, now: datetime) -> Step:

@@ -59,6 +59,7 @@ class Reason(StrEnum):
     DRIFT_CRITICAL = "drift_critical"
     HUMAN_REVIEW_PENDING = "human_review_pending"
     ALARM_NOT_FIRING = "alarm_not_firing"
+    DATA_QUALITY = "data_quality"
     COOLDOWN = "cooldown"
     DAILY_LIMIT = "daily_limit"
     DAILY_BUDGET = "daily_budget"

@@ -88,6 +88,9 @@ class DriftSignal(StrictModel):
     endpoint: ShortText | None = None
     window_start: AwareDatetime | None = None
     window_end: AwareDatetime | None = None
+    # The monitor's full report (JSON) and its HTML page, linked from the loop's audit record.
+    report_uri: Annotated[str, Field(max_length=2048)] | None = None
+    html_uri: Annotated[str, Field(max_length=2048)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -98,12 +101,22 @@ class DriftSignal(StrictModel):
         return self
 
 
+class AlarmCategory(StrEnum):
+    # Business/KPI or infrastructure alarms ask for a retraining.
+    KPI = "kpi"
+    # The data itself is broken (missing columns, a type change, an all-missing column):
+    # retraining on it would learn garbage, so the coordinator records and notifies instead.
+    DATA_QUALITY = "data_quality"
+
+
 class AlarmSignal(StrictModel):
-    """A business/KPI or infrastructure alarm (CloudWatch, Alertmanager, Cloud Monitoring)."""
+    """A business/KPI or infrastructure alarm (CloudWatch, Alertmanager, Cloud Monitoring), or a
+    data-quality alarm from the drift monitor."""
 
     name: ShortText
     state: AlarmState = AlarmState.ALARM
     reason: Annotated[str, Field(max_length=2000)] | None = None
+    category: AlarmCategory = AlarmCategory.KPI
 
 
 _DETAIL_FIELD = {
