@@ -64,13 +64,15 @@ class FailingModel:
         raise RuntimeError("deliberate failure of a test model")
 
 
-def train_versions(home: Path, model: str, count: int = 2) -> tuple[ModelSpec, list[ModelVersion]]:
+def train_versions(
+    home: Path, model: str, count: int = 2, baseline_rows: int = 300
+) -> tuple[ModelSpec, list[ModelVersion]]:
     """Demo data for `model` in `home`, its spec registered, and `count` trained versions
     registered (versions "1".."count"); version 1 is the champion."""
     today = datetime.now(UTC).date()
     start = today - timedelta(days=2)
     spec = write_demo_dataset(
-        home, model, start, days=2, drift_day=None, rows_per_day=300, baseline_rows=300
+        home, model, start, days=2, drift_day=None, rows_per_day=300, baseline_rows=baseline_rows
     )
     SpecStore(home).register(spec)
     labelled = resolve_uri(home, spec.data.labelled)

@@ -19,6 +19,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
+from workflows.drift_models import DriftPolicy
 from workflows.names import validate_model_name
 from workflows.policy import Duration, TriggerPolicy
 from workflows.rollout_models import DeploymentPolicy
@@ -190,6 +191,7 @@ class ModelSpec(StrictModel):
     training: TrainingSpec = TrainingSpec()
     trigger_policy: TriggerPolicy = TriggerPolicy()
     loop: LoopPolicy = LoopPolicy()
+    drift: DriftPolicy = DriftPolicy()
     notifications: NotificationSpec = NotificationSpec()
 
     @model_validator(mode="after")
@@ -209,6 +211,8 @@ class ModelSpec(StrictModel):
             self.loop.guardrails.golden_metric,
             self.loop.guardrails.baseline_metric,
         ]
+        if unknown := sorted(set(self.drift.features).difference(names)):
+            raise ValueError(f"drift.features names unknown features: {unknown}")
         wrong = sorted({m.value for m in metrics if m.task is not self.task})
         if wrong:
             raise ValueError(f"metrics {wrong} do not apply to a {self.task.value} model")
