@@ -21,7 +21,7 @@ from temporalio.client import (
     RPCError,
 )
 
-from starters import cli_loops, cli_rollouts, cli_serve, render
+from starters import cli_drift, cli_loops, cli_rollouts, cli_serve, render
 from starters.cli_common import (
     AddressOption,
     CliError,
@@ -55,6 +55,7 @@ policy_app = typer.Typer(help="Show or change a model's trigger policy.", no_arg
 app.add_typer(policy_app, name="policy")
 app.add_typer(cli_loops.models_app, name="models")
 app.add_typer(cli_rollouts.rollout_app, name="rollout")
+app.add_typer(cli_drift.drift_app, name="drift")
 for command in (cli_loops.approve, cli_loops.reject, cli_loops.loops, cli_loops.audit):
     app.command()(command)
 app.command()(cli_serve.serve)

@@ -22,9 +22,11 @@ from starters.cli_common import (
 )
 from starters.client import Coordinators
 from starters.connection import retrain_home
+from starters.drift import DriftMonitors
 from starters.loops import Loops, read_audit
 from workflows.loop_models import ReviewDecision
 from workflows.model_spec import ModelSpec
+from workflows.policy import format_duration
 
 models_app = typer.Typer(help="Validate, register and show model specs.", no_args_is_help=True)
 
@@ -61,7 +63,8 @@ def models_register(
     address: AddressOption = None,
     namespace: NamespaceOption = None,
 ) -> None:
-    """Validate and register a spec; the coordinator adopts its trigger policy."""
+    """Validate and register a spec; the coordinator adopts its trigger policy and the drift
+    monitor starts."""
     spec = _read(spec_file)
     path = SpecStore(retrain_home()).register(spec)
     console.print(f"registered {spec.name} ({spec.content_hash()[:12]}) at {path}")
@@ -70,9 +73,16 @@ def models_register(
         await Coordinators(client).set_policy(
             spec.name, spec.trigger_policy.model_dump(mode="json")
         )
+        await DriftMonitors(client).start(spec.name)
 
     run(adopt_policy, address, namespace)
     console.print(f"coordinator-{spec.name} uses the spec's trigger policy")
+    schedule = (
+        f"checks every {format_duration(spec.drift.interval)}"
+        if spec.drift.enabled
+        else "scheduled checks off (`retrain drift check` still works)"
+    )
+    console.print(f"drift-{spec.name} monitors captured traffic: {schedule}")
 
 
 @models_app.command("list")

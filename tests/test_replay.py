@@ -1,6 +1,6 @@
-"""Replay committed histories of the coordinator, the retraining loop and the rollout: a
-workflow change that breaks running executions (non-determinism) fails here. Re-record with
-`make histories` only for a deliberate break."""
+"""Replay committed histories of the coordinator, the retraining loop, the rollout and the drift
+monitor: a workflow change that breaks running executions (non-determinism) fails here.
+Re-record with `make histories` only for a deliberate break."""
 
 from __future__ import annotations
 
@@ -13,26 +13,32 @@ from temporalio.worker import Replayer
 
 from workers.sandbox import workflow_runner
 from workflows.coordinator import ModelCoordinator
+from workflows.drift_monitor import DriftMonitor
 from workflows.retraining import RetrainingLoop
 from workflows.rollout import StagedRollout
 
 HISTORY_DIR = Path(__file__).parent / "histories"
 HISTORIES = sorted(
     path
-    for pattern in ("coordinator-*.json", "retraining-loop-*.json", "rollout-*.json")
+    for pattern in (
+        "coordinator-*.json",
+        "retraining-loop-*.json",
+        "rollout-*.json",
+        "drift-monitor-*.json",
+    )
     for path in HISTORY_DIR.glob(pattern)
 )
 
 
 def test_histories_are_committed() -> None:
-    assert len(HISTORIES) >= 7, "run `make histories` to record them"
+    assert len(HISTORIES) >= 9, "run `make histories` to record them"
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.name)
 async def test_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(
-        workflows=[ModelCoordinator, RetrainingLoop, StagedRollout],
+        workflows=[ModelCoordinator, RetrainingLoop, StagedRollout, DriftMonitor],
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(),
     )

@@ -1,4 +1,5 @@
-"""The worker: coordinators, retraining loops, rollouts and the local backend's activities."""
+"""The worker: coordinators, retraining loops, rollouts, drift monitors and the local backend's
+activities."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from activities.audit import AuditActivities, AuditStore
 from activities.canary_activities import CanaryActivities
 from activities.data_window import DataWindowActivities
 from activities.deployment import DeploymentActivities, LocalEndpoint
+from activities.drift_check import DriftActivities
 from activities.evaluation import EvaluationActivities
 from activities.golden_set import GoldenSetActivities
 from activities.loop_watch import LoopWatchActivities
@@ -27,6 +29,7 @@ from activities.registry import MlflowRegistry, RegistryActivities
 from activities.training import LocalTrainingBackend, TrainingActivities
 from workers.sandbox import workflow_runner
 from workflows.coordinator import ModelCoordinator
+from workflows.drift_monitor import DriftMonitor
 from workflows.names import TASK_QUEUE
 from workflows.retraining import RetrainingLoop
 from workflows.rollout import StagedRollout
@@ -39,7 +42,7 @@ def build_worker(
     *,
     home: Path,
     task_queue: str = TASK_QUEUE,
-    workflows: Sequence[type] = (ModelCoordinator, RetrainingLoop, StagedRollout),
+    workflows: Sequence[type] = (ModelCoordinator, RetrainingLoop, StagedRollout, DriftMonitor),
     activity_executor: ThreadPoolExecutor | None = None,
     **worker_options: Any,
 ) -> Worker:
@@ -64,6 +67,7 @@ def local_activities(client: Client, home: Path) -> list[Callable[..., Any]]:
     loop_notifications = LoopNotificationActivities(specs, [LogNotifier(), OutboxNotifier(outbox)])
     registry_activities = RegistryActivities(registry)
     endpoint = LocalEndpoint()
+    drift = DriftActivities(home, specs, registry, endpoint)
     return [
         coordinator_notifications.notify,
         LoopWatchActivities(client).await_loop_result,
@@ -79,6 +83,8 @@ def local_activities(client: Client, home: Path) -> list[Callable[..., Any]]:
         loop_notifications.notify,
         DeploymentActivities(endpoint).shift_traffic,
         CanaryActivities(home, endpoint.flush_capture).analyse,
+        drift.check,
+        drift.build_reference_profile,
     ]
 
 

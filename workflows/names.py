@@ -11,6 +11,7 @@ TASK_QUEUE = "retraining"
 COORDINATOR_WORKFLOW = "ModelCoordinator"
 RETRAINING_LOOP_WORKFLOW = "RetrainingLoop"
 STAGED_ROLLOUT_WORKFLOW = "StagedRollout"
+DRIFT_MONITOR_WORKFLOW = "DriftMonitor"
 
 # Model names end up in workflow ids, search attributes and file paths: keep them boring.
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -36,6 +37,10 @@ def retraining_loop_id(model: str, number: int) -> str:
 
 def rollout_id(model: str, number: int) -> str:
     return f"rollout-{model}-{number}"
+
+
+def drift_monitor_id(model: str) -> str:
+    return f"drift-{model}"
 
 
 def loop_number(loop_id: str) -> int:
