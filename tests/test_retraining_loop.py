@@ -17,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.audit import AuditStore
+from activities.drift_profile import profiles_dir
 from activities.registry import MlflowRegistry
 from tests.conftest import Servers
 from tests.helpers import CoordinatorProbe, eventually
@@ -122,6 +123,12 @@ async def test_second_loop_is_compared_with_the_champion(
     # The same data and seed: the candidate matches the champion, which is no regression.
     assert second.status is LoopStatus.PROMOTED, second.summary
     assert MlflowRegistry(home).champion(model).version == "2"  # type: ignore[union-attr]
+    # The drift monitor's reference is now what version 2 learned from, built at promotion.
+    assert audit.deployment is not None and audit.deployment.reference_profile is not None
+    assert audit.deployment.reference_profile.startswith("v2-")
+    assert f"{second_handle.id}/data/training.parquet" in audit.deployment.reference_profile
+    profiles = [p.name for p in profiles_dir(home, model).iterdir()]
+    assert sorted(p.split("-")[0] for p in profiles) == ["v1", "v2"]
 
 
 async def test_reviewer_rejects_by_signal(

@@ -80,6 +80,8 @@ class DeploymentRecord(StateModel):
     # Staged: the StagedRollout child and how it ended (stages, verdicts, commands).
     rollout_id: str | None = None
     rollout: RolloutResult | None = None
+    # The drift monitor's reference profile rebuilt for the new champion (or why not).
+    reference_profile: str | None = None
 
 
 class AuditRecord(StateModel):

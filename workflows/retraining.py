@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         ReviewVerb,
         StageEntry,
     )
+    from workflows.drift_models import ProfileSummary
     from workflows.guardrails import gate_verdict
     from workflows.loop_contract import LoopResult, LoopStatus, RetrainingLoopInput
     from workflows.loop_details import render_loop_details
@@ -72,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.triggers import describe_validation_error
 
 QUICK = timedelta(minutes=2)
+REFERENCE_PROFILE_PATCH = "reference-profile-on-promotion"
 QUICK_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(minutes=1))
 DATA_RETRY = RetryPolicy(
     maximum_attempts=5,
@@ -188,8 +190,13 @@ class RetrainingLoop:
         if spec.loop.deployment.mode == "all_at_once":
             promotion = await self._deploy(spec, candidate)
             previous = promotion.previous_champion or "none"
-            return f"version {promotion.champion} promoted to champion (previous: {previous})"
-        return await self._staged_rollout(spec, candidate, champion)
+            summary = f"version {promotion.champion} promoted to champion (previous: {previous})"
+        else:
+            summary = await self._staged_rollout(spec, candidate, champion)
+        # Added with drift monitoring: loops that were running before do not know the step.
+        if workflow.patched(REFERENCE_PROFILE_PATCH):
+            await self._rebuild_reference_profile(spec)
+        return summary
 
     # ---- steps -------------------------------------------------------------------------
 
@@ -376,6 +383,29 @@ class RetrainingLoop:
             verdict=f"version {promotion.champion} is champion",
         )
         return promotion
+
+    async def _rebuild_reference_profile(self, spec: ModelSpec) -> None:
+        """The drift monitor's reference becomes the new champion's training data now, not at
+        its next check. The model is promoted whatever happens here: a failure is recorded and
+        the next check builds the profile itself."""
+        deployment = self._record.deployment
+        assert deployment is not None
+        try:
+            profile: ProfileSummary = await workflow.execute_activity(
+                "build_reference_profile",
+                spec.name,
+                result_type=ProfileSummary,
+                # Seconds of work (a model load and a pass over the training set), bounded.
+                start_to_close_timeout=timedelta(minutes=10),
+                schedule_to_close_timeout=timedelta(minutes=30),
+                retry_policy=QUICK_RETRY,
+            )
+        except ActivityError as err:
+            deployment.reference_profile = f"not rebuilt: {activity_failure(err)}"
+            return
+        deployment.reference_profile = (
+            f"{profile.key}: {profile.rows} rows of {profile.source} (champion v{profile.version})"
+        )
 
     async def _staged_rollout(
         self, spec: ModelSpec, candidate: ModelVersion, champion: ModelVersion | None
