@@ -10,15 +10,17 @@ later, their true labels. Then:
    process, registers it in MLflow, evaluates it on the holdout and the golden set, and waits
    for a human (first deployment): the demo prints the Web UI address and both approval
    commands; approved, the version takes 100% of the endpoint's traffic;
-2. the concept changes; the pipeline lands the following days' partitions, one
+2. the drift monitor compares the first live traffic with the champion's reference profile:
+   the inputs have not moved (a pure concept change), the labels coming back have;
+3. the concept changes; the pipeline lands the following days' partitions, one
    `data_arrived` event each: the coordinator batches them into one loop, whose candidate is
    evaluated against the champion and rolled out on live traffic, 5% → 25% → 50% → 100%, a
    canary analysis after each stage, then promoted and watched;
-3. (`--bad-candidate`, on by default) a release with a broken online path
+4. (`--bad-candidate`, on by default) a release with a broken online path
    (`starters.bad_candidate`: it passes every offline gate, but its one-row serving path has a
    feature-order mismatch, added latency and errors) is rolled back automatically at 5%, and
    the verdict's numbers are printed;
-4. a summary table of the loops.
+5. a summary table of the loops.
 
 `--auto-approve` approves as reviewer `demo-auto-approver` instead of waiting (CI runs it).
 The demo's rollout has no shadow stage so that the bad release meets live traffic at 5%; a
@@ -45,13 +47,16 @@ from starters import render
 from starters.client import Coordinators
 from starters.connection import connect
 from starters.dev_server import DevServer, port_open, stop
+from starters.drift import DriftMonitors
 from starters.endpoint_process import endpoint_process, free_port
 from starters.loops import Loops, read_audit
+from starters.render_drift import drift_report_header, drift_report_table
 from starters.rollouts import Rollouts
 from starters.synthetic import POST_DRIFT_FUNCTION, concept_on, write_day, write_demo_dataset
 from starters.traffic import TrafficGenerator
 from workers.coordinator_worker import build_worker
 from workflows.audit_record import LoopStage
+from workflows.drift_models import CheckRequest, ColumnRule, DriftPolicy, DriftStatistic
 from workflows.loop_contract import LoopStatus
 from workflows.loop_details import render_loop_details
 from workflows.loop_models import ReviewDecision
@@ -80,6 +85,8 @@ REQUESTS_PER_SECOND = 80
 STAGE_BAKE = timedelta(seconds=15)
 STAGE_MIN_REQUESTS = 40
 BAD_ENTRYPOINT = "starters.bad_candidate:train"
+# Enough answers for the monitor's minimum, about 12 s of traffic.
+DRIFT_CHECK_REQUESTS = 1000
 
 
 @contextlib.asynccontextmanager
@@ -144,6 +151,15 @@ def demo_spec(spec: ModelSpec, endpoint_url: str) -> ModelSpec:
                 daily_budget=100.0,
             ),
             "loop": loop,
+            # Jensen-Shannon distance as the score: the label shift of this concept change
+            # (about 65% -> 53% approvals) is about 0.11 there, a medium drift (0.07 in PSI,
+            # under its 0.1 threshold). The label's threshold sits below it so a thousand
+            # requests' sampling noise cannot hide it.
+            "drift": DriftPolicy(
+                statistic=DriftStatistic.JS,
+                min_rows=DRIFT_CHECK_REQUESTS,
+                label=ColumnRule(threshold=0.05),
+            ),
         }
     )
 
@@ -153,7 +169,7 @@ async def reset_previous_run(client: Client, home: Path) -> None:
     query = f"ModelName = '{MODEL}' AND ExecutionStatus = 'Running'"
     async for execution in client.list_workflows(query):
         await client.get_workflow_handle(execution.id).terminate(reason="demo restarted")
-    for part in ("data", "runs", "audit", "endpoints"):
+    for part in ("data", "runs", "audit", "endpoints", "drift"):
         shutil.rmtree(home / part / MODEL, ignore_errors=True)
     (home / "golden" / f"{MODEL}.json").unlink(missing_ok=True)
     await asyncio.to_thread(MlflowRegistry(home).delete_model, MODEL)
@@ -228,10 +244,28 @@ class Scenario:
             label_delay=1.0,
             function=POST_DRIFT_FUNCTION,
         ) as traffic:
+            await self.drift_check(traffic)
             await self.concept_change(spec, ui_url)
             if self.bad_candidate:
                 await self.bad_release(spec, ui_url)
             self.console.print(f"\ntraffic: {traffic.stats.line()}")
+
+    async def drift_check(self, traffic: TrafficGenerator) -> None:
+        """The drift monitor on the first live traffic: the inputs look as they did in
+        training (pure concept drift), but the labels coming back do not."""
+        self.step(
+            "the drift monitor compares live traffic with v1's reference profile "
+            f"(`retrain drift check {MODEL}`)"
+        )
+        while traffic.stats.ok < DRIFT_CHECK_REQUESTS or traffic.stats.labelled < 200:
+            await asyncio.sleep(0.5)
+        # Report only: the pipeline's data_arrived events drive this demo's next loop.
+        report = await DriftMonitors(self.client).check(
+            MODEL, CheckRequest(reason="demo", notify_coordinator=False)
+        )
+        for line in drift_report_header(report):
+            self.console.print(line, highlight=False)
+        self.console.print(drift_report_table(report))
 
     async def concept_change(self, spec: ModelSpec, ui_url: str) -> None:
         drift_day = self.drift_day

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -235,6 +236,10 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "promoted: version 1 promoted to champion: first deployment" in out
     assert "v2 promoted to champion through 5% → 25% → 50% → 100%" in out
     assert "canary at 5%: fail" in out and "rolled_back: rolled back: canary failed at 5%" in out
+    # The drift check on live traffic: the inputs did not move, the labels did.
+    assert re.search(r"^drifted .*\blabel\b", out, re.MULTILINE)
+    reports = tmp_path / "drift" / "demo-credit" / "reports"
+    assert len(list(reports.glob("*.html"))) == 1
     assert (tmp_path / "audit" / "demo-credit" / "retrain-demo-credit-3.json").exists()
     captured = tmp_path / "data" / "demo-credit" / "captured"
     assert list((captured / "requests").rglob("*.parquet"))
@@ -282,6 +287,17 @@ def test_models_approve_loops_and_audit(stack: Stack) -> None:
     assert "promoted" in stack.retrain("audit", model).stdout
     missing = stack.retrain("audit", model, "9", check=False)
     assert missing.returncode == 1 and "no audit record" in missing.stderr
+
+    # `models register` started the drift monitor; nothing was served, so nothing to judge.
+    checked = json.loads(stack.retrain("drift", "check", model, "--json").stdout)
+    assert checked["status"] == "insufficient_data" and checked["profile_version"] == "1"
+    assert "rows in the window; at least 500" in stack.retrain("drift", "report", model).stdout
+    status = json.loads(stack.retrain("drift", "status", model, "--json").stdout)
+    assert status["checks"] == 1 and status["history"][0]["reason"] == "on demand"
+    bad = stack.retrain("drift", "check", "Not A Model", check=False)
+    assert bad.returncode == 2 and "invalid model name" in bad.stderr
+    none = stack.retrain("drift", "report", "never-registered", check=False)
+    assert none.returncode == 1 and "no drift monitor" in none.stderr
 
 
 def test_plain_temporal_cli_speaks_the_same_contract(stack: Stack) -> None:
