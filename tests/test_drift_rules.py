@@ -206,6 +206,11 @@ def test_the_coordinator_routes_monitor_triggers(
     assert event is not None
     step = rules.on_trigger(event, NOW)
     assert (step.decision.action, step.decision.reason) == (action, reason)
+    if action is Action.START:
+        # The loop's trigger context, kept in its audit record, links the report.
+        assert step.start is not None
+        drift = step.start.trigger.drift
+        assert drift is not None and drift.report_uri == "drift/m/reports/drift-m-1.json"
 
 
 def test_low_drift_is_a_logged_decision() -> None:
