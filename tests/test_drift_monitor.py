@@ -116,6 +116,9 @@ async def test_broken_data_is_a_data_quality_alarm_and_never_a_loop(
         await Coordinators(env.client, task_queue).start(model)
         handle = await start_monitor(env.client, model, task_queue)
         report = await handle.execute_update("check", CheckRequest(), result_type=DriftReport)
+        # The same problems an hour later: the reviewers were told already.
+        await handle.execute_update("check", CheckRequest(), result_type=DriftReport)
+        status = await handle.query(DriftMonitor.status)
         coordinator = await Coordinators(env.client, task_queue).status(model)
         decisions = await Coordinators(env.client, task_queue).decisions(model)
     assert report.status is ReportStatus.DATA_QUALITY
@@ -123,6 +126,10 @@ async def test_broken_data_is_a_data_quality_alarm_and_never_a_loop(
     quality = [d for d in decisions if d.reason is Reason.DATA_QUALITY]
     assert len(quality) == 1 and quality[0].action is Action.IGNORE
     assert coordinator.active_loop is None
+    latest, first = status.history
+    assert (first.trigger, first.delivery) == ("alarm", Delivery.SENT)
+    assert (latest.trigger, latest.delivery) == (None, Delivery.NOT_SENT)
+    assert "same data-quality problems" in latest.delivery_note
 
 
 async def test_without_a_coordinator_the_report_still_stands(

@@ -161,6 +161,20 @@ def test_broken_data_raises_a_data_quality_alarm_instead_of_a_drift_trigger() ->
     assert "emptied: all values missing" in (event.alarm.reason or "")
 
 
+def test_a_data_quality_alarm_is_sent_once_while_the_problems_persist() -> None:
+    broken = column("x", 0.0, 1.0, issues=["type changed: reference double, captured string"])
+    first = report_from([broken], DriftPolicy())
+    again = first.model_copy(update={"check_id": "drift-m-2"})
+    assert monitor_trigger(first, None) is not None
+    assert monitor_trigger(again, first) is None
+    worse = report_from(
+        [broken, column("y", None, None, n_current=0, missing_current=1.0)], DriftPolicy()
+    )
+    assert monitor_trigger(worse, first) is not None  # a new problem is news
+    healed = report_from([column("x", 0.0, 0.9)], DriftPolicy())
+    assert monitor_trigger(first, healed) is not None  # back after a clean check
+
+
 def test_a_missing_rate_rise_needs_size_and_significance() -> None:
     small_rise = column("x", 0.0, 1.0, missing_current=0.05, missing_pvalue=1e-9)
     noisy_rise = column("y", 0.0, 1.0, missing_current=0.5, missing_pvalue=0.3)

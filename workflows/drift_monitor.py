@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
         MonitorStatus,
         ReportStatus,
     )
-    from workflows.drift_rules import monitor_trigger
+    from workflows.drift_rules import monitor_trigger, repeats_data_quality
     from workflows.model_spec import ModelSpec
     from workflows.triggers import Severity
 
@@ -179,8 +179,11 @@ class DriftMonitor:
             self._publish()
             return None
 
-        event = monitor_trigger(report) if notify else None
+        previous = state.last_report
+        event = monitor_trigger(report, previous) if notify else None
         delivery, note = Delivery.NOT_SENT, "" if notify else "not asked to notify"
+        if notify and previous is not None and repeats_data_quality(report, previous):
+            note = f"same data-quality problems as {previous.check_id}: not sent again"
         if event is not None:
             try:
                 coordinator = workflow.get_external_workflow_handle(

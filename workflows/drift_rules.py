@@ -198,10 +198,24 @@ def assess(
     )
 
 
-def monitor_trigger(report: DriftReport) -> TriggerEvent | None:
+def repeats_data_quality(report: DriftReport, previous: DriftReport | None) -> bool:
+    """The same data-quality problems as the previous check: reviewers were told already."""
+    return (
+        previous is not None
+        and report.status is ReportStatus.DATA_QUALITY
+        and previous.status is ReportStatus.DATA_QUALITY
+        and previous.data_quality == report.data_quality
+    )
+
+
+def monitor_trigger(
+    report: DriftReport, previous: DriftReport | None = None
+) -> TriggerEvent | None:
     """What the coordinator hears about a report: a drift trigger when columns drifted (low
-    severity included: the coordinator logs it), a data-quality alarm for broken data,
-    nothing for a clean or too-small window."""
+    severity included: the coordinator logs it), a data-quality alarm for broken data (once
+    while the same problems persist), nothing for a clean or too-small window."""
+    if repeats_data_quality(report, previous):
+        return None
     if report.status is ReportStatus.DATA_QUALITY:
         return TriggerEvent(
             kind=TriggerKind.ALARM,
