@@ -63,7 +63,13 @@ async def test_loops_deploy_through_staged_rollouts_and_an_abort_rolls_back(
         },
     )
     register(home, spec)
-    with running_endpoint(EndpointConfig(home=home, model=model, seed=3)) as url:
+    # No timer here needs skipping (no approval, no bake before the abort or the cancel).
+    # Skipping while a result is awaited sometimes jumps the time-skipping server 3,650 days
+    # ahead (a default 10-year run timeout), and every later loop finds no data in its window.
+    with (
+        env.auto_time_skipping_disabled(),
+        running_endpoint(EndpointConfig(home=home, model=model, seed=3)) as url,
+    ):
         register(home, with_changes(spec, {"loop": {"deployment": {"endpoint_url": url}}}))
         async with build_worker(client, home=home, task_queue=task_queue):
             first = await (await start_loop(client, task_queue, model, 1)).result()
