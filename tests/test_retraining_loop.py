@@ -288,13 +288,15 @@ async def test_changed_golden_set_fails_loudly(
     env: WorkflowEnvironment, worker: Worker, home: Path, model: str, task_queue: str, today: date
 ) -> None:
     spec = register(home, with_changes(write_dataset(home, model, today), NO_APPROVAL))
-    async with worker:
-        first = await (await start_loop(env.client, task_queue, model, 1)).result()
-        assert first.status is LoopStatus.PROMOTED
-        golden = home / spec.data.golden_set
-        golden.write_bytes(golden.read_bytes() + b"tampered")
-        handle = await start_loop(env.client, task_queue, model, 2)
-        second = await handle.result()
+    # Nothing to skip (see test_second_loop_is_compared_with_the_champion).
+    with env.auto_time_skipping_disabled():
+        async with worker:
+            first = await (await start_loop(env.client, task_queue, model, 1)).result()
+            assert first.status is LoopStatus.PROMOTED
+            golden = home / spec.data.golden_set
+            golden.write_bytes(golden.read_bytes() + b"tampered")
+            handle = await start_loop(env.client, task_queue, model, 2)
+            second = await handle.result()
     assert second.status is LoopStatus.FAILED
     assert "golden" in second.summary.lower()
     assert any("GOLDEN SET CHANGED" in n["subject"] for n in notifications(home, handle.id))
