@@ -12,8 +12,6 @@ Idempotent by check id: a retried check writes the same files again.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from activities.drift_statistics import (
 from activities.drift_window import CurrentWindow, read_current_window
 from activities.model_specs import SpecError, SpecStore
 from activities.registry import ModelRegistry
+from activities.training_runner import write_atomically
 from workflows.drift_models import (
     ColumnDrift,
     ColumnKind,
@@ -175,18 +174,6 @@ def compute_columns(
     return results
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def check_drift(
     home: Path,
     spec: ModelSpec,
@@ -255,11 +242,12 @@ def check_drift(
     )
     histograms = {r.column.name: r.histogram for r in results if r.histogram is not None}
     heartbeat("writing")
-    _write_atomically(
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomically(
         directory / f"{request.check_id}.json",
         StoredReport(report=report, histograms=histograms).model_dump_json(),
     )
-    _write_atomically(directory / f"{request.check_id}.html", render_drift_html(report, histograms))
+    write_atomically(directory / f"{request.check_id}.html", render_drift_html(report, histograms))
     return report
 
 

@@ -161,32 +161,26 @@ def label_values(column: pa.ChunkedArray | pa.Array, kind: ColumnKind) -> Any:
     return as_text(column)
 
 
-def is_numeric_type(arrow_type: pa.DataType) -> bool:
-    return bool(pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type))
+def is_numeric_type(arrow_type: pa.DataType | None) -> bool:
+    return arrow_type is not None and bool(
+        pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
+    )
 
 
 def compatible(reference_type: str, captured: pa.DataType, kind: ColumnKind) -> bool:
     """Numbers stay numbers (int64 vs double is fine); anything else must keep its type."""
-    if kind is ColumnKind.NUMERIC:
-        return is_numeric_type(captured)
-    return str(captured) == reference_type or (
-        is_numeric_type(captured) and reference_type in _NUMERIC_TYPE_NAMES
-    )
+    if kind is ColumnKind.NUMERIC or is_numeric_type(captured):
+        return is_numeric_type(captured) and (
+            kind is ColumnKind.NUMERIC or is_numeric_type(_parsed(reference_type))
+        )
+    return str(captured) == reference_type
 
 
-_NUMERIC_TYPE_NAMES = {
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "float",
-    "double",
-    "halffloat",
-}
+def _parsed(type_name: str) -> pa.DataType | None:
+    try:
+        return pa.type_for_alias(type_name)
+    except ValueError:  # not a simple type (lists, timestamps with zones): never numeric
+        return None
 
 
 def _empty_role() -> RoleReferences:
