@@ -18,6 +18,7 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.backends import CanarySource
 from activities.canary_statistics import compare
 from activities.canary_window import InvalidCaptureData, read_window
 from activities.data_window import resolve_uri
@@ -27,21 +28,31 @@ INVALID_CAPTURE_DATA = "InvalidCaptureData"
 
 
 class CanaryActivities:
+    def __init__(self, source: CanarySource) -> None:
+        self.source = source
+
+    @activity.defn(name="analyse_canary")
+    def analyse(self, request: CanaryRequest) -> CanaryStatistics:
+        return self.source.analyse(request, activity.heartbeat)
+
+
+class CaptureCanary:
+    """The local endpoint's canary source: its capture files, per generation."""
+
     def __init__(self, home: Path, flush: Callable[[str], None]) -> None:
         self.home = home
         # flush(endpoint_url): the endpoint writes its buffered capture before returning.
         self.flush = flush
 
-    @activity.defn(name="analyse_canary")
-    def analyse(self, request: CanaryRequest) -> CanaryStatistics:
+    def analyse(self, request: CanaryRequest, heartbeat: Callable[[str], None]) -> CanaryStatistics:
         self.flush(request.endpoint_url)
-        activity.heartbeat("flushed")
+        heartbeat("flushed")
         capture_dir = resolve_uri(self.home, request.capture_dir)
         try:
             champion = read_window(capture_dir, request.champion)
-            activity.heartbeat("champion window read")
+            heartbeat("champion window read")
             challenger = read_window(capture_dir, request.challenger)
-            activity.heartbeat("challenger window read")
+            heartbeat("challenger window read")
         except InvalidCaptureData as error:
             raise ApplicationError(
                 f"{request.model}: {error}", type=INVALID_CAPTURE_DATA, non_retryable=True

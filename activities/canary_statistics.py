@@ -240,7 +240,7 @@ def _sample_size(champ: _Side, chal: _Side) -> CheckStatistic:
     )
 
 
-def _greater_proportion_p(x1: int, n1: int, x2: int, n2: int) -> float:
+def greater_proportion_p(x1: int, n1: int, x2: int, n2: int) -> float:
     """One-sided p-value of the pooled two-proportion z-test of x1/n1 > x2/n2."""
     pooled = (x1 + x2) / (n1 + n2)
     variance = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
@@ -261,7 +261,7 @@ def _error_rate(champ: _Side, chal: _Side) -> CheckStatistic:
         champion=champ.error_rate,
         challenger=chal.error_rate,
         difference=chal.error_rate - champ.error_rate,
-        p_value=_greater_proportion_p(chal.errors, chal.requests, champ.errors, champ.requests),
+        p_value=greater_proportion_p(chal.errors, chal.requests, champ.errors, champ.requests),
         samples=min(champ.requests, chal.requests),
         detail=(
             f"{chal.errors} errors in {chal.requests} requests on the challenger "
@@ -375,7 +375,7 @@ def _accuracy(champ: _Side, chal: _Side, classification: bool) -> CheckStatistic
         champion=acc_champ,
         challenger=acc_chal,
         difference=acc_champ - acc_chal,
-        p_value=_greater_proportion_p(champ.correct, champ.labelled, chal.correct, chal.labelled),
+        p_value=greater_proportion_p(champ.correct, champ.labelled, chal.correct, chal.labelled),
         samples=min(champ.labelled, chal.labelled),
         detail=(
             f"{chal.correct} of {chal.labelled} labelled answers right on the challenger "

@@ -1010,7 +1010,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 home=Path(home),
                 task_queue=task_queue,
                 workflows=[ModelCoordinator, RawCounter, InstantLoop],
-                **({"workflow_task_executor": executor} if executor else {}),
+                workflow_task_executor=executor,
             )
             worker_task = asyncio.create_task(worker.run())
             try:

@@ -29,7 +29,7 @@ from temporalio.testing import ActivityEnvironment
 
 import workflows.canary
 from activities import capture_layout as layout
-from activities.canary_activities import INVALID_CAPTURE_DATA, CanaryActivities
+from activities.canary_activities import INVALID_CAPTURE_DATA, CanaryActivities, CaptureCanary
 from activities.canary_statistics import BOOTSTRAP_RESAMPLES, bootstrap_quantile, compare
 from activities.canary_window import (
     InvalidCaptureData,
@@ -898,7 +898,7 @@ def canary_request(capture_dir: Path | str) -> CanaryRequest:
 
 def test_the_activity_flushes_then_measures(capture: Path) -> None:
     flushed: list[str] = []
-    activities = CanaryActivities(capture.parent, flush=flushed.append)
+    activities = CanaryActivities(CaptureCanary(capture.parent, flush=flushed.append))
     # The spec's capture location is relative to the retrain home (an absolute one also works).
     stats = ActivityEnvironment().run(activities.analyse, canary_request(capture.name))
     again = ActivityEnvironment().run(activities.analyse, canary_request(capture))
@@ -917,7 +917,8 @@ def test_the_activity_refuses_bad_capture_without_retrying(capture: Path) -> Non
     (layout.partition(capture, layout.FEEDBACK, DAY) / "part-9-0.parquet").write_bytes(b"junk")
     with pytest.raises(ApplicationError) as raised:
         ActivityEnvironment().run(
-            CanaryActivities(capture, flush=lambda url: None).analyse, canary_request(capture)
+            CanaryActivities(CaptureCanary(capture, flush=lambda url: None)).analyse,
+            canary_request(capture),
         )
     assert raised.value.type == INVALID_CAPTURE_DATA
     assert raised.value.non_retryable

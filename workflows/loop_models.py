@@ -108,6 +108,11 @@ class TrainingJob(StrictModel):
     entrypoint: str
     request: TrainingRequest
     timeout_seconds: float
+    # Chargeback tags for every cloud resource the training creates (model, loop id, trigger).
+    tags: dict[str, str] = {}
+    # What started the loop, as a cloud pipeline's parameters: trigger_type, trigger_reason,
+    # event_count, drift_severity (as in SageMaker Pipelines' parameter lists: strings).
+    parameters: dict[str, str] = {}
 
 
 class TrainingResult(StrictModel):

@@ -19,6 +19,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
+from workflows.cloud_settings import SageMakerSettings, VertexSettings
 from workflows.drift_models import DriftPolicy
 from workflows.names import validate_model_name
 from workflows.policy import Duration, TriggerPolicy
@@ -181,7 +182,10 @@ class LoopPolicy(StrictModel):
 
 class ModelSpec(StrictModel):
     name: str
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "sagemaker", "vertex"] = "local"
+    # The chosen cloud backend's settings (required for it, refused for the others).
+    sagemaker: SageMakerSettings | None = None
+    vertex: VertexSettings | None = None
     task: Task = Task.CLASSIFICATION
     features: Annotated[list[Feature], Field(min_length=1, max_length=2000)]
     label: ColumnName
@@ -211,12 +215,29 @@ class ModelSpec(StrictModel):
             self.loop.guardrails.golden_metric,
             self.loop.guardrails.baseline_metric,
         ]
+        self._check_backend()
         if unknown := sorted(set(self.drift.features).difference(names)):
             raise ValueError(f"drift.features names unknown features: {unknown}")
         wrong = sorted({m.value for m in metrics if m.task is not self.task})
         if wrong:
             raise ValueError(f"metrics {wrong} do not apply to a {self.task.value} model")
         return self
+
+    def _check_backend(self) -> None:
+        for name in ("sagemaker", "vertex"):
+            given = getattr(self, name) is not None
+            if name == self.backend and not given:
+                raise ValueError(f"backend {name} needs its settings in '{name}'")
+            if name != self.backend and given:
+                raise ValueError(f"'{name}' settings given, but the backend is {self.backend}")
+        # Data on a cloud store is read through that cloud's backend only.
+        wanted = {"sagemaker": "s3://", "vertex": "gs://"}.get(self.backend)
+        for field, uri in self.data.model_dump(exclude_none=True).items():
+            scheme = uri.split("://", 1)[0] + "://" if "://" in str(uri) else None
+            if scheme is not None and scheme != wanted:
+                raise ValueError(
+                    f"data.{field} {uri!r} cannot be read by the {self.backend} backend"
+                )
 
     @property
     def feature_names(self) -> list[str]:

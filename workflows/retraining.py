@@ -275,6 +275,8 @@ class RetrainingLoop:
                     entrypoint=spec.training.entrypoint,
                     request=request,
                     timeout_seconds=timeout.total_seconds(),
+                    tags=self._chargeback_tags(),
+                    parameters=self._pipeline_parameters(),
                 ),
                 result_type=TrainingResult,
                 # Room for the retries: each attempt adopts what the previous one left.
@@ -289,6 +291,23 @@ class RetrainingLoop:
             ) from None
         self._record.training = training
         return training
+
+    def _chargeback_tags(self) -> dict[str, str]:
+        trigger = self._input.trigger
+        return {
+            "model": self._input.model,
+            "loop-id": self._loop_id,
+            "trigger": "+".join(kind.value for kind in trigger.kinds) or "none",
+        }
+
+    def _pipeline_parameters(self) -> dict[str, str]:
+        trigger = self._input.trigger
+        return {
+            "trigger_type": "+".join(kind.value for kind in trigger.kinds) or "none",
+            "trigger_reason": trigger.origin[:1000],
+            "event_count": str(len(trigger.events)),
+            "drift_severity": trigger.drift_severity.value if trigger.drift_severity else "none",
+        }
 
     async def _champion(self, spec: ModelSpec) -> ModelVersion | None:
         champion: ModelVersion | None = await workflow.execute_activity(

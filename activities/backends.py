@@ -1,0 +1,191 @@
+"""Backends behind Protocols, chosen per model by its spec's `backend`.
+
+A `Backend` bundles one implementation of each concern: training, registry, serving (traffic),
+canary metrics, an object store for the model's data and records, and extra notification
+channels. `BackendResolver` builds each model's bundle from its registered spec, once per
+distinct settings, and the `Routed*` classes below implement the same Protocols by looking up
+the model named in each call, so the activity classes and workflows never know which cloud a
+model runs on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from activities.deployment import ServingBackend
+from activities.model_specs import SpecStore
+from activities.notifications import NotificationChannel
+from activities.object_store import ObjectStore, StoredObject
+from activities.registry import ModelRegistry
+from activities.training import TrainingBackend
+from workflows.coordinator_state import Notification
+from workflows.loop_models import (
+    ModelVersion,
+    PromoteRequest,
+    Promotion,
+    RegisterRequest,
+    ReviewerNotification,
+    TrainingJob,
+    TrainingResult,
+)
+from workflows.model_spec import ModelSpec
+from workflows.rollout_models import CanaryRequest, CanaryStatistics, EndpointState, TrafficChange
+
+
+class CanarySource(Protocol):
+    def analyse(self, request: CanaryRequest, heartbeat: Callable[[str], None]) -> CanaryStatistics:
+        """Both variants' numbers since their window started (`request.champion.since`...)."""
+        ...
+
+
+class CloudChannel(Protocol):
+    """A cloud notification channel (SNS, Pub/Sub): coordinator and reviewer messages alike."""
+
+    def send(self, notification: Notification | ReviewerNotification) -> str: ...
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    training: TrainingBackend
+    registry: ModelRegistry
+    serving: ServingBackend
+    canary: CanarySource
+    # None for the local backend (its data are plain files under the retrain home).
+    store: ObjectStore | None = None
+    # Where loop artifacts and audit records go on the store: `s3://bucket/prefix`.
+    store_root: str | None = None
+    notifications: Sequence[CloudChannel] = field(default_factory=tuple)
+
+
+BackendFactory = Callable[[ModelSpec], Backend]
+
+
+__all__ = ["ObjectStore", "StoredObject"]
+
+
+class UnknownBackend(ValueError):
+    pass
+
+
+class BackendResolver:
+    """Each model's `Backend`, from its registered spec.
+
+    `factories` maps a backend name (`sagemaker`, `vertex`) to what builds it from a spec; one
+    bundle is built per distinct settings and reused, so clients (and their connection pools)
+    are shared by every model with the same settings.
+    """
+
+    def __init__(
+        self, specs: SpecStore, local: Backend, factories: dict[str, BackendFactory]
+    ) -> None:
+        self.specs = specs
+        self.local = local
+        self.factories = factories
+        self._built: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+
+    def for_spec(self, spec: ModelSpec) -> Backend:
+        if spec.backend == "local":
+            return self.local
+        settings = getattr(spec, spec.backend)
+        key = f"{spec.backend}:{settings.model_dump_json()}"
+        with self._lock:
+            if key not in self._built:
+                factory = self.factories.get(spec.backend)
+                if factory is None:
+                    raise UnknownBackend(f"this worker has no {spec.backend} backend configured")
+                self._built[key] = factory(spec)
+            return self._built[key]
+
+    def for_model(self, model: str) -> Backend:
+        """The model's backend; the local one for a model with no registered spec (what every
+        model used before there was a choice)."""
+        spec = self.specs.get(model)
+        return self.local if spec is None else self.for_spec(spec)
+
+
+class RoutedTraining:
+    def __init__(self, resolver: BackendResolver) -> None:
+        self.resolver = resolver
+
+    def train(self, job: TrainingJob, heartbeat: Callable[[str], None]) -> TrainingResult:
+        return self.resolver.for_model(job.request.model).training.train(job, heartbeat)
+
+
+class RoutedRegistry:
+    def __init__(self, resolver: BackendResolver) -> None:
+        self.resolver = resolver
+
+    def _of(self, model: str) -> ModelRegistry:
+        return self.resolver.for_model(model).registry
+
+    def register(self, request: RegisterRequest) -> ModelVersion:
+        return self._of(request.model).register(request)
+
+    def champion(self, model: str) -> ModelVersion | None:
+        return self._of(model).champion(model)
+
+    def promote(self, request: PromoteRequest) -> Promotion:
+        return self._of(request.model).promote(request)
+
+    def versions(self, model: str) -> list[ModelVersion]:
+        return self._of(model).versions(model)
+
+    def load(self, version: ModelVersion) -> Any:
+        return self._of(version.model).load(version)
+
+
+class RoutedServing:
+    def __init__(self, resolver: BackendResolver) -> None:
+        self.resolver = resolver
+
+    def set_traffic(self, change: TrafficChange) -> EndpointState:
+        return self.resolver.for_model(change.model).serving.set_traffic(change)
+
+    def read_traffic(self, model: str, endpoint_url: str) -> EndpointState:
+        return self.resolver.for_model(model).serving.read_traffic(model, endpoint_url)
+
+    def flush_capture(self, endpoint_url: str) -> None:
+        # Only the local endpoint buffers capture; a cloud endpoint's capture is its own.
+        self.resolver.local.serving.flush_capture(endpoint_url)
+
+
+class RoutedCanary:
+    def __init__(self, resolver: BackendResolver) -> None:
+        self.resolver = resolver
+
+    def analyse(self, request: CanaryRequest, heartbeat: Callable[[str], None]) -> CanaryStatistics:
+        return self.resolver.for_model(request.model).canary.analyse(request, heartbeat)
+
+
+def run_prefix(backend: Backend, model: str, loop_id: str) -> str:
+    """Where one loop's data, training inputs and outputs go on the backend's store."""
+    assert backend.store_root is not None
+    return f"{backend.store_root}/runs/{model}/{loop_id}"
+
+
+class RoutedChannel:
+    """Coordinator notifications: the local channel, then the model's cloud channels."""
+
+    def __init__(self, resolver: BackendResolver, base: NotificationChannel) -> None:
+        self.resolver = resolver
+        self.base = base
+
+    def send(self, notification: Notification) -> str:
+        channels = self.resolver.for_model(notification.model).notifications
+        return ", ".join([self.base.send(notification), *(c.send(notification) for c in channels)])
+
+
+class RoutedNotifier:
+    """Reviewer notifications through the model's cloud channels (none for the local backend)."""
+
+    def __init__(self, resolver: BackendResolver) -> None:
+        self.resolver = resolver
+
+    def send(self, notification: ReviewerNotification) -> str:
+        channels = self.resolver.for_model(notification.model).notifications
+        return ", ".join(c.send(notification) for c in channels) or "no cloud channel"

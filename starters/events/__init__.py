@@ -1,0 +1,1 @@
+"""Cloud event shapes mapped to trigger events (pure functions; the gateway delivers them)."""
