@@ -1,13 +1,16 @@
-"""Audit records: one JSON document per loop, under `<home>/audit/<model>/<loop id>.json`."""
+"""Audit records: one JSON document per loop, under `<home>/audit/<model>/<loop id>.json`, and
+also on the model's bucket when it runs on a cloud backend."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from temporalio import activity
 
+from activities.object_store import ObjectStore
 from workflows.audit_record import AuditRecord
 from workflows.names import loop_number, validate_model_name
 
@@ -44,10 +47,24 @@ class AuditStore:
         return sorted(ids, key=loop_number)
 
 
+# (model) -> (the cloud store, its root uri) of a cloud model; None for the local backend.
+RemoteAudit = Callable[[str], tuple[ObjectStore, str] | None]
+
+
 class AuditActivities:
-    def __init__(self, store: AuditStore) -> None:
+    def __init__(self, store: AuditStore, remote: RemoteAudit | None = None) -> None:
         self.store = store
+        self.remote = remote
 
     @activity.defn(name="write_audit_record")
     def write(self, record: AuditRecord) -> str:
-        return str(self.store.write(record))
+        """Always kept locally; a cloud model's record also goes to its bucket (the uri
+        returned), under `<root>/audit/<model>/<loop id>.json`: rewritten whole on a retry."""
+        local = self.store.write(record)
+        target = self.remote(record.model) if self.remote else None
+        if target is None:
+            return str(local)
+        store, root = target
+        return store.put_text(
+            f"{root}/audit/{record.model}/{record.loop_id}.json", local.read_text()
+        )

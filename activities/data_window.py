@@ -35,6 +35,8 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.object_store import remote_text, remote_uri
+from activities.remote_data import DataMirror
 from workflows.loop_models import (
     CoverageCheck,
     DatasetFile,
@@ -525,12 +527,17 @@ def select_data_window(home: Path, request: DataWindowRequest) -> DataWindow:
 
 
 class DataWindowActivities:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, mirror: DataMirror | None = None) -> None:
         self.home = home
+        # Cloud models' data (s3://, gs://) are read from mirrored copies.
+        self.mirror = mirror
 
     @activity.defn(name="select_data_window")
     def select(self, request: DataWindowRequest) -> DataWindow:
-        window = select_data_window(self.home, request)
+        if self.mirror is None:
+            window = select_data_window(self.home, request)
+        else:
+            window = self._select_mirrored(self.mirror, request)
         failed = [check.name for check in window.checks if not check.passed]
         activity.logger.info(
             "data window %s..%s: %d files, %d labelled rows, sufficient=%s%s",
@@ -542,3 +549,31 @@ class DataWindowActivities:
             f" (failed: {', '.join(failed)})" if failed else "",
         )
         return window
+
+    def _select_mirrored(self, mirror: DataMirror, request: DataWindowRequest) -> DataWindow:
+        try:
+            spec, extras = mirror.localize(
+                request.spec,
+                window=window_bounds(request.as_of, request.spec.loop.window.days),
+                extra_uris=request.extra_uris,
+                fields=("labelled", "baseline_holdout"),
+            )
+        except FileNotFoundError as missing:
+            raise invalid_data(str(missing)) from None
+        if spec is request.spec:
+            return select_data_window(self.home, request)
+        local = request.model_copy(update={"spec": spec, "extra_uris": extras})
+        window = select_data_window(self.home, local)
+        # The record names what the store holds, not the mirror's paths.
+        home = self.home
+        return window.model_copy(
+            update={
+                "query": remote_text(home, window.query),
+                "files": [_remote_file(home, f) for f in window.files],
+                "baseline": window.baseline and _remote_file(home, window.baseline),
+            }
+        )
+
+
+def _remote_file(home: Path, file: DatasetFile) -> DatasetFile:
+    return file.model_copy(update={"uri": remote_uri(home, file.uri)})

@@ -22,6 +22,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.data_window import invalid_data, resolve_uri
+from activities.remote_data import DataMirror
 from workflows.loop_models import GoldenSet
 from workflows.model_spec import ModelSpec
 
@@ -128,11 +129,19 @@ def reregister_golden_set(home: Path, spec: ModelSpec, now: datetime) -> GoldenS
 
 
 class GoldenSetActivities:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, mirror: DataMirror | None = None) -> None:
         self.home = home
+        # A cloud model's golden set is verified on its mirrored copy (`mirror/s3/...`), which
+        # is fetched again whenever the store's ETag changes: a changed object fails the check.
+        self.mirror = mirror
 
     @activity.defn(name="verify_golden_set")
     def verify(self, spec: ModelSpec) -> GoldenSet:
+        if self.mirror is not None:
+            try:
+                spec, _ = self.mirror.localize(spec, fields=("golden_set",))
+            except FileNotFoundError as missing:
+                raise invalid_data(str(missing)) from None
         golden = verify_golden_set(self.home, spec, now=datetime.now(UTC))
         activity.logger.info("golden set %s verified: sha256 %s", golden.uri, golden.sha256)
         return golden

@@ -23,6 +23,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from tests.aws_harness import moto, moto_server  # noqa: F401  (fixtures)
 from workers.coordinator_worker import build_worker
 from workers.search_attributes import dev_server_flags, ensure_search_attributes
 from workflows.coordinator import ModelCoordinator

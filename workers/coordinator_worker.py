@@ -1,5 +1,5 @@
-"""The worker: coordinators, retraining loops, rollouts, drift monitors and the local backend's
-activities."""
+"""The worker: coordinators, retraining loops, rollouts, drift monitors, and the activities of
+every backend (local, SageMaker, Vertex), routed per model by its spec."""
 
 from __future__ import annotations
 
@@ -15,7 +15,17 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.audit import AuditActivities, AuditStore
-from activities.canary_activities import CanaryActivities
+from activities.backends import (
+    Backend,
+    BackendResolver,
+    RoutedCanary,
+    RoutedChannel,
+    RoutedNotifier,
+    RoutedRegistry,
+    RoutedServing,
+    RoutedTraining,
+)
+from activities.canary_activities import CanaryActivities, CaptureCanary
 from activities.data_window import DataWindowActivities
 from activities.deployment import DeploymentActivities, LocalEndpoint
 from activities.drift_check import DriftActivities
@@ -25,8 +35,11 @@ from activities.loop_watch import LoopWatchActivities
 from activities.model_specs import ModelSpecActivities, SpecStore
 from activities.notifications import NotificationActivities, OutboxChannel
 from activities.notifier import LogNotifier, LoopNotificationActivities, OutboxNotifier
+from activities.object_store import ObjectStore
 from activities.registry import MlflowRegistry, RegistryActivities
+from activities.remote_data import DataMirror
 from activities.training import LocalTrainingBackend, TrainingActivities
+from workers.cloud_backends import CloudConnections, cloud_factories
 from workers.sandbox import workflow_runner
 from workflows.coordinator import ModelCoordinator
 from workflows.drift_monitor import DriftMonitor
@@ -44,45 +57,68 @@ def build_worker(
     task_queue: str = TASK_QUEUE,
     workflows: Sequence[type] = (ModelCoordinator, RetrainingLoop, StagedRollout, DriftMonitor),
     activity_executor: ThreadPoolExecutor | None = None,
+    cloud: CloudConnections | None = None,
     **worker_options: Any,
 ) -> Worker:
-    """A worker for the embedded default: every workflow, and the local backend under them.
-    Tests pass `workflows` to run doubles in place of the real loop."""
+    """A worker for every workflow, and the activities under them: each model's on the backend
+    its spec names (local by default). Tests pass `workflows` to run doubles in place of the
+    real loop, and `cloud` to reach moto and the Vertex fake."""
     return Worker(
         client,
         task_queue=task_queue,
         workflows=list(workflows),
-        activities=local_activities(client, home),
+        activities=all_activities(client, home, cloud or CloudConnections()),
         activity_executor=activity_executor or ThreadPoolExecutor(max_workers=8),
         workflow_runner=workflow_runner(),
         **worker_options,
     )
 
 
-def local_activities(client: Client, home: Path) -> list[Callable[..., Any]]:
-    outbox = OutboxChannel(home / "notifications")
-    specs = SpecStore(home)
-    registry = MlflowRegistry(home)
-    coordinator_notifications = NotificationActivities(outbox)
-    loop_notifications = LoopNotificationActivities(specs, [LogNotifier(), OutboxNotifier(outbox)])
-    registry_activities = RegistryActivities(registry)
+def local_backend(home: Path) -> Backend:
     endpoint = LocalEndpoint()
-    drift = DriftActivities(home, specs, registry, endpoint)
+    return Backend(
+        name="local",
+        training=LocalTrainingBackend(home),
+        registry=MlflowRegistry(home),
+        serving=endpoint,
+        canary=CaptureCanary(home, endpoint.flush_capture),
+    )
+
+
+def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[Callable[..., Any]]:
+    specs = SpecStore(home)
+    backends = BackendResolver(specs, local_backend(home), cloud_factories(home, cloud))
+    mirror = DataMirror(home, lambda spec: backends.for_spec(spec).store)
+    outbox = OutboxChannel(home / "notifications")
+    coordinator_notifications = NotificationActivities(RoutedChannel(backends, outbox))
+    loop_notifications = LoopNotificationActivities(
+        specs, [LogNotifier(), OutboxNotifier(outbox), RoutedNotifier(backends)]
+    )
+    registry = RoutedRegistry(backends)
+    registry_activities = RegistryActivities(registry)
+    drift = DriftActivities(home, specs, registry, RoutedServing(backends))
+
+    def remote_audit(model: str) -> tuple[ObjectStore, str] | None:
+        backend = backends.for_model(model)
+        if backend.store is None or backend.store_root is None:
+            return None
+        return backend.store, backend.store_root
+
     return [
         coordinator_notifications.notify,
         LoopWatchActivities(client).await_loop_result,
         ModelSpecActivities(specs).load,
-        DataWindowActivities(home).select,
-        GoldenSetActivities(home).verify,
-        TrainingActivities(LocalTrainingBackend(home)).train,
+        DataWindowActivities(home, mirror).select,
+        GoldenSetActivities(home, mirror).verify,
+        TrainingActivities(RoutedTraining(backends)).train,
         registry_activities.register_candidate,
         registry_activities.champion_version,
         registry_activities.promote_candidate,
         EvaluationActivities(home, registry.load).evaluate,
-        AuditActivities(AuditStore(home)).write,
+        AuditActivities(AuditStore(home), remote_audit).write,
         loop_notifications.notify,
-        DeploymentActivities(endpoint).shift_traffic,
-        CanaryActivities(home, endpoint.flush_capture).analyse,
+        DeploymentActivities(RoutedServing(backends)).shift_traffic,
+        CanaryActivities(RoutedCanary(backends)).analyse,
         drift.check,
         drift.build_reference_profile,
     ]
