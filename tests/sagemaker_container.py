@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moto.sagemaker.models import sagemaker_backends
+
 from activities.aws.s3_store import s3_location
+from tests.aws_harness import ACCOUNT, REGION
 
 OPT_ML = "/opt/ml"
 
@@ -97,7 +100,9 @@ class ContainerEmulator:
         self.runs.append(name)
         if done.returncode != 0:
             failure = root / "output" / "failure"
-            self.failures.append(failure.read_text() if failure.exists() else done.stderr)
+            reason = failure.read_text() if failure.exists() else done.stderr
+            self.failures.append(reason)
+            _mark_failed(name, reason)
 
     def _download(self, uri: str, target: Path) -> None:
         bucket, key = s3_location(uri)
@@ -119,3 +124,14 @@ class ContainerEmulator:
                 tar.add(path, arcname=str(path.relative_to(model_dir)), recursive=False)
         bucket, key = s3_location(uri)
         self.s3.upload_file(str(archive), bucket, key)
+
+
+def _mark_failed(name: str, reason: str) -> None:
+    """What SageMaker reports for a job whose container exited non-zero (moto would say
+    Completed): status Failed, the failure file as FailureReason. Pipelines are left alone."""
+    job = sagemaker_backends[ACCOUNT][REGION].training_jobs.get(name)
+    if job is None:
+        return
+    job.training_job_status = "Failed"
+    job.secondary_status = "Failed"
+    job.failure_reason = f"AlgorithmError: {reason}"[:1024]  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ otherwise the SDKs' default chains and never appear in a spec.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,10 @@ class CloudConnections:
     monitoring_endpoint: str | None = None
     # google.auth Credentials (tests: anonymous); None: Application Default Credentials.
     gcp_credentials: Any = None
-    # Polling of training jobs (tests poll fast).
+    # Polling of training jobs (tests poll fast). The interval grows to `max_poll_seconds`,
+    # which stays below the train activity's 30 s heartbeat timeout: each poll heartbeats.
     poll_seconds: float = 5.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    max_poll_seconds: float = 20.0
 
 
 def sagemaker_factory(home: Path, connections: CloudConnections) -> BackendFactory:
@@ -65,7 +66,11 @@ def sagemaker_factory(home: Path, connections: CloudConnections) -> BackendFacto
         return Backend(
             name="sagemaker",
             training=SageMakerTraining(
-                clients, settings, home, poll_seconds=connections.poll_seconds
+                clients,
+                settings,
+                home,
+                poll_seconds=connections.poll_seconds,
+                max_poll_seconds=connections.max_poll_seconds,
             ),
             registry=registry,
             serving=SageMakerEndpoint(clients, settings, autoscaling, registry.package_arn),
@@ -102,7 +107,13 @@ def vertex_factory(home: Path, connections: CloudConnections) -> BackendFactory:
         registry = VertexRegistry(clients, settings, home)
         return Backend(
             name="vertex",
-            training=VertexTraining(clients, settings, home, poll_seconds=connections.poll_seconds),
+            training=VertexTraining(
+                clients,
+                settings,
+                home,
+                poll_seconds=connections.poll_seconds,
+                max_poll_seconds=connections.max_poll_seconds,
+            ),
             registry=registry,
             serving=VertexEndpoint(clients, settings, registry.resource_name),
             canary=CloudMonitoringCanary(clients, settings),
