@@ -27,6 +27,7 @@ from workflows.loop_models import (
     PromoteRequest,
     Promotion,
     RegisterRequest,
+    RejectRequest,
     ReviewerNotification,
     TrainingJob,
     TrainingResult,
@@ -131,6 +132,9 @@ class RoutedRegistry:
 
     def promote(self, request: PromoteRequest) -> Promotion:
         return self._of(request.model).promote(request)
+
+    def reject(self, request: RejectRequest) -> ModelVersion:
+        return self._of(request.model).reject(request)
 
     def versions(self, model: str) -> list[ModelVersion]:
         return self._of(model).versions(model)

@@ -36,7 +36,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.object_store import remote_text, remote_uri
-from activities.remote_data import DataMirror
+from activities.remote_data import DataMirror, mirrored_etag
 from workflows.loop_models import (
     CoverageCheck,
     DatasetFile,
@@ -576,4 +576,6 @@ class DataWindowActivities:
 
 
 def _remote_file(home: Path, file: DatasetFile) -> DatasetFile:
-    return file.model_copy(update={"uri": remote_uri(home, file.uri)})
+    return file.model_copy(
+        update={"uri": remote_uri(home, file.uri), "etag": mirrored_etag(Path(file.uri))}
+    )

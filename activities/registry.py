@@ -64,6 +64,7 @@ from workflows.loop_models import (
     PromoteRequest,
     Promotion,
     RegisterRequest,
+    RejectRequest,
 )
 from workflows.names import validate_model_name
 
@@ -102,6 +103,10 @@ class ModelRegistry(Protocol):
 
     def promote(self, request: PromoteRequest) -> Promotion:
         """Move `champion` to the version (idempotent); the old one keeps `previous-champion`."""
+        ...
+
+    def reject(self, request: RejectRequest) -> ModelVersion:
+        """Mark the candidate rejected (idempotent): it is no longer the `challenger`."""
         ...
 
     def versions(self, model: str) -> list[ModelVersion]: ...
@@ -166,6 +171,20 @@ class MlflowRegistry:
             return Promotion(
                 model=model, champion=version, previous_champion=aliases.get(PREVIOUS_CHAMPION)
             )
+
+    def reject(self, request: RejectRequest) -> ModelVersion:
+        model, version = _checked(request.model), request.version
+        with self._exclusive():
+            try:
+                self._client.set_model_version_tag(
+                    model, version, "rejected", f"{request.loop_id}: {request.reason}"[:5000]
+                )
+            except MlflowException as exc:
+                raise RegistryError(f"{model} has no version {version}: {exc.message}") from exc
+            if self._aliases(model).get(CHALLENGER) == version:
+                self._client.delete_registered_model_alias(model, CHALLENGER)
+            found = self._client.get_model_version(model, version)
+            return _ours(found, _aliases_of(self._aliases(model), version))
 
     def versions(self, model: str) -> list[ModelVersion]:
         model = _checked(model)
@@ -337,6 +356,10 @@ class RegistryActivities:
     @activity.defn(name="promote_candidate")
     def promote_candidate(self, request: PromoteRequest) -> Promotion:
         return _permanent(lambda: self.registry.promote(request))
+
+    @activity.defn(name="reject_candidate")
+    def reject_candidate(self, request: RejectRequest) -> ModelVersion:
+        return _permanent(lambda: self.registry.reject(request))
 
 
 def _permanent(call: Callable[[], _T]) -> _T:

@@ -101,6 +101,12 @@ def _etag_file(path: Path) -> Path:
     return path.with_name(f".{path.name}.etag")
 
 
+def mirrored_etag(path: Path) -> str | None:
+    """The store's ETag of the object a mirrored file was fetched from."""
+    etag_file = _etag_file(path)
+    return etag_file.read_text() if etag_file.exists() else None
+
+
 def _in_window(prefix_uri: str, obj: StoredObject, window: tuple[date, date] | None) -> bool:
     """A `date=YYYY-MM-DD/<file>.parquet` object directly under the prefix, within the window."""
     relative = split_uri(obj.uri)[2][len(split_uri(prefix_uri)[2]) :]

@@ -280,3 +280,29 @@ def test_aws_errors(code: str, status: int, retryable: bool) -> None:
         backend.set_traffic(change({"v1": 100}, "e/1"))
     assert raised.value.non_retryable is not retryable
     assert "DescribeEndpoint" in str(raised.value) and "not allowed here" in str(raised.value)
+
+
+class AskedScaler(VariantAutoscaling):
+    """The real scaler, remembering which variants' activities each shift asked for."""
+
+    asked: list[str]
+
+    def recent_events(self, endpoint: str, variant: str) -> list[str]:
+        self.asked.append(variant)
+        return super().recent_events(endpoint, variant)
+
+
+def test_each_shift_logs_the_live_variants_scaling_activities(
+    moto: Moto,  # noqa: F811
+    moto_gaps: None,  # noqa: F811
+) -> None:
+    clients = moto.clients()
+    config = settings()
+    assert config.autoscaling is not None
+    scaler = AskedScaler(clients, config.autoscaling, lambda _: None)
+    scaler.asked = []
+    endpoint = SageMakerEndpoint(clients, config, scaler, package)
+    apply(endpoint, change({"v1": 100}, "rollout-x/initial"))
+    apply(endpoint, change({"v1": 95, "v2": 5}, "rollout-x/5%"))
+    # moto has no DescribeScalingActivities: the shifts still went through (logging only).
+    assert scaler.asked == ["v1", "v1", "v2"]

@@ -42,6 +42,7 @@ from workflows.loop_models import (
     Lineage,
     PromoteRequest,
     RegisterRequest,
+    RejectRequest,
     TrainingJob,
     TrainingRequest,
     TrainingResult,
@@ -231,6 +232,24 @@ def test_the_registry_registers_once_and_promotes(contract: Contract) -> None:
     )
     predictions = registry.load(second).predict(holdout.features)
     assert len(predictions) == holdout.rows
+
+
+def test_a_rejected_candidate_stops_being_the_challenger(contract: Contract) -> None:
+    registry = contract.backend.registry
+    loop_id = "retrain-contract-credit-1"
+    trained = contract.backend.training.train(job(contract, loop_id), heartbeat)
+    candidate = registry.register(register_request(contract, loop_id, trained))
+    assert "challenger" in candidate.aliases
+    request = RejectRequest(
+        model=MODEL, version=candidate.version, loop_id=loop_id, reason="rejected_by_reviewer"
+    )
+
+    rejected = registry.reject(request)
+
+    assert rejected.version == candidate.version and "challenger" not in rejected.aliases
+    assert registry.reject(request) == rejected
+    assert registry.champion(MODEL) is None
+    assert [v.version for v in registry.versions(MODEL)] == [candidate.version]
 
 
 def shift(contract: Contract, weights: dict[str, int], change_id: str) -> EndpointState:

@@ -65,6 +65,14 @@ def test_a_sagemaker_model_reads_s3_and_a_vertex_model_reads_gcs(spec: ModelSpec
             "staging_bucket",
         ),
         (
+            {
+                "backend": "vertex",
+                "vertex": vertex_settings(),
+                "loop": {"deployment": {"shadow": "10m"}},
+            },
+            "Vertex endpoints have no shadow deployments",
+        ),
+        (
             {"backend": "sagemaker", "sagemaker": sagemaker_settings(aws_secret_access_key="x")},
             "Extra inputs are not permitted",
         ),

@@ -45,6 +45,8 @@ def test_the_window_reads_what_the_bucket_holds(tmp_path: Path, store: S3Store) 
     assert window.sufficient and window.rows == reference.rows
     assert [f.sha256 for f in window.files] == [f.sha256 for f in reference.files]
     assert all(f.uri.startswith(f"s3://{BUCKET}/data/labelled/date=") for f in window.files)
+    etags = {o.uri: o.etag for o in store.list(f"s3://{BUCKET}/data/")}
+    assert [f.etag for f in window.files] == [etags[f.uri] for f in window.files]
     assert window.baseline is not None and window.baseline.uri.startswith("s3://")
     assert window.query.startswith(f"s3://{BUCKET}/data/labelled/date=*")
     assert str(home) not in window.query

@@ -152,6 +152,9 @@ async def test_reviewer_rejects_by_signal(
     assert result.status is LoopStatus.REJECTED_BY_REVIEWER
     assert result.summary == "rejected by bo: holdout too small"
     assert MlflowRegistry(home).champion(model) is None
+    # The registry records the decision: the candidate is no longer the challenger.
+    [candidate] = MlflowRegistry(home).versions(model)
+    assert candidate.aliases == []
 
 
 async def test_refused_reviews_change_nothing(
@@ -282,6 +285,7 @@ async def test_failed_guardrail_rejects_and_notifies(
     assert "rejected by the evaluation gate" in sent["subject"]
     assert "What to do next" in sent["body"]
     assert MlflowRegistry(home).champion(model) is None
+    assert [v.aliases for v in MlflowRegistry(home).versions(model)] == [[]]
 
 
 async def test_changed_golden_set_fails_loudly(

@@ -114,6 +114,7 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
         registry_activities.register_candidate,
         registry_activities.champion_version,
         registry_activities.promote_candidate,
+        registry_activities.reject_candidate,
         EvaluationActivities(home, registry.load).evaluate,
         AuditActivities(AuditStore(home), remote_audit).write,
         loop_notifications.notify,

@@ -23,6 +23,8 @@ class DatasetFile(StrictModel):
     sha256: str
     rows: int
     day: date | None = None
+    # The object store's fingerprint (S3 ETag, GCS md5) of a file read from a bucket.
+    etag: str | None = None
 
 
 class CoverageCheck(StrictModel):
@@ -161,6 +163,15 @@ class PromoteRequest(StrictModel):
     model: str
     version: str
     loop_id: str
+
+
+class RejectRequest(StrictModel):
+    """A candidate the loop did not promote (gate, reviewer, rollback): the registry says so."""
+
+    model: str
+    version: str
+    loop_id: str
+    reason: Annotated[str, Field(max_length=4000)]
 
 
 class Promotion(StrictModel):

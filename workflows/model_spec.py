@@ -230,6 +230,10 @@ class ModelSpec(StrictModel):
                 raise ValueError(f"backend {name} needs its settings in '{name}'")
             if name != self.backend and given:
                 raise ValueError(f"'{name}' settings given, but the backend is {self.backend}")
+        if self.backend == "vertex" and self.loop.deployment.shadow is not None:
+            raise ValueError(
+                "Vertex endpoints have no shadow deployments: remove loop.deployment.shadow"
+            )
         # Data on a cloud store is read through that cloud's backend only.
         wanted = {"sagemaker": "s3://", "vertex": "gs://"}.get(self.backend)
         for field, uri in self.data.model_dump(exclude_none=True).items():

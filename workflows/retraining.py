@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         PromoteRequest,
         Promotion,
         RegisterRequest,
+        RejectRequest,
         ReviewDecision,
         ReviewerNotification,
         TrainingJob,
@@ -74,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
 
 QUICK = timedelta(minutes=2)
 REFERENCE_PROFILE_PATCH = "reference-profile-on-promotion"
+REJECTION_PATCH = "candidate-rejected-in-registry"
 QUICK_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(minutes=1))
 DATA_RETRY = RetryPolicy(
     maximum_attempts=5,
@@ -90,6 +92,12 @@ TRAINING_HEARTBEAT = timedelta(seconds=30)
 EVALUATION_RETRY = RetryPolicy(
     maximum_attempts=3,
     non_retryable_error_types=["InvalidEvaluationData", "InvalidModelOutput", "GoldenSetChanged"],
+)
+
+
+# Outcomes that leave the registered candidate unpromoted (or demoted again).
+_NOT_PROMOTED = frozenset(
+    {LoopStatus.REJECTED_BY_GATE, LoopStatus.REJECTED_BY_REVIEWER, LoopStatus.ROLLED_BACK}
 )
 
 
@@ -651,8 +659,34 @@ class RetrainingLoop:
         self._record.notifications.append(key)
         await notify_reviewers(notification)
 
+    async def _mark_rejected(
+        self, candidate: ModelVersion, status: LoopStatus, summary: str
+    ) -> str:
+        """The registry records our decision (SageMaker: ModelApprovalStatus Rejected); the
+        loop's outcome stands whatever happens here, with the failure noted."""
+        try:
+            await workflow.execute_activity(
+                "reject_candidate",
+                RejectRequest(
+                    model=candidate.model,
+                    version=candidate.version,
+                    loop_id=self._loop_id,
+                    reason=f"{status.value}: {summary}"[:4000],
+                ),
+                result_type=ModelVersion,
+                start_to_close_timeout=QUICK,
+                retry_policy=QUICK_RETRY,
+            )
+        except ActivityError as err:
+            return f"{summary} (registry not updated: {activity_failure(err)})"
+        return summary
+
     async def _finish(self, status: LoopStatus, summary: str) -> LoopResult:
         self._awaiting_approval = False
+        candidate = self._record.candidate
+        # Added with the cloud backends: loops already running do not know the step.
+        if status in _NOT_PROMOTED and candidate is not None and workflow.patched(REJECTION_PATCH):
+            summary = await self._mark_rejected(candidate, status, summary)
         window = self._record.data_window
         result = LoopResult(
             loop_id=self._loop_id,

@@ -20,11 +20,13 @@ is the one named in the model's `SageMakerSettings`.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
 from botocore.exceptions import ClientError
+from temporalio.exceptions import ApplicationError
 
 from activities.aws.autoscaling import VariantAutoscaling
 from activities.aws.clients import AwsClients
@@ -32,6 +34,8 @@ from activities.aws.errors import aws_call, call, error_code, translate
 from activities.deployment import EndpointUnavailable, TrafficRefused
 from workflows.cloud_settings import SageMakerSettings
 from workflows.rollout_models import EndpointState, TrafficChange
+
+log = logging.getLogger(__name__)
 
 MODEL_TAG = "retrain:model"
 CHANGE_TAG = "retrain:change-id"
@@ -97,6 +101,7 @@ class SageMakerEndpoint:
                 for variant in sorted(production)
             ],
         )
+        self._log_scaling(sorted(v for v, weight in change.weights.items() if weight > 0))
         generation = int(tags.get(GENERATION_TAG, "0")) + 1
         call(
             "AddTags",
@@ -118,6 +123,17 @@ class SageMakerEndpoint:
     def flush_capture(self, endpoint_url: str) -> None:
         """Nothing to flush: SageMaker writes its data capture to S3 by itself, and the canary
         reads CloudWatch metrics, not the capture."""
+
+    def _log_scaling(self, variants: list[str]) -> None:
+        """The scaler's recent activities on the live variants, into the worker's log beside
+        the shift. Observability only: a failure to read them never fails the shift."""
+        if self.autoscaling is None:
+            return
+        for variant in variants:
+            try:
+                self.autoscaling.recent_events(self.name, variant)
+            except ApplicationError as error:
+                log.warning("scaling activities of %s/%s unreadable: %s", self.name, variant, error)
 
     # ---- reading -------------------------------------------------------------------------
 

@@ -39,7 +39,13 @@ from activities.object_store import mirror_path
 from activities.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, RegistryError
 from activities.training_runner import sha256_file
 from workflows.cloud_settings import SageMakerSettings
-from workflows.loop_models import ModelVersion, PromoteRequest, Promotion, RegisterRequest
+from workflows.loop_models import (
+    ModelVersion,
+    PromoteRequest,
+    Promotion,
+    RegisterRequest,
+    RejectRequest,
+)
 from workflows.names import validate_model_name
 
 APPROVED = "Approved"
@@ -149,6 +155,11 @@ class SageMakerRegistry:
         packages = self._packages(model)
         [updated] = [p for p in packages if str(p["ModelPackageVersion"]) == version]
         return self._version(model, updated, packages)
+
+    def reject(self, request: RejectRequest) -> ModelVersion:
+        """ModelApprovalStatus Rejected, noting the loop and why."""
+        note = f"rejected by {request.loop_id}: {request.reason}"
+        return self.decide(request.model, request.version, approved=False, note=note)
 
     def package_arn(self, model: str, version: str) -> str:
         """The model package ARN of a registry version (what the endpoint's models deploy)."""

@@ -30,7 +30,13 @@ from activities.gcp.training import LOOP_KEY, label_value, loop_key
 from activities.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, RegistryError
 from activities.training_runner import sha256_file
 from workflows.cloud_settings import VertexSettings
-from workflows.loop_models import ModelVersion, PromoteRequest, Promotion, RegisterRequest
+from workflows.loop_models import (
+    ModelVersion,
+    PromoteRequest,
+    Promotion,
+    RegisterRequest,
+    RejectRequest,
+)
 from workflows.names import validate_model_name
 
 ARTIFACT = "model.joblib"
@@ -88,6 +94,15 @@ class VertexRegistry:
             champion=version,
             previous_champion=None if previous is None else str(previous.version_id),
         )
+
+    def reject(self, request: RejectRequest) -> ModelVersion:
+        """Vertex versions have no approval status: a rejected one loses the `challenger`
+        alias (the loop's audit record keeps why)."""
+        model, version = _checked(request.model), request.version
+        parent = self._require_parent(model)
+        if CHALLENGER in self._get(parent, version).version_aliases:
+            self._merge(parent, version, [f"-{CHALLENGER}"])
+        return self._ours(model, parent, self._get(parent, version))
 
     def versions(self, model: str) -> list[ModelVersion]:
         parent = self._parent(_checked(model))
