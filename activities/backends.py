@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from activities.deployment import ServingBackend
+from activities.drift_sources import DriftSignalSource
 from activities.model_specs import SpecStore
 from activities.notifications import NotificationChannel
 from activities.object_store import ObjectStore, StoredObject
@@ -60,6 +61,8 @@ class Backend:
     # Where loop artifacts and audit records go on the store: `s3://bucket/prefix`.
     store_root: str | None = None
     notifications: Sequence[CloudChannel] = field(default_factory=tuple)
+    # Drift the platform measures itself (Vertex Model Monitoring), instead of our checks.
+    drift_source: DriftSignalSource | None = None
 
 
 BackendFactory = Callable[[ModelSpec], Backend]

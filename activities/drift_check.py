@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from activities.capture_layout import capture_dir
 from activities.deployment import ServingBackend
 from activities.drift_html import render_drift_html
 from activities.drift_profile import Profile, ProfileError, RoleReferences, build_profile
+from activities.drift_sources import DriftSignalSource, platform_report
 from activities.drift_statistics import (
     CategoricalStats,
     NumericStats,
@@ -35,6 +36,7 @@ from activities.drift_statistics import (
 from activities.drift_window import CurrentWindow, read_current_window
 from activities.model_specs import SpecError, SpecStore
 from activities.registry import ModelRegistry
+from activities.remote_data import DataMirror
 from activities.training_runner import write_atomically
 from workflows.drift_models import (
     ColumnDrift,
@@ -269,11 +271,18 @@ class DriftActivities:
         specs: SpecStore,
         registry: ModelRegistry,
         serving: ServingBackend | None = None,
+        platform: Callable[[ModelSpec], DriftSignalSource | None] = lambda _: None,
+        mirror: DataMirror | None = None,
     ) -> None:
         self.home = home
         self.specs = specs
         self.registry = registry
         self.serving = serving
+        # A cloud model's baseline holdout (the profile's source without a champion's loop)
+        # is read from its mirrored copy.
+        self.mirror = mirror
+        # A model its cloud already monitors (Vertex Model Monitoring) is checked there.
+        self.platform = platform
 
     def _spec(self, model: str) -> ModelSpec:
         try:
@@ -286,6 +295,13 @@ class DriftActivities:
             raise ApplicationError(
                 f"no registered model {model!r}", type="UnknownModel", non_retryable=True
             )
+        if self.mirror is not None:
+            try:
+                spec, _ = self.mirror.localize(spec, fields=("baseline_holdout",))
+            except FileNotFoundError as missing:
+                raise ApplicationError(
+                    str(missing), type=PROFILE_ERROR, non_retryable=True
+                ) from None
         return spec
 
     @activity.defn(name="build_reference_profile")
@@ -310,6 +326,11 @@ class DriftActivities:
     @activity.defn(name="check_drift")
     def check(self, request: DriftCheckInput) -> DriftReport:
         spec = self._spec(request.model)
+        source = self.platform(spec)
+        if source is not None:
+            report = platform_report(spec, request, source, datetime.now(UTC))
+            activity.logger.info("drift check %s: %s", report.check_id, report.summary)
+            return report
         report = check_drift(
             self.home,
             spec,

@@ -163,6 +163,9 @@ async def test_a_full_loop_on_sagemaker(
     assert rollout is not None
     assert [stage.label for stage in rollout.stages] == ["5%", "25%", "50%", "100%"]
     assert all(stage.verdicts[-1].outcome.value == "pass" for stage in rollout.stages)
+    # The drift reference followed the promotion (the champion's training data).
+    assert record.deployment.reference_profile is not None
+    assert record.deployment.reference_profile.startswith("v2-"), record.deployment
     # The audit record is in the bucket too, and the data window names the bucket's objects.
     audit_key = f"retrain/audit/{model}/{names.retraining_loop_id(model, 2)}.json"
     stored = json.loads(clients.s3.get_object(Bucket=BUCKET, Key=audit_key)["Body"].read())
@@ -269,6 +272,8 @@ async def test_a_full_loop_on_vertex(
     rollout = record.deployment.rollout
     assert rollout is not None
     assert [stage.label for stage in rollout.stages] == ["5%", "25%", "50%", "100%"]
+    assert record.deployment.reference_profile is not None
+    assert record.deployment.reference_profile.startswith("v2-"), record.deployment
     stored = GcsStore(clients).head(
         f"gs://{BUCKET}/retrain/audit/{model}/{names.retraining_loop_id(model, 2)}.json"
     )

@@ -90,6 +90,7 @@ def vertex_factory(home: Path, connections: CloudConnections) -> BackendFactory:
         from activities.gcp.clients import GcpClients
         from activities.gcp.endpoint import VertexEndpoint
         from activities.gcp.gcs_store import GcsStore
+        from activities.gcp.monitoring import ModelMonitoringSource
         from activities.gcp.registry import VertexRegistry
         from activities.gcp.training import VertexTraining
 
@@ -119,6 +120,9 @@ def vertex_factory(home: Path, connections: CloudConnections) -> BackendFactory:
             canary=CloudMonitoringCanary(clients, settings),
             store=GcsStore(clients),
             store_root=f"{settings.staging_bucket}/{settings.prefix}",
+            drift_source=(
+                ModelMonitoringSource(clients, settings) if settings.monitoring_job else None
+            ),
         )
 
     return build

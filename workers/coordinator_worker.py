@@ -96,7 +96,14 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
     )
     registry = RoutedRegistry(backends)
     registry_activities = RegistryActivities(registry)
-    drift = DriftActivities(home, specs, registry, RoutedServing(backends))
+    drift = DriftActivities(
+        home,
+        specs,
+        registry,
+        RoutedServing(backends),
+        platform=lambda spec: backends.for_spec(spec).drift_source,
+        mirror=mirror,
+    )
 
     def remote_audit(model: str) -> tuple[ObjectStore, str] | None:
         backend = backends.for_model(model)

@@ -29,6 +29,8 @@ OBJECTIVES = (_Objective.RAW_FEATURE_DRIFT, _Objective.RAW_FEATURE_SKEW)
 
 
 class ModelMonitoringSource:
+    name = "Vertex AI Model Monitoring"
+
     def __init__(self, clients: GcpClients, settings: VertexSettings) -> None:
         self._clients = clients
         self._settings = settings
