@@ -219,7 +219,7 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None:
         return None
     if denominator <= 0:
@@ -254,7 +254,7 @@ def _error_rate(champ: _Side, chal: _Side) -> CheckStatistic:
     name = CheckName.ERROR_RATE
     if not (champ.requests and chal.requests):
         return CheckStatistic(
-            name=name, detail=_missing("no requests", chal.requests, champ.requests)
+            name=name, detail=missing_detail("no requests", chal.requests, champ.requests)
         )
     return CheckStatistic(
         name=name,
@@ -271,7 +271,7 @@ def _error_rate(champ: _Side, chal: _Side) -> CheckStatistic:
     )
 
 
-def _missing(what: str, challenger_count: int, champion_count: int) -> str:
+def missing_detail(what: str, challenger_count: int, champion_count: int) -> str:
     """Why a check could not run: `what` is lacking on the side(s) whose count is 0."""
     sides = [
         role
@@ -284,7 +284,7 @@ def _missing(what: str, challenger_count: int, champion_count: int) -> str:
 def _latency_p50(champ: _Side, chal: _Side) -> CheckStatistic:
     name = CheckName.LATENCY_P50
     if not (champ.latencies.size and chal.latencies.size):
-        detail = _missing("no successful call", chal.latencies.size, champ.latencies.size)
+        detail = missing_detail("no successful call", chal.latencies.size, champ.latencies.size)
         return CheckStatistic(name=name, detail=detail)
     p50_champ = _quantile(champ.latencies, 0.5)
     p50_chal = _quantile(chal.latencies, 0.5)
@@ -295,7 +295,7 @@ def _latency_p50(champ: _Side, chal: _Side) -> CheckStatistic:
         name=name,
         champion=p50_champ,
         challenger=p50_chal,
-        difference=_ratio(p50_chal, p50_champ),
+        difference=ratio(p50_chal, p50_champ),
         p_value=1.0 if p_value is None else p_value,
         samples=min(champ.latencies.size, chal.latencies.size),
         detail=(
@@ -338,7 +338,7 @@ def bootstrap_quantile(
 def _latency_p99(champ: _Side, chal: _Side, rng: np.random.Generator) -> CheckStatistic:
     name = CheckName.LATENCY_P99
     if not (champ.latencies.size and chal.latencies.size):
-        detail = _missing("no successful call", chal.latencies.size, champ.latencies.size)
+        detail = missing_detail("no successful call", chal.latencies.size, champ.latencies.size)
         return CheckStatistic(name=name, detail=detail)
     p99_champ = _quantile(champ.latencies, P99)
     p99_chal = _quantile(chal.latencies, P99)
@@ -349,7 +349,7 @@ def _latency_p99(champ: _Side, chal: _Side, rng: np.random.Generator) -> CheckSt
         name=name,
         champion=p99_champ,
         challenger=p99_chal,
-        difference=_ratio(p99_chal, p99_champ),
+        difference=ratio(p99_chal, p99_champ),
         p_value=(not_above + 1) / (BOOTSTRAP_RESAMPLES + 1),
         samples=min(champ.latencies.size, chal.latencies.size),
         detail=(
@@ -368,7 +368,7 @@ def _accuracy(champ: _Side, chal: _Side, classification: bool) -> CheckStatistic
         return CheckStatistic(name=name, detail=detail)
     acc_champ, acc_chal = champ.accuracy, chal.accuracy
     if acc_champ is None or acc_chal is None:
-        detail = _missing("no labelled successful call yet", chal.labelled, champ.labelled)
+        detail = missing_detail("no labelled successful call yet", chal.labelled, champ.labelled)
         return CheckStatistic(name=name, detail=detail)
     return CheckStatistic(
         name=name,
@@ -397,7 +397,7 @@ def _log_loss(
         return CheckStatistic(name=name, detail=detail)
     if not (champ.losses.size and chal.losses.size):
         what = "no labelled answer with a score in [0, 1]"
-        detail = _missing(what, chal.losses.size, champ.losses.size)
+        detail = missing_detail(what, chal.losses.size, champ.losses.size)
         return CheckStatistic(name=name, detail=detail)
     loss_champ = float(np.mean(champ.losses))
     loss_chal = float(np.mean(chal.losses))
@@ -434,7 +434,7 @@ def _prediction_shift(
     chal_values = chal.scores if scored else chal.predictions
     if not (champ_values.size and chal_values.size):
         what = "no successful answer with a prediction"
-        detail = _missing(what, chal_values.size, champ_values.size)
+        detail = missing_detail(what, chal_values.size, champ_values.size)
         return CheckStatistic(name=name, detail=detail)
     pooled = np.concatenate([champ_values, chal_values])
     if scored:

@@ -133,7 +133,7 @@ class MlflowRegistry:
             yield
 
     def register(self, request: RegisterRequest) -> ModelVersion:
-        model, loop_id = _checked(request.model), _checked_loop_id(request.loop_id)
+        model, loop_id = checked_model(request.model), checked_loop_id(request.loop_id)
         with self._exclusive():
             found = self._version_of_loop(model, loop_id)
             if found is None:
@@ -148,11 +148,11 @@ class MlflowRegistry:
 
     def champion(self, model: str) -> ModelVersion | None:
         with self._exclusive():
-            version = self._aliases(_checked(model)).get(CHAMPION)
+            version = self._aliases(checked_model(model)).get(CHAMPION)
             return None if version is None else self._version(model, version)
 
     def promote(self, request: PromoteRequest) -> Promotion:
-        model, version = _checked(request.model), request.version
+        model, version = checked_model(request.model), request.version
         with self._exclusive():
             try:
                 self._client.get_model_version(model, version)
@@ -173,7 +173,7 @@ class MlflowRegistry:
             )
 
     def reject(self, request: RejectRequest) -> ModelVersion:
-        model, version = _checked(request.model), request.version
+        model, version = checked_model(request.model), request.version
         with self._exclusive():
             try:
                 self._client.set_model_version_tag(
@@ -187,7 +187,7 @@ class MlflowRegistry:
             return _ours(found, _aliases_of(self._aliases(model), version))
 
     def versions(self, model: str) -> list[ModelVersion]:
-        model = _checked(model)
+        model = checked_model(model)
         with self._exclusive():
             found = self._client.search_model_versions(f"name = '{model}'")
             aliases = self._aliases(model)
@@ -201,7 +201,7 @@ class MlflowRegistry:
 
     def delete_model(self, model: str) -> None:
         """Forget a model: its registered versions and aliases, and its runs (demo resets)."""
-        model = _checked(model)
+        model = checked_model(model)
         with self._exclusive():
             try:
                 self._client.delete_registered_model(model)
@@ -369,14 +369,14 @@ def _permanent(call: Callable[[], _T]) -> _T:
         raise ApplicationError(str(exc), type=REGISTRY_ERROR, non_retryable=True) from exc
 
 
-def _checked(model: str) -> str:
+def checked_model(model: str) -> str:
     try:
         return validate_model_name(model)
     except ValueError as exc:
         raise RegistryError(str(exc)) from exc
 
 
-def _checked_loop_id(loop_id: str) -> str:
+def checked_loop_id(loop_id: str) -> str:
     # Loop ids go into MLflow filter strings between quotes.
     if not _LOOP_ID.fullmatch(loop_id):
         raise RegistryError(f"invalid loop id {loop_id!r}")

@@ -78,7 +78,7 @@ class LocalTrainingBackend:
         return self.home / "runs" / model / loop_id / "training"
 
     def train(self, job: TrainingJob, heartbeat: Callable[[str], None]) -> TrainingResult:
-        directory = self.training_dir(*_checked_names(job))
+        directory = self.training_dir(*checked_names(job))
         job = job.model_copy(
             update={
                 "request": job.request.model_copy(update={"output_dir": str(directory / "output")})
@@ -147,7 +147,8 @@ def _heartbeat(progress: str) -> None:
         raise CancelledError("training cancelled")
 
 
-def _checked_names(job: TrainingJob) -> tuple[str, str]:
+def checked_names(job: TrainingJob) -> tuple[str, str]:
+    """The job's model and loop id, refused (non-retryable) unless safe as names and paths."""
     model, loop_id = job.request.model, job.request.loop_id
     try:
         validate_model_name(model)

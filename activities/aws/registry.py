@@ -36,7 +36,13 @@ from activities.aws.errors import aws_call, error_code
 from activities.aws.s3_store import S3Store
 from activities.aws.training import resource_name
 from activities.object_store import mirror_path
-from activities.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, RegistryError
+from activities.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS_CHAMPION,
+    RegistryError,
+    checked_model,
+)
 from activities.training_runner import sha256_file
 from workflows.cloud_settings import SageMakerSettings
 from workflows.loop_models import (
@@ -46,7 +52,6 @@ from workflows.loop_models import (
     RegisterRequest,
     RejectRequest,
 )
-from workflows.names import validate_model_name
 
 APPROVED = "Approved"
 PENDING = "PendingManualApproval"
@@ -109,7 +114,7 @@ class SageMakerRegistry:
         return self.clients.sagemaker
 
     def register(self, request: RegisterRequest) -> ModelVersion:
-        model = _checked(request.model)
+        model = checked_model(request.model)
         group = self._ensure_group(model)
         if not self._has_package_of_loop(model, request.loop_id):
             self._create_package(group, request)
@@ -120,13 +125,13 @@ class SageMakerRegistry:
         raise RegistryError(f"the package of {request.loop_id} vanished right after creation")
 
     def champion(self, model: str) -> ModelVersion | None:
-        model = _checked(model)
+        model = checked_model(model)
         packages = self._packages(model)
         approved = _approved(packages)
         return None if not approved else self._version(model, approved[0], packages)
 
     def promote(self, request: PromoteRequest) -> Promotion:
-        model = _checked(request.model)
+        model = checked_model(request.model)
         package = self._package(model, request.version)
         previous = self.champion(model)
         if package["ModelApprovalStatus"] != APPROVED:
@@ -149,7 +154,7 @@ class SageMakerRegistry:
 
     def decide(self, model: str, version: str, approved: bool, note: str) -> ModelVersion:
         """Mirror a reviewer's approve / reject into the package's ModelApprovalStatus."""
-        model = _checked(model)
+        model = checked_model(model)
         package = self._package(model, version)
         self._update(package, APPROVED if approved else REJECTED, note)
         packages = self._packages(model)
@@ -166,7 +171,7 @@ class SageMakerRegistry:
         return str(self._package(model, version)["ModelPackageArn"])
 
     def versions(self, model: str) -> list[ModelVersion]:
-        model = _checked(model)
+        model = checked_model(model)
         packages = self._packages(model)
         return [self._version(model, package, packages) for package in reversed(packages)]
 
@@ -325,13 +330,6 @@ class SageMakerRegistry:
                 Tags=self._tags(request.model, request.loop_id),
                 ClientToken=_client_token(request.loop_id),
             )
-
-
-def _checked(model: str) -> str:
-    try:
-        return validate_model_name(model)
-    except ValueError as exc:
-        raise RegistryError(str(exc)) from exc
 
 
 def _approved(packages: list[dict[str, Any]]) -> list[dict[str, Any]]:

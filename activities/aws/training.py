@@ -48,11 +48,10 @@ from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, error_code
 from activities.aws.s3_store import S3Store, s3_location
 from activities.object_store import is_remote
-from activities.training import ENTRYPOINT_ERROR, INVALID_JOB_ERROR, TIMEOUT_ERROR
+from activities.training import ENTRYPOINT_ERROR, INVALID_JOB_ERROR, TIMEOUT_ERROR, checked_names
 from activities.training_runner import RESULT_FILE, sha256_file
 from workflows.cloud_settings import SageMakerSettings
 from workflows.loop_models import TrainingJob, TrainingResult
-from workflows.names import validate_model_name
 
 STOPPED_ERROR = "TrainingStopped"
 OUTPUT_MISMATCH_ERROR = "TrainingOutputMismatch"
@@ -60,7 +59,6 @@ BACKEND = "sagemaker"
 CONTAINER_DATA = "/opt/ml/input/data"
 NAME_LIMIT = 63
 
-_LOOP_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,199}$")
 _NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9]+")
 _PIPELINE_PARAMETERS = {
     "TriggerType": "trigger_type",
@@ -120,7 +118,7 @@ class SageMakerTraining:
         return self.home / "runs" / model / loop_id / "training"
 
     def train(self, job: TrainingJob, heartbeat: Callable[[str], None]) -> TrainingResult:
-        model, loop_id = _checked_names(job)
+        model, loop_id = checked_names(job)
         if self.settings.pipeline_name is not None:
             archive_uri, duration, reused = self._run_pipeline(
                 job, self.settings.pipeline_name, heartbeat
@@ -429,16 +427,3 @@ def _job_progress(name: str, described: dict[str, Any]) -> str:
         f"SageMaker training job {name}: {described['TrainingJobStatus']}"
         f"/{described.get('SecondaryStatus', '')} {message}"
     )[:500]
-
-
-def _checked_names(job: TrainingJob) -> tuple[str, str]:
-    model, loop_id = job.request.model, job.request.loop_id
-    try:
-        validate_model_name(model)
-    except ValueError as exc:
-        raise ApplicationError(str(exc), type=INVALID_JOB_ERROR, non_retryable=True) from exc
-    if not _LOOP_ID.fullmatch(loop_id):
-        raise ApplicationError(
-            f"invalid loop id {loop_id!r}", type=INVALID_JOB_ERROR, non_retryable=True
-        )
-    return model, loop_id

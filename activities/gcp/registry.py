@@ -27,7 +27,14 @@ from activities.gcp.clients import GcpClients
 from activities.gcp.errors import gcp_call
 from activities.gcp.gcs_store import GcsStore
 from activities.gcp.training import LOOP_KEY, label_value, loop_key
-from activities.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, RegistryError
+from activities.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS_CHAMPION,
+    RegistryError,
+    checked_loop_id,
+    checked_model,
+)
 from activities.training_runner import sha256_file
 from workflows.cloud_settings import VertexSettings
 from workflows.loop_models import (
@@ -37,12 +44,10 @@ from workflows.loop_models import (
     RegisterRequest,
     RejectRequest,
 )
-from workflows.names import validate_model_name
 
 ARTIFACT = "model.joblib"
 MANIFEST = "manifest.json"
 
-_LOOP_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,199}$")
 _DESCRIBED_LOOP = re.compile(r"^loop_id=([\w.-]+);")
 
 
@@ -59,7 +64,7 @@ class VertexRegistry:
     # ---- the Protocol ----------------------------------------------------------------------
 
     def register(self, request: RegisterRequest) -> ModelVersion:
-        model, loop_id = _checked(request.model), _checked_loop_id(request.loop_id)
+        model, loop_id = checked_model(request.model), checked_loop_id(request.loop_id)
         existing = self._parent(model)
         found = None if existing is None else self._version_of_loop(existing, model, loop_id)
         if found is None:
@@ -70,14 +75,14 @@ class VertexRegistry:
         return self._ours(model, parent, self._get(parent, version))
 
     def champion(self, model: str) -> ModelVersion | None:
-        parent = self._parent(_checked(model))
+        parent = self._parent(checked_model(model))
         if parent is None:
             return None
         holder = self._holder(parent, CHAMPION)
         return None if holder is None else self._ours(model, parent, holder)
 
     def promote(self, request: PromoteRequest) -> Promotion:
-        model, version = _checked(request.model), request.version
+        model, version = checked_model(request.model), request.version
         parent = self._require_parent(model)
         target = self._get(parent, version)
         current = self._holder(parent, CHAMPION)
@@ -98,14 +103,14 @@ class VertexRegistry:
     def reject(self, request: RejectRequest) -> ModelVersion:
         """Vertex versions have no approval status: a rejected one loses the `challenger`
         alias (the loop's audit record keeps why)."""
-        model, version = _checked(request.model), request.version
+        model, version = checked_model(request.model), request.version
         parent = self._require_parent(model)
         if CHALLENGER in self._get(parent, version).version_aliases:
             self._merge(parent, version, [f"-{CHALLENGER}"])
         return self._ours(model, parent, self._get(parent, version))
 
     def versions(self, model: str) -> list[ModelVersion]:
-        parent = self._parent(_checked(model))
+        parent = self._parent(checked_model(model))
         if parent is None:
             return []
         return [self._ours(model, parent, found) for found in self._list(parent)]
@@ -130,7 +135,7 @@ class VertexRegistry:
 
     def resource_name(self, model: str, version: str) -> str:
         """The versioned Vertex Model name (`projects/../models/<id>@<version>`) to deploy."""
-        return f"{self._require_parent(_checked(model))}@{version}"
+        return f"{self._require_parent(checked_model(model))}@{version}"
 
     # ---- Vertex calls ----------------------------------------------------------------------
 
@@ -270,16 +275,3 @@ class VertexRegistry:
 
 def _unversioned(name: str) -> str:
     return name.partition("@")[0]
-
-
-def _checked(model: str) -> str:
-    try:
-        return validate_model_name(model)
-    except ValueError as exc:
-        raise RegistryError(str(exc)) from exc
-
-
-def _checked_loop_id(loop_id: str) -> str:
-    if not _LOOP_ID.fullmatch(loop_id):
-        raise RegistryError(f"invalid loop id {loop_id!r}")
-    return loop_id

@@ -48,18 +48,16 @@ from activities.gcp.clients import GcpClients
 from activities.gcp.errors import gcp_call
 from activities.gcp.gcs_store import GcsStore, gcs_location
 from activities.object_store import is_remote
-from activities.training import ENTRYPOINT_ERROR, INVALID_JOB_ERROR
+from activities.training import ENTRYPOINT_ERROR, INVALID_JOB_ERROR, checked_names
 from activities.training_runner import RESULT_FILE, sha256_file
 from workflows.cloud_settings import VertexSettings
 from workflows.loop_models import TrainingJob, TrainingResult
-from workflows.names import validate_model_name
 
 BACKEND = "vertex"
 STOPPED_ERROR = "TrainingStopped"
 OUTPUT_MISMATCH_ERROR = "TrainingOutputMismatch"
 LOOP_KEY = "loop_key"
 
-_LOOP_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,199}$")
 _NOT_IN_LABEL_VALUES = re.compile(r"[^a-z0-9_-]+")
 _NOT_IN_LABEL_KEYS = re.compile(r"[^a-z0-9_-]+")
 _NOT_IN_IDS = re.compile(r"[^a-z0-9]+")
@@ -133,7 +131,7 @@ class VertexTraining:
         return self.home / "runs" / model / loop_id / "training"
 
     def train(self, job: TrainingJob, heartbeat: Callable[[str], None]) -> TrainingResult:
-        model, loop_id = _checked_names(job)
+        model, loop_id = checked_names(job)
         self.clients.init_vertex()
         run = self.run_uri(model, loop_id)
         if self.settings.pipeline_template is not None:
@@ -366,16 +364,3 @@ class VertexTraining:
 def _error_message(resource: Any) -> str:
     error = resource.error
     return str(error.message) if error is not None and error.message else "no reason given"
-
-
-def _checked_names(job: TrainingJob) -> tuple[str, str]:
-    model, loop_id = job.request.model, job.request.loop_id
-    try:
-        validate_model_name(model)
-    except ValueError as exc:
-        raise ApplicationError(str(exc), type=INVALID_JOB_ERROR, non_retryable=True) from exc
-    if not _LOOP_ID.fullmatch(loop_id):
-        raise ApplicationError(
-            f"invalid loop id {loop_id!r}", type=INVALID_JOB_ERROR, non_retryable=True
-        )
-    return model, loop_id

@@ -34,7 +34,7 @@ from urllib.parse import unquote_plus
 
 from pydantic import ValidationError
 
-from starters.events.mapped import MappedEvent, UnknownEventShape
+from starters.events.mapped import MappedEvent, UnknownEventShape, text_at, value_at
 from workflows.triggers import (
     AlarmState,
     Severity,
@@ -54,32 +54,15 @@ _VIOLATIONS = re.compile(r"(\d+)\s+violation")
 # ---- typed access: every miss is a ValueError naming the path -------------------------------
 
 
-def _at(value: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(value, dict):
-            raise ValueError(f"{path}: expected an object at {part!r}")
-        if part not in value or value[part] is None:
-            raise ValueError(f"{path}: missing")
-        value = value[part]
-    return value
-
-
-def _text(value: Any, path: str) -> str:
-    found = _at(value, path)
-    if not isinstance(found, str) or not found:
-        raise ValueError(f"{path}: expected a non-empty string, got {type(found).__name__}")
-    return found
-
-
 def _optional_text(value: Any, path: str) -> str | None:
     try:
-        return _text(value, path)
+        return text_at(value, path)
     except ValueError:
         return None
 
 
 def _time(value: Any, path: str) -> datetime:
-    text = _text(value, path)
+    text = text_at(value, path)
     try:
         found = datetime.fromisoformat(text)
     except ValueError:
@@ -116,12 +99,12 @@ def _short_id(prefix: str, *parts: str) -> str:
 
 def _sns_message(payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The JSON inside an SNS envelope's Message, and the envelope's MessageId."""
-    message = _text(payload, "Message")
+    message = text_at(payload, "Message")
     try:
         inner = json.loads(message)
     except json.JSONDecodeError as err:
         raise ValueError(f"Message: not JSON ({err.msg})") from None
-    return _object(inner, "Message"), _text(payload, "MessageId")
+    return _object(inner, "Message"), text_at(payload, "MessageId")
 
 
 def _is_sns(payload: dict[str, Any]) -> bool:
@@ -153,10 +136,10 @@ def s3_object_created(event: dict[str, Any]) -> MappedEvent:
     if payload.get("source") != "aws.s3" or payload.get("detail-type") != "Object Created":
         raise UnknownEventShape("not an EventBridge S3 'Object Created' event")
     return _data_arrived(
-        _text(payload, "detail.bucket.name"),
-        _text(payload, "detail.object.key"),
-        _object(_at(payload, "detail.object"), "detail.object").get("size"),
-        _text(payload, "id"),
+        text_at(payload, "detail.bucket.name"),
+        text_at(payload, "detail.object.key"),
+        _object(value_at(payload, "detail.object"), "detail.object").get("size"),
+        text_at(payload, "id"),
         _time(payload, "time"),
         _optional_text(payload, "detail.object.etag"),
     )
@@ -168,24 +151,24 @@ def s3_notification_records(payload: dict[str, Any]) -> list[MappedEvent]:
         body, _ = _sns_message(body)
     if body.get("Event") == "s3:TestEvent":
         return []
-    records = _at(body, "Records")
+    records = value_at(body, "Records")
     if not isinstance(records, list):
         raise ValueError("Records: expected a list")
     mapped = []
     for index, record in enumerate(records):
         record = _object(record, f"Records[{index}]")
-        name = _text(record, "eventName")
+        name = text_at(record, "eventName")
         if not name.startswith("ObjectCreated:"):
             continue
-        bucket = _text(record, "s3.bucket.name")
-        key = unquote_plus(_text(record, "s3.object.key"))
+        bucket = text_at(record, "s3.bucket.name")
+        key = unquote_plus(text_at(record, "s3.object.key"))
         # The sequencer orders writes of one key: with bucket and key it names this write.
-        sequencer = _optional_text(record, "s3.object.sequencer") or _text(record, "eventTime")
+        sequencer = _optional_text(record, "s3.object.sequencer") or text_at(record, "eventTime")
         mapped.append(
             _data_arrived(
                 bucket,
                 key,
-                _object(_at(record, "s3.object"), "s3.object").get("size"),
+                _object(value_at(record, "s3.object"), "s3.object").get("size"),
                 _short_id("s3", bucket, key, sequencer),
                 _time(record, "eventTime"),
                 _optional_text(record, "s3.object.eTag"),
@@ -252,13 +235,13 @@ def _dimensions(found: Any, path: str) -> dict[str, str]:
 def _alarm_from_sns(payload: dict[str, Any]) -> _Alarm:
     alarm, message_id = _sns_message(payload)
     reason = _optional_text(alarm, "NewStateReason")
-    trigger = _object(_at(alarm, "Trigger"), "Message.Trigger")
+    trigger = _object(value_at(alarm, "Trigger"), "Message.Trigger")
     metrics = []
     if "MetricName" in trigger:
         metrics.append(
             _Metric(
-                namespace=_text(trigger, "Namespace"),
-                name=_text(trigger, "MetricName"),
+                namespace=text_at(trigger, "Namespace"),
+                name=text_at(trigger, "MetricName"),
                 dimensions=_dimensions(trigger.get("Dimensions", []), "Trigger.Dimensions"),
             )
         )
@@ -268,14 +251,14 @@ def _alarm_from_sns(payload: dict[str, Any]) -> _Alarm:
             path = f"Trigger.Metrics[{index}].MetricStat.Metric"
             metrics.append(
                 _Metric(
-                    namespace=_text(metric, "Metric.Namespace"),
-                    name=_text(metric, "Metric.MetricName"),
+                    namespace=text_at(metric, "Metric.Namespace"),
+                    name=text_at(metric, "Metric.MetricName"),
                     dimensions=_dimensions(metric["Metric"].get("Dimensions", []), path),
                 )
             )
     return _Alarm(
-        name=_text(alarm, "AlarmName"),
-        state=_state(_text(alarm, "NewStateValue"), "Message.NewStateValue"),
+        name=text_at(alarm, "AlarmName"),
+        state=_state(text_at(alarm, "NewStateValue"), "Message.NewStateValue"),
         reason=reason,
         occurred_at=_time(alarm, "StateChangeTime"),
         event_id=message_id,
@@ -288,7 +271,7 @@ def _alarm_from_sns(payload: dict[str, Any]) -> _Alarm:
 def _alarm_from_eventbridge(payload: dict[str, Any]) -> _Alarm:
     reason = _optional_text(payload, "detail.state.reason")
     metrics = []
-    configured = _object(_at(payload, "detail"), "detail").get("configuration") or {}
+    configured = _object(value_at(payload, "detail"), "detail").get("configuration") or {}
     metrics_path = "detail.configuration.metrics"
     configured_metrics = _object(configured, "detail.configuration").get("metrics")
     for index, item in enumerate(_list(configured_metrics, metrics_path)):
@@ -296,10 +279,10 @@ def _alarm_from_eventbridge(payload: dict[str, Any]) -> _Alarm:
         if isinstance(stat, dict):
             metrics.append(
                 _Metric(
-                    namespace=_text(stat, "metric.namespace"),
-                    name=_text(stat, "metric.name"),
+                    namespace=text_at(stat, "metric.namespace"),
+                    name=text_at(stat, "metric.name"),
                     dimensions=_dimensions(
-                        _at(stat, "metric").get("dimensions", {}), "metric.dimensions"
+                        value_at(stat, "metric").get("dimensions", {}), "metric.dimensions"
                     ),
                 )
             )
@@ -316,11 +299,11 @@ def _alarm_from_eventbridge(payload: dict[str, Any]) -> _Alarm:
             if isinstance(points, list) and points:
                 datapoint = _number(points[-1])
     return _Alarm(
-        name=_text(payload, "detail.alarmName"),
-        state=_state(_text(payload, "detail.state.value"), "detail.state.value"),
+        name=text_at(payload, "detail.alarmName"),
+        state=_state(text_at(payload, "detail.state.value"), "detail.state.value"),
         reason=reason,
         occurred_at=_time(payload, "time"),
-        event_id=_text(payload, "id"),
+        event_id=text_at(payload, "id"),
         metrics=metrics,
         threshold=threshold,
         datapoint=datapoint if datapoint is not None else _datapoint(reason),
@@ -415,8 +398,8 @@ def _drift_alarm(payload: dict[str, Any]) -> MappedEvent:
 
 
 def _monitoring_execution(payload: dict[str, Any]) -> MappedEvent:
-    detail = _object(_at(payload, "detail"), "detail")
-    job = _text(detail, "ProcessingJobName")
+    detail = _object(value_at(payload, "detail"), "detail")
+    job = text_at(detail, "ProcessingJobName")
     schedule_arn = _optional_text(detail, "MonitoringScheduleArn")
     if schedule_arn is None:
         raise UnknownEventShape(f"processing job {job!r} is not a monitoring schedule's execution")
@@ -439,7 +422,7 @@ def _monitoring_execution(payload: dict[str, Any]) -> MappedEvent:
     event = _event(
         kind=TriggerKind.DRIFT,
         source="aws.sagemaker.model-monitor",
-        event_id=_text(payload, "id"),
+        event_id=text_at(payload, "id"),
         occurred_at=_time(payload, "time"),
         metadata={"processing_job": job, "violations": count},
         drift={"severity": _severity_of_violations(count), "report_uri": report},

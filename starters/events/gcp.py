@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from starters.events.mapped import MappedEvent, UnknownEventShape
+from starters.events.mapped import MappedEvent, UnknownEventShape, text_at, value_at
 from workflows.triggers import (
     MAX_DRIFTED_FEATURES,
     AlarmState,
@@ -62,23 +62,6 @@ def _object(payload: Any, what: str) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ValueError(f"{what}: expected a JSON object, got {type(payload).__name__}")
     return payload
-
-
-def _at(value: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(value, dict):
-            raise ValueError(f"{path}: expected an object at {part!r}")
-        if part not in value or value[part] is None:
-            raise ValueError(f"{path}: missing")
-        value = value[part]
-    return value
-
-
-def _text(value: Any, path: str) -> str:
-    found = _at(value, path)
-    if not isinstance(found, str) or not found:
-        raise ValueError(f"{path}: expected a non-empty string, got {type(found).__name__}")
-    return found
 
 
 def _optional_text(value: dict[str, Any], key: str) -> str | None:
@@ -153,14 +136,14 @@ def gcs_object_finalize(push: dict[str, Any]) -> MappedEvent:
         raise UnknownEventShape(f"not a Cloud Storage OBJECT_FINALIZE notification: {event_type!r}")
     resource = _data(message)
     if resource is not None:
-        bucket, name = _text(resource, "bucket"), _text(resource, "name")
-        generation = str(_at(resource, "generation"))
-        size: int | None = int(_number(_at(resource, "size"), "data.size"))
+        bucket, name = text_at(resource, "bucket"), text_at(resource, "name")
+        generation = str(value_at(resource, "generation"))
+        size: int | None = int(_number(value_at(resource, "size"), "data.size"))
         created = _optional_text(resource, "timeCreated")
         etag = _optional_text(resource, "md5Hash") or _optional_text(resource, "crc32c")
     else:
-        bucket, name = _text(attributes, "bucketId"), _text(attributes, "objectId")
-        generation = _text(attributes, "objectGeneration")
+        bucket, name = text_at(attributes, "bucketId"), text_at(attributes, "objectId")
+        generation = text_at(attributes, "objectGeneration")
         size, created, etag = None, _optional_text(attributes, "eventTime"), None
     occurred = _time(created, "timeCreated") if created else _publish_time(message)
     uri = f"gs://{bucket}/{name}"
@@ -191,12 +174,12 @@ def monitoring_alert(push: dict[str, Any]) -> MappedEvent:
     if notification is None or "incident" not in notification:
         raise UnknownEventShape("not a Cloud Monitoring incident notification")
     incident = _object(notification["incident"], "incident")
-    state_text = _text(incident, "state").lower()
+    state_text = text_at(incident, "state").lower()
     if state_text not in _INCIDENT_STATES:
         raise ValueError(f"incident.state: expected open or closed, got {state_text!r}")
     state = _INCIDENT_STATES[state_text]
-    policy = _text(incident, "policy_name")
-    incident_id = _text(incident, "incident_id")
+    policy = text_at(incident, "policy_name")
+    incident_id = text_at(incident, "incident_id")
     when_key = "started_at" if state is AlarmState.ALARM else "ended_at"
     when = incident.get(when_key)
     occurred = None if when is None else _epoch(when, f"incident.{when_key}")
@@ -239,8 +222,8 @@ def model_monitoring_alert(push: dict[str, Any]) -> MappedEvent:
     payload = _object(entry.get("jsonPayload", entry), "jsonPayload")
     if "statsAnomalies" not in payload:
         raise UnknownEventShape("not a Vertex AI Model Monitoring anomaly (no statsAnomalies)")
-    job = _text(payload, "modelDeploymentMonitoringJob")
-    anomalies = _at(payload, "statsAnomalies")
+    job = text_at(payload, "modelDeploymentMonitoringJob")
+    anomalies = value_at(payload, "statsAnomalies")
     if not isinstance(anomalies, list):
         raise ValueError("statsAnomalies: expected a list")
     features: dict[str, float] = {}
@@ -248,13 +231,13 @@ def model_monitoring_alert(push: dict[str, Any]) -> MappedEvent:
     objectives: set[str] = set()
     for index, item in enumerate(anomalies):
         anomaly = _object(item, f"statsAnomalies[{index}]")
-        objective = _text(anomaly, "objective")
+        objective = text_at(anomaly, "objective")
         if objective not in DRIFT_OBJECTIVES:
             raise ValueError(f"statsAnomalies[{index}].objective: unknown {objective!r}")
         objectives.add(objective)
         for position, stats in enumerate(anomaly.get("featureStats") or []):
             path = f"statsAnomalies[{index}].featureStats[{position}]"
-            feature = _text(stats, "featureDisplayName")
+            feature = text_at(stats, "featureDisplayName")
             threshold_value = _object(_object(stats, path).get("threshold") or {}, path).get(
                 "value"
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from workflows.triggers import TriggerEvent
 
@@ -20,3 +21,21 @@ class MappedEvent:
     endpoint: str | None = None
     alarm: str | None = None
     monitoring_job: str | None = None
+
+
+def value_at(value: Any, path: str) -> Any:
+    """`value["a"]["b"]` for the path `a.b`; a ValueError naming the path when it is absent."""
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected an object at {part!r}")
+        if part not in value or value[part] is None:
+            raise ValueError(f"{path}: missing")
+        value = value[part]
+    return value
+
+
+def text_at(value: Any, path: str) -> str:
+    found = value_at(value, path)
+    if not isinstance(found, str) or not found:
+        raise ValueError(f"{path}: expected a non-empty string, got {type(found).__name__}")
+    return found
