@@ -90,7 +90,13 @@ async def approved_result(
     reviewer: str,
 ) -> LoopResult:
     """Approve the loop once it waits, then move time on until it ends."""
-    await eventually(lambda: awaiting_approval(handle), timeout=240, what="the approval gate")
+
+    async def waiting() -> object | None:
+        # Time moves on while training runs too: activity retry backoffs are skipped.
+        await env.sleep(timedelta(seconds=10))
+        return await awaiting_approval(handle)
+
+    await eventually(waiting, timeout=240, what="the approval gate")
     await handle.execute_update(RetrainingLoop.approve, ReviewDecision(reviewer=reviewer))
     for _ in range(600):
         described = await handle.describe()
