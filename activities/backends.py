@@ -15,9 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from temporalio.exceptions import ApplicationError
+
 from activities.deployment import ServingBackend
 from activities.drift_sources import DriftSignalSource
-from activities.model_specs import SpecStore
+from activities.model_specs import SpecError, SpecStore
 from activities.notifications import NotificationChannel
 from activities.object_store import ObjectStore, StoredObject
 from activities.registry import ModelRegistry
@@ -108,7 +110,13 @@ class BackendResolver:
     def for_model(self, model: str) -> Backend:
         """The model's backend; the local one for a model with no registered spec (what every
         model used before there was a choice)."""
-        spec = self.specs.get(model)
+        try:
+            spec = self.specs.get(model)
+        except SpecError as error:
+            # The same refusal as the loop's own spec load: fixing the file is what helps.
+            raise ApplicationError(
+                str(error), type="InvalidModelSpec", non_retryable=True
+            ) from None
         return self.local if spec is None else self.for_spec(spec)
 
 
