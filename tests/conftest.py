@@ -9,6 +9,7 @@ visibility listing, continue-as-new suggestions).
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import sysconfig
@@ -48,6 +49,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=["all", *ENVIRONMENTS],
         help="which Temporal test server(s) workflow tests run against",
     )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze what collection imported (MLflow, boto3, moto, the Google SDKs: about 470,000
+    objects) out of the garbage collector: a full collection otherwise walks them all, and a
+    pause inside a workflow activation counts against the SDK's 2 s deadlock detector."""
+    gc.freeze()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
