@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 from temporalio.client import (
     Client,
     RPCError,
@@ -403,7 +404,7 @@ def main() -> None:
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except CliError as err:
-        errors.print(f"[bold red]error:[/] {err}")
+        errors.print(f"[bold red]error:[/] {escape(str(err))}")
         code = 1
     # Skip interpreter finalization: the Temporal client's Rust threads can crash a short-lived
     # process while Python tears down (temporalio/sdk-python#300), turning a finished command

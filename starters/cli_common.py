@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from temporalio.client import (
     Client,
     RPCError,
@@ -54,7 +55,8 @@ class CliError(Exception):
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}")
+    # Escaped: messages quote user input and validation patterns such as `[a-z-]`.
+    errors.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
 
 

@@ -107,3 +107,24 @@ def test_the_settings_round_trip_through_json(spec: ModelSpec, tmp_path: Path) -
     path = tmp_path / "spec.json"
     path.write_text(aws.model_dump_json())
     assert ModelSpec.model_validate(json.loads(path.read_text())) == aws
+
+
+def test_the_cli_prints_a_refused_pattern_intact(spec: ModelSpec, tmp_path: Path) -> None:
+    """Validation messages quote regex patterns; the console must not read them as markup."""
+    import subprocess
+    import sys
+
+    bad = json.loads(spec.model_dump_json())
+    bad.update(backend="sagemaker", sagemaker=sagemaker_settings(role_arn="admin"))
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    retrain = Path(sys.executable).parent / "retrain"
+    done = subprocess.run(
+        [str(retrain), "models", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        env={"RETRAIN_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "COLUMNS": "300"},
+        check=False,
+    )
+    assert done.returncode == 2
+    assert r"^arn:aws[a-z-]*:iam::\d{12}:role/" in done.stderr
