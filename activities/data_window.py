@@ -22,9 +22,9 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.object_store import remote_text, remote_uri
 from activities.remote_data import DataMirror, mirrored_etag
+from workflows import metrics
 from workflows.loop_models import (
     CoverageCheck,
     DatasetFile,
@@ -548,6 +549,7 @@ class DataWindowActivities:
             window.sufficient,
             f" (failed: {', '.join(failed)})" if failed else "",
         )
+        record_newest_data(request.spec.name, [f.day for f in window.files if f.day])
         return window
 
     def _select_mirrored(self, mirror: DataMirror, request: DataWindowRequest) -> DataWindow:
@@ -573,6 +575,15 @@ class DataWindowActivities:
                 "baseline": window.baseline and _remote_file(home, window.baseline),
             }
         )
+
+
+def record_newest_data(model: str, days: Iterable[date]) -> None:
+    """The newest partition seen, as the moment its day ended (UTC): the data reaches that far."""
+    newest = max(days, default=None)
+    if newest is not None:
+        ends = datetime.combine(newest + timedelta(days=1), time(), tzinfo=UTC)
+        labels = {"model": model}
+        metrics.set_gauge(activity.metric_meter(), metrics.DATA_NEWEST, labels, ends.timestamp())
 
 
 def _remote_file(home: Path, file: DatasetFile) -> DatasetFile:

@@ -38,6 +38,7 @@ from activities.model_specs import SpecError, SpecStore
 from activities.registry import ModelRegistry
 from activities.remote_data import DataMirror
 from activities.training_runner import write_atomically
+from workflows import metrics
 from workflows.drift_models import (
     ColumnDrift,
     ColumnKind,
@@ -330,7 +331,7 @@ class DriftActivities:
         if source is not None:
             report = platform_report(spec, request, source, datetime.now(UTC))
             activity.logger.info("drift check %s: %s", report.check_id, report.summary)
-            return report
+            return _recorded(report)
         report = check_drift(
             self.home,
             spec,
@@ -348,4 +349,14 @@ class DriftActivities:
             report.rows,
             report.compute_seconds or 0.0,
         )
-        return report
+        return _recorded(report)
+
+
+def _recorded(report: DriftReport) -> DriftReport:
+    """Each column's score as a gauge: the dashboard's drift over time, per feature."""
+    meter = activity.metric_meter()
+    for column in report.columns:
+        if column.score is not None:
+            labels = {"model": report.model, "feature": column.name}
+            metrics.set_gauge(meter, metrics.DRIFT_SCORE, labels, column.score)
+    return report

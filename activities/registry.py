@@ -44,6 +44,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -59,6 +60,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.training_runner import sha256_file
+from workflows import metrics
 from workflows.loop_models import (
     ModelVersion,
     PromoteRequest,
@@ -351,7 +353,12 @@ class RegistryActivities:
 
     @activity.defn(name="champion_version")
     def champion_version(self, model: str) -> ModelVersion | None:
-        return _permanent(lambda: self.registry.champion(model))
+        champion = _permanent(lambda: self.registry.champion(model))
+        if champion is not None and champion.registered_at is not None:
+            trained = champion.registered_at.timestamp()
+            meter = activity.metric_meter()
+            metrics.set_gauge(meter, metrics.CHAMPION_TRAINED, {"model": model}, trained)
+        return champion
 
     @activity.defn(name="promote_candidate")
     def promote_candidate(self, request: PromoteRequest) -> Promotion:
@@ -438,4 +445,5 @@ def _ours(version: MlflowVersion, aliases: list[str]) -> ModelVersion:
         source=f"models:/{version.name}/{version.version}",
         loop_id=version.tags.get("loop_id"),
         aliases=aliases,
+        registered_at=datetime.fromtimestamp(version.creation_timestamp / 1000, UTC),
     )

@@ -36,6 +36,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.training_runner import ERROR_FILE, RESULT_FILE, TrainingFailure, write_atomically
+from workflows import metrics
 from workflows.loop_models import TrainingJob, TrainingResult
 from workflows.names import validate_model_name
 from workflows.triggers import StrictModel
@@ -138,7 +139,14 @@ class TrainingActivities:
     # thread, so it can never land between starting the runner and recording it.
     @activity.defn(name="train_candidate", no_thread_cancel_exception=True)
     def train(self, job: TrainingJob) -> TrainingResult:
-        return self.backend.train(job, _heartbeat)
+        result = self.backend.train(job, _heartbeat)
+        if not result.reused:  # a reused job was measured by the attempt that ran it
+            meter = activity.metric_meter()
+            labels = {"model": job.request.model, "backend": result.backend}
+            metrics.observe(meter, metrics.TRAINING_DURATION, labels, result.duration_seconds)
+            if result.cost is not None:
+                metrics.observe(meter, metrics.TRAINING_COST, labels, result.cost)
+        return result
 
 
 def _heartbeat(progress: str) -> None:

@@ -18,6 +18,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
+from temporalio.runtime import Runtime
 from temporalio.service import RPCStatusCode
 
 from starters.connection import DEFAULT_ADDRESS, connect
@@ -60,13 +61,18 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def run(action: Callable[[Client], Awaitable[T]], address: str | None, namespace: str | None) -> T:
+def run(
+    action: Callable[[Client], Awaitable[T]],
+    address: str | None,
+    namespace: str | None,
+    runtime: Runtime | None = None,
+) -> T:
     """Connect, run, and turn Temporal's errors into one clear line and a non-zero exit."""
 
     async def main() -> T:
         target = address or os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS
         try:
-            client = await connect(address, namespace)
+            client = await connect(address, namespace, runtime)
         except RuntimeError as err:
             raise CliError(
                 f"cannot reach Temporal at {target} ({err}); is `retrain server` running?"

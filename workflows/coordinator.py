@@ -19,7 +19,7 @@ from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttri
 from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import names
+    from workflows import metrics, names
     from workflows.coordinator_rules import CoordinatorRules, Step, new_state
     from workflows.coordinator_state import (
         CoordinatorInput,
@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.status_markdown import render_details
     from workflows.triggers import (
         MAX_EVENTS_PER_BATCH,
+        TriggerKind,
         parse_trigger,
     )
 
@@ -123,12 +124,15 @@ class ModelCoordinator:
         except ValueError as err:
             self._apply(self._rules.on_invalid_trigger(raw, str(err), now))
             return
+        self._count_trigger(event.kind)
         self._apply(self._rules.on_trigger(event, now))
 
     @workflow.update(name="submit_trigger")
     def submit_trigger(self, event: Any) -> Decision:
         """Validated trigger: returns the decision taken for it."""
-        return self._apply(self._rules.on_trigger(parse_trigger(event), workflow.now())).decision
+        parsed = parse_trigger(event)
+        self._count_trigger(parsed.kind)
+        return self._apply(self._rules.on_trigger(parsed, workflow.now())).decision
 
     @submit_trigger.validator
     def _validate_trigger(self, event: Any) -> None:
@@ -170,6 +174,16 @@ class ModelCoordinator:
 
     def _apply(self, step: Step) -> Step:
         state = self._rules.state
+        for decision in step.decisions:
+            metrics.count(
+                workflow.metric_meter(),
+                metrics.DECISIONS,
+                {
+                    "model": state.model,
+                    "action": decision.action.value,
+                    "reason": decision.reason.value,
+                },
+            )
         if step.start is not None:
             state.unstarted_loop = step.start
         state.outbox.extend(step.notifications)
@@ -254,7 +268,15 @@ class ModelCoordinator:
         self._loop_closed(result)
 
     def _loop_closed(self, result: LoopResult) -> None:
+        state = self._rules.state
+        if state.active_loop is not None and state.active_loop.loop_id == result.loop_id:
+            labels = {"model": state.model, "status": result.status.value}
+            metrics.count(workflow.metric_meter(), metrics.LOOPS_FINISHED, labels)
         self._apply(self._rules.on_loop_closed(result, workflow.now()))
+
+    def _count_trigger(self, kind: TriggerKind) -> None:
+        labels = {"model": self._rules.state.model, "kind": kind.value}
+        metrics.count(workflow.metric_meter(), metrics.TRIGGER_EVENTS, labels)
 
     async def _notify(self, notification: Notification) -> None:
         try:

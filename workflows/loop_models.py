@@ -157,6 +157,8 @@ class ModelVersion(StrictModel):
     source: str
     loop_id: str | None = None
     aliases: list[str] = []
+    # When the registry took the version in, right after its training: the model's age.
+    registered_at: AwareDatetime | None = None
 
 
 class PromoteRequest(StrictModel):

@@ -32,7 +32,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from workflows import names
+    from workflows import metrics, names
     from workflows.activity_errors import activity_failure
     from workflows.canary import canary_verdict
     from workflows.loop_models import PromoteRequest, Promotion, ReviewerNotification
@@ -269,6 +269,8 @@ class StagedRollout:
             verdict = canary_verdict(stats, self._policy.canary, min_requests)
             stage.bakes += 1
             stage.verdicts.append(verdict)
+            labels = {"model": self._input.model, "verdict": verdict.outcome.value}
+            metrics.count(workflow.metric_meter(), metrics.ROLLOUT_VERDICTS, labels)
             self._refresh_details()
             if verdict.outcome is Outcome.FAIL:
                 await self._roll_back(f"canary failed at {stage.label}", verdict)
@@ -376,6 +378,7 @@ class StagedRollout:
         self._enter(RolloutStep.ROLLING_BACK)
         restored = await self._restore_champion(reason)
         summary = f"rolled back: {reason}; {restored}"
+        metrics.count(workflow.metric_meter(), metrics.ROLLBACKS, {"model": self._input.model})
         await self._notify(
             "warning",
             f"rollout rolled back ({reason})",

@@ -260,6 +260,7 @@ class SageMakerRegistry:
             source=package["ModelPackageArn"],
             loop_id=self._loop_id(package),
             aliases=_aliases(package, packages),
+            registered_at=package.get("CreationTime"),
         )
 
     def _has_package_of_loop(self, model: str, loop_id: str) -> bool:

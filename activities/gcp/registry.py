@@ -270,6 +270,7 @@ class VertexRegistry:
             source=f"{parent}@{version}",
             loop_id=loop_id,
             aliases=sorted(a for a in found.version_aliases if a != "default"),
+            registered_at=found.version_create_time or None,
         )
 
 
