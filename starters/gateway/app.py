@@ -1,0 +1,337 @@
+"""The event gateway: a Starlette app that takes cloud and monitoring events over HTTP, stores
+them durably and has them delivered to the models' coordinators.
+
+HTTP contract (every error body is `{"error": "..."}`):
+
+- `POST /v1/events/{eventbridge|s3|sns|pubsub|alertmanager}` (optional `?model=NAME`: deliver
+  every event of the request to that model) -> 202 `{"accepted", "dead_lettered", "events":
+  [{"event_id", "model", "outcome", "reason"?}]}` once the events are committed to the
+  database; SNS subscription handshakes -> 200 with the URL to confirm (logged, never
+  fetched). 400 malformed JSON, an unknown event shape or an invalid `?model=`; 401 no valid
+  credential (see `auth`); 413 body over the limit (checked first: the HMAC needs the whole
+  body); 503 the events could not be stored (nothing was acknowledged: retry).
+- `GET /healthz` -> 200 `{"status": "ok"|"degraded", "database": {...}, "temporal": {...},
+  "pending", "dead_letters"}`; Temporal being unreachable is `degraded`, not an error (events
+  are still stored and delivered later); 503 when the database is not writable.
+- `GET /metrics` -> Prometheus text (`metrics.GATEWAY_METRIC_NAMES`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from temporalio.client import Client
+
+from starters.gateway import dead_letters, pending
+from starters.gateway.auth import (
+    REALM,
+    SOURCES,
+    SourceSecrets,
+    Unauthorized,
+    authenticate,
+    credentials,
+)
+from starters.gateway.database import (
+    DatabaseThread,
+    check_writable,
+    database_path,
+    open_database,
+)
+from starters.gateway.delivery import Deliverer, DeliveryPolicy
+from starters.gateway.intake import Intake, IntakeClosed, IntakeFailed
+from starters.gateway.metrics import CONTENT_TYPE, GatewayMetrics, Outcome
+from starters.gateway.routing import RouteKeys, SpecRouter
+from starters.gateway.sources import MAPPERS, Incoming, SnsControl
+from starters.gateway.temporal import TemporalLink
+from workflows.names import TASK_QUEUE, validate_model_name
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    home: Path
+    secrets: Mapping[str, SourceSecrets]
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    task_queue: str = TASK_QUEUE
+    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    health_timeout_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be positive")
+
+
+class Refused(Exception):
+    """A request answered with a 4xx and the message."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def create_app(config: GatewayConfig, connect: Callable[[], Awaitable[Client]]) -> Starlette:
+    """The gateway app. Opens the database now (a gateway that cannot store events must not
+    start); `connect` is called on first delivery and again after a failed connection."""
+    gateway = Gateway(config, TemporalLink(connect, config.task_queue))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with gateway.running():
+            yield
+
+    routes = [
+        Route(f"/v1/events/{source}", gateway.endpoint(source), methods=["POST"])
+        for source in SOURCES
+    ]
+    routes += [
+        Route("/healthz", gateway.healthz, methods=["GET"]),
+        Route("/metrics", gateway.metrics_text, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+    )
+    app.state.gateway = gateway
+    return app
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, link: TemporalLink) -> None:
+        self.config = config
+        self.link = link
+        self.path = database_path(config.home)
+        self.db = DatabaseThread(open_database(self.path))
+        self.metrics = GatewayMetrics()
+        self.router = SpecRouter(config.home)
+        self.deliverer = Deliverer(self.db, link, config.delivery, self.metrics)
+        self.intake = Intake(self.db, self._committed)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The writer and the deliverer run while the app serves. At shutdown the writer
+        commits what is queued; undelivered events stay pending for the next start."""
+        tasks = _Tasks()
+        writer = tasks.start(self.intake.run())
+        tasks.start(self.deliverer.run())
+        try:
+            yield
+        finally:
+            self.intake.close()
+            await writer
+            await tasks.cancel()
+            self.db.close()
+
+    def _committed(self, events: Sequence[pending.NewEvent]) -> None:
+        for (source, routed), count in Counter(
+            (e.source, e.reason is None and e.model is not None) for e in events
+        ).items():
+            self.metrics.events(
+                source, Outcome.ACCEPTED if routed else Outcome.DEAD_LETTERED, count
+            )
+        self.deliverer.wake()
+
+    # ---- events ----------------------------------------------------------------------------
+
+    def endpoint(self, source: str) -> Callable[[Request], Awaitable[Response]]:
+        async def receive(request: Request) -> Response:
+            try:
+                response = await self._receive(source, request)
+            except Refused as refused:
+                logger.info("%s: refused with %d: %s", source, refused.status, refused.message)
+                response = JSONResponse(
+                    {"error": refused.message}, refused.status, headers=refused.headers
+                )
+            except Exception as err:  # counted like every answer, then the generic 500
+                logger.error("unhandled error on %s", request.url.path, exc_info=err)
+                response = _error(500, f"internal error: {type(err).__name__}")
+            self.metrics.request(source, response.status_code)
+            return response
+
+        return receive
+
+    async def _receive(self, source: str, request: Request) -> Response:
+        body = await _read_body(request, self.config.max_body_bytes)
+        found = credentials(source, request.headers, request.query_params)
+        try:
+            authenticate(source, self.config.secrets.get(source, SourceSecrets()), found, body)
+        except Unauthorized as err:
+            challenge = f'Bearer realm="{REALM}", Basic realm="{REALM}"'
+            raise Refused(401, str(err), {"WWW-Authenticate": challenge}) from None
+        explicit = request.query_params.get("model")
+        if explicit is not None:
+            try:
+                validate_model_name(explicit)
+            except ValueError as err:
+                raise Refused(400, f"?model=: {err}") from None
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise Refused(400, f"malformed JSON: {err}") from None
+        try:
+            mapped = MAPPERS[source](payload)
+        except ValueError as err:
+            raise Refused(400, f"{source}: {err}") from None
+        if isinstance(mapped, SnsControl):
+            return self._sns_handshake(mapped)
+        events = [self._new_event(source, item, explicit) for item in mapped]
+        try:
+            await self.intake.submit(events)
+        except (IntakeClosed, IntakeFailed) as err:
+            return _error(503, str(err))
+        answers = [_answer(event) for event in events]
+        dead = sum(1 for a in answers if a["outcome"] == Outcome.DEAD_LETTERED)
+        body_out = {"accepted": len(events) - dead, "dead_lettered": dead, "events": answers}
+        return JSONResponse(body_out, 202)
+
+    def _new_event(self, source: str, item: Incoming, explicit: str | None) -> pending.NewEvent:
+        keys = RouteKeys.of(item.mapped, explicit or item.model)
+        route = self.router.route(keys)
+        event = item.mapped.event
+        return pending.NewEvent(
+            source=source,
+            model=route.model,
+            event_id=event.event_id,
+            event=event.model_dump_json(exclude_none=True),
+            route=json.dumps(keys.as_dict()),
+            reason=route.reason,
+        )
+
+    def _sns_handshake(self, control: SnsControl) -> Response:
+        # Confirming would mean fetching the URL: the gateway makes no outbound calls, so the
+        # operator confirms (open the URL, or `aws sns confirm-subscription`).
+        logger.warning(
+            "SNS %s for topic %s: confirm by visiting %s",
+            control.kind,
+            control.topic_arn,
+            control.url,
+        )
+        message = f"{control.kind} logged; an operator must visit the URL to confirm"
+        return JSONResponse(
+            {"status": message, "topic_arn": control.topic_arn, "url": control.url}, 200
+        )
+
+    # ---- health and metrics --------------------------------------------------------------
+
+    async def _counts(self) -> tuple[int, int]:
+        return await self.db.run(lambda c: (pending.count(c), dead_letters.count(c)))
+
+    async def healthz(self, request: Request) -> Response:
+        database: dict[str, Any] = {"path": str(self.path), "writable": True}
+        status = 200
+        try:
+            await self.db.run(check_writable)
+            waiting, dead = await self._counts()
+        except sqlite3.Error as err:
+            database |= {"writable": False, "error": str(err)}
+            status, waiting, dead = 503, -1, -1
+        problem = await self.link.health(self.config.health_timeout_seconds)
+        temporal: dict[str, Any] = {"reachable": problem is None}
+        if problem is not None:
+            temporal["error"] = problem
+        overall = "failing" if status != 200 else "ok" if problem is None else "degraded"
+        body = {
+            "status": overall,
+            "database": database,
+            "temporal": temporal,
+            "pending": waiting,
+            "dead_letters": dead,
+        }
+        return JSONResponse(body, status)
+
+    async def metrics_text(self, request: Request) -> Response:
+        with contextlib.suppress(sqlite3.Error):  # the gauges keep their last values
+            self.metrics.stored(*await self._counts())
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _answer(event: pending.NewEvent) -> dict[str, Any]:
+    routed = event.reason is None and event.model is not None
+    answer: dict[str, Any] = {
+        "event_id": event.event_id,
+        "model": event.model,
+        "outcome": Outcome.ACCEPTED if routed else Outcome.DEAD_LETTERED,
+    }
+    if not routed:
+        answer["reason"] = event.reason
+    return answer
+
+
+class _Tasks:
+    """Background tasks of the app, cancelled together at shutdown."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, coroutine: Any) -> asyncio.Task[None]:
+        task = asyncio.create_task(coroutine)
+        self._tasks.append(task)
+        return task
+
+    async def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it is known to exceed `limit`: the declared length is
+    checked first, and the bytes actually received are counted whatever it said."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise Refused(400, "invalid Content-Length header") from None
+        if size > limit:
+            raise Refused(413, _too_large(size, limit))
+    chunks: list[bytes] = []
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise Refused(413, _too_large(received, limit))
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise Refused(400, "the client went away before sending the whole body") from None
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"the body is {size} bytes or more; at most {limit} bytes are accepted"
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error(500, f"internal error: {type(exc).__name__}")
