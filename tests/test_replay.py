@@ -16,6 +16,7 @@ from workflows.coordinator import ModelCoordinator
 from workflows.drift_monitor import DriftMonitor
 from workflows.retraining import RetrainingLoop
 from workflows.rollout import StagedRollout
+from workflows.training_slots import TrainingSlots
 
 HISTORY_DIR = Path(__file__).parent / "histories"
 HISTORIES = sorted(
@@ -25,6 +26,7 @@ HISTORIES = sorted(
         "retraining-loop-*.json",
         "rollout-*.json",
         "drift-monitor-*.json",
+        "training-slots-*.json",
     )
     for path in HISTORY_DIR.glob(pattern)
 )
@@ -38,7 +40,7 @@ def test_histories_are_committed() -> None:
 async def test_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(
-        workflows=[ModelCoordinator, RetrainingLoop, StagedRollout, DriftMonitor],
+        workflows=[ModelCoordinator, RetrainingLoop, StagedRollout, DriftMonitor, TrainingSlots],
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(),
     )

@@ -21,6 +21,7 @@ from workflows.loop_models import (
     TrainingResult,
 )
 from workflows.rollout_models import RolloutResult
+from workflows.slot_models import SlotWait
 from workflows.triggers import StateModel, StrictModel
 
 
@@ -29,6 +30,7 @@ class LoopStage(StrEnum):
 
     STARTED = "started"
     DATA_WINDOW = "data_window"
+    WAITING_FOR_SLOT = "waiting_for_slot"
     TRAINING = "training"
     REGISTERING = "registering"
     EVALUATING = "evaluating"
@@ -99,6 +101,8 @@ class AuditRecord(StateModel):
     spec_hash: str | None = None
     data_window: DataWindow | None = None
     golden_set: GoldenSet | None = None
+    # The wait for a slot under the global limit of concurrent trainings (none: no limit).
+    training_slot: SlotWait | None = None
     training: TrainingResult | None = None
     champion: ModelVersion | None = None
     candidate: ModelVersion | None = None

@@ -10,6 +10,7 @@ import json
 
 from workflows.audit_record import LoopView
 from workflows.loop_models import EvaluationReport, GateVerdict
+from workflows.slot_models import SlotWait
 
 
 def render_loop_details(view: LoopView) -> str:
@@ -24,6 +25,8 @@ def render_loop_details(view: LoopView) -> str:
             f"- data: {window.start}..{window.end}, {window.labelled_rows} labelled rows, "
             f"{window.days_present}/{window.days_expected} days"
         )
+    if record.training_slot:
+        lines.append(_slot_line(record.training_slot))
     if record.candidate:
         champion = record.champion.version if record.champion else "none"
         lines.append(f"- candidate: version {record.candidate.version} (champion: {champion})")
@@ -45,6 +48,19 @@ def render_loop_details(view: LoopView) -> str:
     if record.outcome:
         lines += ["", f"**Outcome: {record.outcome.status.value}**: {record.outcome.summary}"]
     return "\n".join(lines)
+
+
+def _slot_line(slot: SlotWait) -> str:
+    if slot.granted_at is None and slot.released_at is None:
+        place = f"#{slot.position} in the queue" if slot.position else "queued"
+        limit = f", limit {slot.limit}" if slot.limit else ""
+        return (
+            f"- training slot: waiting since {slot.requested_at:%Y-%m-%d %H:%M:%S} "
+            f"({place}{limit}; `retrain slots show`)"
+        )
+    if slot.granted_at is None:
+        return "- training slot: stopped waiting before a slot was free"
+    return f"- training slot: granted after {slot.waited_seconds or 0:.0f}s of waiting"
 
 
 def _metrics_table(report: EvaluationReport) -> list[str]:

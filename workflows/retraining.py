@@ -28,7 +28,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from workflows import names
+    from workflows import metrics, names
     from workflows.activity_errors import activity_failure
     from workflows.approval import (
         ApprovalEventKind,
@@ -71,11 +71,14 @@ with workflow.unsafe.imports_passed_through():
     from workflows.model_spec import FeatureKind, ModelSpec
     from workflows.reviewer_notifications import notify_reviewers
     from workflows.rollout_models import RolloutInput, RolloutResult, RolloutStatus
+    from workflows.slot_lease import TrainingSlot
+    from workflows.slot_models import SLOT_GRANTED_SIGNAL, SlotWait
     from workflows.triggers import describe_validation_error
 
 QUICK = timedelta(minutes=2)
 REFERENCE_PROFILE_PATCH = "reference-profile-on-promotion"
 REJECTION_PATCH = "candidate-rejected-in-registry"
+TRAINING_SLOT_PATCH = "training-slot"
 QUICK_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(minutes=1))
 DATA_RETRY = RetryPolicy(
     maximum_attempts=5,
@@ -119,6 +122,7 @@ class RetrainingLoop:
         self._stage = LoopStage.STARTED
         self._spec: ModelSpec | None = None
         self._awaiting_approval = False
+        self._slot = TrainingSlot(input.model, input.trigger.priority)
         self._record = AuditRecord(
             loop_id=self._loop_id,
             loop_number=input.loop_number,
@@ -167,8 +171,12 @@ class RetrainingLoop:
             )
         golden = await self._verify_golden_set(spec)
 
-        self._enter(LoopStage.TRAINING)
-        training = await self._train(spec, window)
+        # Added with the global training limit: loops already running train without a slot.
+        if workflow.patched(TRAINING_SLOT_PATCH):
+            training = await self._train_in_slot(spec, window)
+        else:
+            self._enter(LoopStage.TRAINING)
+            training = await self._train(spec, window)
 
         self._enter(LoopStage.REGISTERING)
         champion = await self._champion(spec)
@@ -299,6 +307,25 @@ class RetrainingLoop:
             ) from None
         self._record.training = training
         return training
+
+    async def _train_in_slot(self, spec: ModelSpec, window: DataWindow) -> TrainingResult:
+        """Train within the global limit of concurrent trainings, when one is set (the
+        `training-slots` workflow runs): wait for a slot in priority order, give it back after
+        training whatever happens."""
+        async with self._slot.held(self._slot_changed):
+            self._enter(LoopStage.TRAINING)
+            return await self._train(spec, window)
+
+    def _slot_changed(self, slot: SlotWait) -> None:
+        self._record.training_slot = slot
+        if slot.granted_at is None and self._stage is not LoopStage.WAITING_FOR_SLOT:
+            self._enter(LoopStage.WAITING_FOR_SLOT)
+        else:
+            self._refresh_details()
+
+    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
+    def training_slot_granted(self, *payload: Any) -> None:
+        self._slot.granted(payload)
 
     def _chargeback_tags(self) -> dict[str, str]:
         trigger = self._input.trigger
@@ -493,6 +520,7 @@ class RetrainingLoop:
         approval.requested_at = requested_at = workflow.now()
         self._awaiting_approval = True
         self._enter(LoopStage.AWAITING_APPROVAL)
+        self._count(metrics.APPROVALS_REQUESTED)
         await self._notify(
             "warning", "approval needed", "Why: " + "; ".join(reasons) + "\n\n" + self._details()
         )
@@ -530,6 +558,7 @@ class RetrainingLoop:
             else:
                 approval.timed_out_at = workflow.now()
                 self._awaiting_approval = False
+                self._count(metrics.APPROVALS_RESOLVED, outcome="timed_out")
                 raise LoopEnded(
                     LoopStatus.REJECTED_BY_REVIEWER,
                     f"no approval within {_hours(policy.timeout)}: rejected by the policy "
@@ -537,6 +566,9 @@ class RetrainingLoop:
                 )
         self._awaiting_approval = False
         review = approval.review
+        if review is not None:
+            outcome = "approved" if review.decision == "approve" else "rejected"
+            self._count(metrics.APPROVALS_RESOLVED, outcome=outcome)
         if review is not None and review.decision == "reject":
             comment = f": {review.comment}" if review.comment else ""
             raise LoopEnded(
@@ -628,6 +660,9 @@ class RetrainingLoop:
         self._record.stages.append(StageEntry(stage=stage, at=workflow.now()))
         workflow.upsert_search_attributes([names.LOOP_STAGE.value_set(stage.value)])
         self._refresh_details()
+
+    def _count(self, metric: metrics.Metric, **labels: str) -> None:
+        metrics.count(workflow.metric_meter(), metric, {"model": self._input.model, **labels})
 
     def _details(self) -> str:
         return render_loop_details(self.status())
