@@ -16,11 +16,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/retrain demo $(ARGS)
 
+# Two processes (pytest-xdist), each with its own Temporal servers: most tests wait on servers,
+# timers and subprocesses, so two share the two cores well. `worksteal` rebalances the slow
+# tail (CLI, restarts, storms).
 test: lint compose-check
-	$(BIN)/python -m pytest -q --durations=10
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -68,6 +71,7 @@ histories: $(STAMP)
 	$(BIN)/python -m tests.histories.record_loop
 	$(BIN)/python -m tests.histories.record_rollout
 	$(BIN)/python -m tests.histories.record_drift
+	$(BIN)/python -m tests.histories.record_slots
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -22,7 +22,16 @@ from temporalio.client import (
     RPCError,
 )
 
-from starters import cli_drift, cli_loops, cli_rollouts, cli_serve, render
+from starters import (
+    cli_drift,
+    cli_gateway,
+    cli_loops,
+    cli_rollouts,
+    cli_schedule,
+    cli_serve,
+    cli_slots,
+    render,
+)
 from starters.cli_common import (
     AddressOption,
     CliError,
@@ -57,9 +66,13 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(cli_loops.models_app, name="models")
 app.add_typer(cli_rollouts.rollout_app, name="rollout")
 app.add_typer(cli_drift.drift_app, name="drift")
+app.add_typer(cli_schedule.schedule_app, name="schedule")
+app.add_typer(cli_slots.slots_app, name="slots")
 for command in (cli_loops.approve, cli_loops.reject, cli_loops.loops, cli_loops.audit):
     app.command()(command)
 app.command()(cli_serve.serve)
+app.command()(cli_gateway.gateway)
+app.add_typer(cli_gateway.dlq_app, name="dlq")
 
 # ---------------------------------------------------------------- server and worker
 
@@ -95,19 +108,54 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _host_port(value: str | None) -> str | None:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:9464)")
+    return value
+
+
 @app.command()
 def worker(
     address: AddressOption = None,
     namespace: NamespaceOption = None,
     task_queue: Annotated[str, typer.Option(help="Task queue to poll")] = TASK_QUEUE,
+    metrics_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve Prometheus /metrics (the SDK's and ours) on HOST:PORT, e.g. 0.0.0.0:9464",
+            envvar="RETRAIN_METRICS_ADDRESS",
+            callback=_host_port,
+        ),
+    ] = None,
+    max_concurrent_trainings: Annotated[
+        int | None,
+        typer.Option(
+            help="Limit trainings across every model to K at once (the `training-slots` "
+            "workflow; loops wait in priority order). Unset: no limit, or the one already set",
+            envvar="RETRAIN_MAX_CONCURRENT_TRAININGS",
+            min=1,
+            max=1000,
+        ),
+    ] = None,
 ) -> None:
     """Run a worker (Ctrl-C / SIGTERM for a graceful shutdown)."""
     from workers.coordinator_worker import build_worker, run_until_signalled
+    from workers.fleet_metrics import ApprovalGauges
     from workers.search_attributes import ensure_search_attributes
+    from workers.telemetry import metrics_runtime
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    runtime = None
+    if metrics_address is not None:
+        try:
+            runtime = metrics_runtime(metrics_address)
+        except Exception as err:  # the SDK's runtime raises a bare error for a taken port
+            raise fail(f"cannot serve metrics on {metrics_address}: {err}") from None
 
     async def main(client: Client) -> None:
         try:
@@ -121,9 +169,25 @@ def worker(
             )
         target = client.service_client.config.target_host
         console.print(f"worker on task queue [bold]{task_queue}[/] at {target}")
-        await run_until_signalled(build_worker(client, home=retrain_home(), task_queue=task_queue))
+        if max_concurrent_trainings is not None:
+            from starters.training_slots import TrainingSlotsClient
 
-    run(main, address, namespace)
+            await TrainingSlotsClient(client, task_queue).ensure(max_concurrent_trainings)
+            console.print(f"at most {max_concurrent_trainings} trainings at once across models")
+        background = []
+        if runtime is not None:
+            console.print(f"metrics on http://{metrics_address}/metrics")
+            gauges = ApprovalGauges(client, runtime.metric_meter)
+            background.append(asyncio.create_task(gauges.run()))
+        try:
+            await run_until_signalled(
+                build_worker(client, home=retrain_home(), task_queue=task_queue)
+            )
+        finally:
+            for task in background:
+                task.cancel()
+
+    run(main, address, namespace, runtime)
 
 
 # ---------------------------------------------------------------- triggers

@@ -137,9 +137,7 @@ async def test_a_loop_reports_training_approvals_freshness_and_champion_age(
     assert result.status is LoopStatus.PROMOTED, result.summary
     assert scrape.value("retrain_approvals_waiting", model=model) == 0
     assert scrape.value("retrain_approval_wait_seconds", model=model) == 0
-    assert (
-        scrape.value("retrain_approvals_resolved_total", model=model, outcome="approved") == 1
-    )
+    assert scrape.value("retrain_approvals_resolved_total", model=model, outcome="approved") == 1
     assert scrape.value("retrain_training_duration_seconds_count", model=model) == 1
     newest = scrape.value("retrain_data_newest_timestamp_seconds", model=model)
     # The window's newest partition is today's: its data reaches the end of today.

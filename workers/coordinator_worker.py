@@ -38,7 +38,9 @@ from activities.notifier import LogNotifier, LoopNotificationActivities, OutboxN
 from activities.object_store import ObjectStore
 from activities.registry import MlflowRegistry, RegistryActivities
 from activities.remote_data import DataMirror
+from activities.schedule_checks import ScheduleCheckActivities
 from activities.training import LocalTrainingBackend, TrainingActivities
+from activities.training_slots import TrainingSlotActivities
 from workers.cloud_backends import CloudConnections, cloud_factories
 from workers.sandbox import workflow_runner
 from workflows.coordinator import ModelCoordinator
@@ -46,6 +48,8 @@ from workflows.drift_monitor import DriftMonitor
 from workflows.names import TASK_QUEUE
 from workflows.retraining import RetrainingLoop
 from workflows.rollout import StagedRollout
+from workflows.scheduled_trigger import ScheduledTrigger
+from workflows.training_slots import TrainingSlots
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,14 @@ def build_worker(
     *,
     home: Path,
     task_queue: str = TASK_QUEUE,
-    workflows: Sequence[type] = (ModelCoordinator, RetrainingLoop, StagedRollout, DriftMonitor),
+    workflows: Sequence[type] = (
+        ModelCoordinator,
+        RetrainingLoop,
+        StagedRollout,
+        DriftMonitor,
+        ScheduledTrigger,
+        TrainingSlots,
+    ),
     activity_executor: ThreadPoolExecutor | None = None,
     cloud: CloudConnections | None = None,
     **worker_options: Any,
@@ -104,6 +115,11 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
         platform=lambda spec: backends.for_spec(spec).drift_source,
         mirror=mirror,
     )
+    schedule_checks = ScheduleCheckActivities(
+        client, home, specs, lambda spec: backends.for_spec(spec).store
+    )
+
+    training_slots = TrainingSlotActivities(client)
 
     def remote_audit(model: str) -> tuple[ObjectStore, str] | None:
         backend = backends.for_model(model)
@@ -129,6 +145,11 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
         CanaryActivities(RoutedCanary(backends)).analyse,
         drift.check,
         drift.build_reference_profile,
+        schedule_checks.deliver,
+        schedule_checks.health,
+        schedule_checks.freshness,
+        training_slots.request_slot,
+        training_slots.find_closed,
     ]
 
 

@@ -12,6 +12,8 @@ COORDINATOR_WORKFLOW = "ModelCoordinator"
 RETRAINING_LOOP_WORKFLOW = "RetrainingLoop"
 STAGED_ROLLOUT_WORKFLOW = "StagedRollout"
 DRIFT_MONITOR_WORKFLOW = "DriftMonitor"
+TRAINING_SLOTS_WORKFLOW = "TrainingSlots"
+TRAINING_SLOTS_ID = "training-slots"
 
 # Model names end up in workflow ids, search attributes and file paths: keep them boring.
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -41,6 +43,11 @@ def rollout_id(model: str, number: int) -> str:
 
 def drift_monitor_id(model: str) -> str:
     return f"drift-{model}"
+
+
+def schedule_id(model: str) -> str:
+    """The model's Temporal Schedule (`retrain schedule set`)."""
+    return f"schedule-{model}"
 
 
 def loop_number(loop_id: str) -> int:
