@@ -583,7 +583,7 @@ def record_newest_data(model: str, days: Iterable[date]) -> None:
     if newest is not None:
         ends = datetime.combine(newest + timedelta(days=1), time(), tzinfo=UTC)
         labels = {"model": model}
-        metrics.set_gauge(activity.metric_meter(), metrics.DATA_NEWEST, labels, ends.timestamp())
+        metrics.set_gauge(metrics.activity_meter(), metrics.DATA_NEWEST, labels, ends.timestamp())
 
 
 def _remote_file(home: Path, file: DatasetFile) -> DatasetFile:

@@ -354,7 +354,7 @@ class DriftActivities:
 
 def _recorded(report: DriftReport) -> DriftReport:
     """Each column's score as a gauge: the dashboard's drift over time, per feature."""
-    meter = activity.metric_meter()
+    meter = metrics.activity_meter()
     for column in report.columns:
         if column.score is not None:
             labels = {"model": report.model, "feature": column.name}

@@ -356,7 +356,7 @@ class RegistryActivities:
         champion = _permanent(lambda: self.registry.champion(model))
         if champion is not None and champion.registered_at is not None:
             trained = champion.registered_at.timestamp()
-            meter = activity.metric_meter()
+            meter = metrics.activity_meter()
             metrics.set_gauge(meter, metrics.CHAMPION_TRAINED, {"model": model}, trained)
         return champion
 

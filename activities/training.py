@@ -141,7 +141,7 @@ class TrainingActivities:
     def train(self, job: TrainingJob) -> TrainingResult:
         result = self.backend.train(job, _heartbeat)
         if not result.reused:  # a reused job was measured by the attempt that ran it
-            meter = activity.metric_meter()
+            meter = metrics.activity_meter()
             labels = {"model": job.request.model, "backend": result.backend}
             metrics.observe(meter, metrics.TRAINING_DURATION, labels, result.duration_seconds)
             if result.cost is not None:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from temporalio import activity
 from temporalio.common import MetricMeter
 
 Kind = Literal["counter", "gauge", "histogram"]
@@ -196,6 +197,12 @@ CATALOG: tuple[Metric, ...] = (
 )
 
 Labels = Mapping[str, str]
+
+
+def activity_meter() -> MetricMeter:
+    """The running activity's meter; a no-op one when an activity's method is called directly
+    (tests, scripts): what it measures only means something inside a worker."""
+    return activity.metric_meter() if activity.in_activity() else MetricMeter.noop
 
 
 def _check(metric: Metric, kind: Kind, labels: Labels) -> None:
