@@ -84,6 +84,19 @@ class Traffic:
         self._thread.join(timeout=10)
 
 
+async def in_retry_backoff(handle: WorkflowHandle[Any, Any]) -> bool:
+    """An activity between a failed attempt and its next one (the time-skipping server reports
+    such an activity as started, with its last attempt completed after it last started)."""
+    described = await handle.describe()
+    return any(
+        activity.attempt > 1
+        and activity.HasField("last_attempt_complete_time")
+        and activity.last_attempt_complete_time.ToDatetime()
+        >= activity.last_started_time.ToDatetime()
+        for activity in described.raw_description.pending_activities
+    )
+
+
 async def approved_result(
     env: WorkflowEnvironment,
     handle: WorkflowHandle[RetrainingLoop, LoopResult],
@@ -92,8 +105,10 @@ async def approved_result(
     """Approve the loop once it waits, then move time on until it ends."""
 
     async def waiting() -> object | None:
-        # Time moves on while training runs too: activity retry backoffs are skipped.
-        await env.sleep(timedelta(seconds=10))
+        # Time moves on only while an activity waits for its next attempt: skipping while one
+        # runs would outpace its heartbeats, which the SDK sends (throttled) in real time.
+        if await in_retry_backoff(handle):
+            await env.sleep(timedelta(seconds=10))
         return await awaiting_approval(handle)
 
     await eventually(waiting, timeout=240, what="the approval gate")

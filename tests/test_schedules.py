@@ -16,12 +16,15 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 from typer.testing import CliRunner, Result
 
 from activities.model_specs import SpecStore
 from starters.client import Coordinators
 from starters.schedules import Schedules
+from tests.aws_harness import free_port
+from tests.conftest import binary
 from tests.helpers import eventually
 from tests.schedule_harness import (
     MetricLog,
@@ -32,6 +35,7 @@ from tests.schedule_harness import (
     schedule_worker,
 )
 from workers.sandbox import workflow_runner
+from workers.search_attributes import dev_server_flags
 from workflows import metrics, names
 from workflows.coordinator_state import Decision, Reason
 from workflows.model_spec import DataSources, Feature, ModelSpec
@@ -398,3 +402,52 @@ async def test_cli_sets_lists_pauses_triggers_and_deletes(client: Client, model:
         assert (await retrain("schedule", "delete", model)).exit_code == 0
         gone = await retrain("schedule", "describe", model)
         assert gone.exit_code == 1 and "has no schedule" in gone.output
+
+
+@pytest.mark.slow
+async def test_runs_missed_while_the_server_was_down_alert_and_count(
+    tmp_path: Path, task_queue: str, model: str, home: Path
+) -> None:
+    """A server of the test's own, on a database file that outlives it: stopped for longer
+    than the catch-up window, it counts the runs due meanwhile as missed when it is back."""
+    database, port = tmp_path / "temporal.db", free_port()
+
+    async def start_server() -> WorkflowEnvironment:
+        return await WorkflowEnvironment.start_local(
+            dev_server_existing_path=binary("temporal"),
+            data_converter=pydantic_data_converter,
+            port=port,
+            dev_server_extra_args=[*dev_server_flags(), "--db-filename", str(database)],
+        )
+
+    server = await start_server()
+    try:
+        await Schedules(server.client, task_queue).set(
+            model, every="2s", catchup_window="10s", overlap="allow-all"
+        )
+        async with schedule_worker(await metered_client(server.client), home, task_queue):
+            await eventually(
+                lambda: completed_reports(server.client, model), timeout=20, what="a first run"
+            )
+    finally:
+        await server.shutdown()
+    await asyncio.sleep(16)  # past the 10 s catch-up window: the runs due meanwhile are lost
+
+    server = await start_server()
+    try:
+        async with schedule_worker(await metered_client(server.client), home, task_queue):
+
+            async def alerted() -> list[ScheduledRunReport]:
+                return [r for r in await completed_reports(server.client, model) if r.missed_new]
+
+            [report, *_] = await eventually(alerted, timeout=30, what="the missed-runs alert")
+        await Schedules(server.client, task_queue).delete(model)
+    finally:
+        await server.shutdown()
+    assert report.missed_new >= 2
+    assert report.missed_total is not None and report.missed_total >= report.missed_new
+    assert report.decision is not None
+    alert = outbox(home)[report.alerts[0]]
+    assert alert["level"] == "warning"
+    assert f"{report.missed_new} missed" in alert["subject"], alert["subject"]
+    assert MetricLog.total(metrics.SCHEDULE_MISSED.name, model) >= report.missed_new
