@@ -63,6 +63,7 @@ $(BENCH_VENV)/.installed: pyproject.toml
 
 bench: $(STAMP) $(BENCH_VENV)/.installed
 	$(BIN)/python -m bench.signal_throughput
+	$(BIN)/python -m bench.gateway_burst
 	$(BIN)/python -m bench.drift_suite --evidently-python $(BENCH_VENV)/bin/python
 
 # Re-record the committed histories that tests/test_replay.py replays.
