@@ -45,7 +45,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -74,6 +74,7 @@ from activities.model_specs import SpecError, SpecStore
 from activities.registry import MlflowRegistry, ModelRegistry
 from serving.capture import CaptureBuffer, CaptureError, RequestIndex
 from serving.config import EndpointConfig
+from serving.http_json import error_response, http_error, internal_error, read_capped_body
 from serving.metrics import CONTENT_TYPE, EndpointMetrics
 from serving.routing import Router, Routing, StateError
 from serving.schemas import (
@@ -149,7 +150,7 @@ def create_app(config: EndpointConfig, registry: ModelRegistry | None = None) ->
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
     )
     app.state.endpoint = endpoint
     return app
@@ -217,14 +218,14 @@ class Endpoint:
 
     async def invocations(self, request: Request) -> Response:
         try:
-            body = await _read_body(request, self.config.max_body_bytes)
+            body = await read_capped_body(request, self.config.max_body_bytes)
             invocation = parse_invocation(parse_json(body))
             features = self.features.coerce(invocation.features)
         except BadRequest as err:
             return self._refused(err)
         routing = self.router.current
         if not routing.deployed:
-            return _error(503, NOT_DEPLOYED)
+            return error_response(503, NOT_DEPLOYED)
         request_id = invocation.request_id or uuid.uuid4().hex
         variant = routing.choose(self.router.rng)
         answer = await self._predict(variant, features)
@@ -329,7 +330,7 @@ class Endpoint:
 
     async def feedback(self, request: Request) -> Response:
         try:
-            body = await _read_body(request, self.config.max_feedback_body_bytes)
+            body = await read_capped_body(request, self.config.max_feedback_body_bytes)
             labels = parse_feedback(parse_json(body))
             now = datetime.now(UTC)
             wanted = self.index.not_recent(label.request_id for label in labels)
@@ -365,19 +366,19 @@ class Endpoint:
 
     async def put_weights(self, request: Request) -> Response:
         try:
-            body = await _read_body(request, self.config.max_feedback_body_bytes)
+            body = await read_capped_body(request, self.config.max_feedback_body_bytes)
             change = parse_weights(parse_json(body), self.config.model)
         except BadRequest as err:
             logger.warning("refused weights change: %s", err.message)
-            return _error(err.status, err.message)
+            return error_response(err.status, err.message)
         try:
             routing, changed = await self.router.apply(change)
         except UnknownVariantError as err:
             logger.warning("refused weights change %s: %s", change.change_id, err)
-            return _error(422, str(err))
+            return error_response(422, str(err))
         except (VariantLoadError, StateError) as err:
             logger.error("weights change %s not applied: %s", change.change_id, err)
-            return _error(500, f"change {change.change_id} not applied: {err}")
+            return error_response(500, f"change {change.change_id} not applied: {err}")
         if changed:
             self.metrics.routing(routing.weights, routing.generation)
             logger.info(
@@ -394,7 +395,7 @@ class Endpoint:
         try:
             requests, labels = await self._flush_both()
         except CaptureError as err:
-            return _error(500, str(err))
+            return error_response(500, str(err))
         return JSONResponse({"requests": requests, "feedback": labels})
 
     async def healthz(self, request: Request) -> Response:
@@ -453,45 +454,4 @@ class Endpoint:
 
     def _refused(self, err: BadRequest) -> Response:
         self.metrics.bad_request(err.reason)
-        return _error(err.status, err.message)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it is known to exceed `limit` (declared or actual size)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise BadRequest(400, "malformed_request", "invalid Content-Length header") from None
-        if size > limit:
-            raise BadRequest(413, "body_too_large", _too_large(size, limit))
-    chunks: list[bytes] = []
-    received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise BadRequest(413, "body_too_large", _too_large(received, limit))
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise BadRequest(400, "client_disconnected", "the client went away") from None
-    return b"".join(chunks)
-
-
-def _too_large(size: int, limit: int) -> str:
-    return f"the body is {size} bytes or more; at most {limit} bytes are accepted"
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _error(500, f"internal error: {type(exc).__name__}")
+        return error_response(err.status, err.message)

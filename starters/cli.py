@@ -154,7 +154,7 @@ def worker(
     if metrics_address is not None:
         try:
             runtime = metrics_runtime(metrics_address)
-        except Exception as err:  # the SDK's runtime raises a bare error for a taken port
+        except ValueError as err:  # the SDK's word for a taken port or an unusable address
             raise fail(f"cannot serve metrics on {metrics_address}: {err}") from None
 
     async def main(client: Client) -> None:

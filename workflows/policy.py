@@ -7,9 +7,30 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from workflows.triggers import StrictModel, describe_validation_error
+
+
+def _known_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name such as 'Europe/Paris')"
+        ) from None
+    return value
+
+
+# An IANA zone name, checked against the zone database.
+TimeZoneName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_known_timezone)]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -87,20 +108,9 @@ class TriggerPolicy(StrictModel):
     auto_retrain: bool = True
     # Drift score cut points for medium, high and critical severity.
     severity_cut_points: tuple[float, float, float] = (0.1, 0.3, 0.5)
-    timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
+    timezone: TimeZoneName = "UTC"
     dedup_window: Duration = timedelta(days=7)
     dedup_max_events: Annotated[int, Field(ge=100, le=50_000)] = 10_000
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {value!r} (use an IANA name such as 'Europe/Paris')"
-            ) from None
-        return value
 
     @field_validator("batch_window", "max_wait", "cooldown", "dedup_window")
     @classmethod

@@ -31,11 +31,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.client import Client
 
+from serving.http_json import error_response, http_error, internal_error, read_capped_body
+from serving.schemas import BadRequest
 from starters.gateway import dead_letters, pending
 from starters.gateway.auth import (
     REALM,
@@ -109,7 +111,7 @@ def create_app(config: GatewayConfig, connect: Callable[[], Awaitable[Client]]) 
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
     )
     app.state.gateway = gateway
     return app
@@ -163,14 +165,17 @@ class Gateway:
                 )
             except Exception as err:  # counted like every answer, then the generic 500
                 logger.error("unhandled error on %s", request.url.path, exc_info=err)
-                response = _error(500, f"internal error: {type(err).__name__}")
+                response = error_response(500, f"internal error: {type(err).__name__}")
             self.metrics.request(source, response.status_code)
             return response
 
         return receive
 
     async def _receive(self, source: str, request: Request) -> Response:
-        body = await _read_body(request, self.config.max_body_bytes)
+        try:
+            body = await read_capped_body(request, self.config.max_body_bytes)
+        except BadRequest as err:
+            raise Refused(err.status, err.message) from None
         found = credentials(source, request.headers, request.query_params)
         try:
             authenticate(source, self.config.secrets.get(source, SourceSecrets()), found, body)
@@ -197,7 +202,7 @@ class Gateway:
         try:
             await self.intake.submit(events)
         except (IntakeClosed, IntakeFailed) as err:
-            return _error(503, str(err))
+            return error_response(503, str(err))
         answers = [_answer(event) for event in events]
         dead = sum(1 for a in answers if a["outcome"] == Outcome.DEAD_LETTERED)
         body_out = {"accepted": len(events) - dead, "dead_lettered": dead, "events": answers}
@@ -293,45 +298,3 @@ class _Tasks:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it is known to exceed `limit`: the declared length is
-    checked first, and the bytes actually received are counted whatever it said."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise Refused(400, "invalid Content-Length header") from None
-        if size > limit:
-            raise Refused(413, _too_large(size, limit))
-    chunks: list[bytes] = []
-    received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise Refused(413, _too_large(received, limit))
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise Refused(400, "the client went away before sending the whole body") from None
-    return b"".join(chunks)
-
-
-def _too_large(size: int, limit: int) -> str:
-    return f"the body is {size} bytes or more; at most {limit} bytes are accepted"
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _error(500, f"internal error: {type(exc).__name__}")
