@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from starters.dev_server import port_open
 from tests.loop_harness import with_changes, write_dataset
@@ -36,6 +38,7 @@ class Stack:
     port: int
     ui_port: int
     env: dict[str, str]
+    metrics_port: int = 0
     server: subprocess.Popen[str] | None = None
     worker: subprocess.Popen[str] | None = None
 
@@ -79,7 +82,14 @@ class Stack:
 
     def start_worker(self) -> None:
         self.worker = subprocess.Popen(
-            [RETRAIN, "worker"],
+            [
+                RETRAIN,
+                "worker",
+                "--metrics-address",
+                f"127.0.0.1:{self.metrics_port}",
+                "--max-concurrent-trainings",
+                "4",
+            ],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -97,7 +107,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
         "COLUMNS": "200",
     }
-    stack = Stack(home, port, ui_port, env)
+    stack = Stack(home, port, ui_port, env, metrics_port=free_port())
     stack.start_server()
     stack.start_worker()
     yield stack
@@ -114,6 +124,22 @@ def test_trigger_prints_the_decision(stack: Stack) -> None:
     again = stack.retrain("trigger", "churn", "--kind", "manual", "--event-id", "cli-1", "--json")
     decision = json.loads(again.stdout)
     assert (decision["action"], decision["reason"]) == ("ignore", "duplicate_event")
+
+
+def test_the_worker_serves_metrics_and_sets_the_training_limit(stack: Stack) -> None:
+    stack.retrain("trigger", "metered", "--kind", "manual", "--event-id", "metered-1")
+    text = httpx.get(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10).text
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    assert any(
+        s.name == "retrain_trigger_events_total"
+        and s.labels.get("model") == "metered"
+        and s.labels.get("kind") == "manual"
+        and s.value == 1
+        for s in samples
+    )
+    assert any(s.name.startswith("temporal_workflow_task_") for s in samples)
+    slots = json.loads(stack.retrain("slots", "show", "--json").stdout)
+    assert slots["limit"] == 4
 
 
 def test_kind_specific_options(stack: Stack) -> None:
