@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -95,6 +95,18 @@ async def finish(client: Client, *loop_ids: str) -> None:
     """End these loops' trainings (each holds until told)."""
     for loop_id in loop_ids:
         await client.get_workflow_handle(loop_id).signal("finish")
+
+
+async def holder_and_waiter(
+    client: Client, task_queue: str, recorder: TrainingRecorder, slots: TrainingSlotsClient
+) -> tuple[WorkflowHandle[Any, Any], WorkflowHandle[Any, Any]]:
+    """Under a limit of 1: one loop training (until told to finish), a second one queued."""
+    first, second = models(2)
+    holder = await start_double(client, task_queue, first)
+    await wait_started(recorder, 1)
+    waiter = await start_double(client, task_queue, second)
+    await wait_status(slots, lambda s: len(s.waiting) == 1, "the second loop to wait")
+    return holder, waiter
 
 
 async def wait_started(recorder: TrainingRecorder, count: int) -> None:
@@ -181,13 +193,9 @@ async def test_a_terminated_holders_slot_is_reclaimed(
     slots: TrainingSlotsClient,
     recorder: TrainingRecorder,
 ) -> None:
-    dead, alive = models(2)
     await slots.ensure(1)
     async with new_worker(SlotLoop, TrainingSlots), training_worker():
-        holder = await start_double(client, task_queue, dead)
-        await wait_started(recorder, 1)
-        waiter = await start_double(client, task_queue, alive)
-        await wait_status(slots, lambda s: len(s.waiting) == 1, "the second loop to wait")
+        holder, waiter = await holder_and_waiter(client, task_queue, recorder, slots)
         await holder.terminate("lost its worker for good")
         recorder.hold = False
         # Time moves on to the periodic check, which finds the holder gone.
@@ -338,13 +346,9 @@ async def test_cancelling_a_waiting_loop_takes_it_out_of_the_queue(
     slots: TrainingSlotsClient,
     recorder: TrainingRecorder,
 ) -> None:
-    first, second = models(2)
     await slots.ensure(1)
     async with new_worker(SlotLoop, TrainingSlots), training_worker():
-        holder = await start_double(client, task_queue, first)
-        await wait_started(recorder, 1)
-        waiter = await start_double(client, task_queue, second)
-        await wait_status(slots, lambda s: len(s.waiting) == 1, "a waiter")
+        holder, waiter = await holder_and_waiter(client, task_queue, recorder, slots)
         await waiter.cancel()
         status = await wait_status(slots, lambda s: not s.waiting, "the waiter to leave")
         await finish(client, holder.id)
