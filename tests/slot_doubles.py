@@ -40,6 +40,8 @@ def training_queue(task_queue: str) -> str:
 
 
 class _SlotLoopBase:
+    """Both doubles' body and message handlers (the SDK finds handlers on base classes)."""
+
     def __init__(self, input: RetrainingLoopInput) -> None:
         self._input = input
         self._slot = TrainingSlot(input.model, input.trigger.priority)
@@ -76,6 +78,18 @@ class _SlotLoopBase:
     def _changed(self, record: SlotWait) -> None:
         self._record = record
 
+    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
+    def training_slot_granted(self, *payload: Any) -> None:
+        self._slot.granted(payload)
+
+    @workflow.signal
+    def finish(self) -> None:
+        self._finish = True
+
+    @workflow.query
+    def slot(self) -> SlotWait | None:
+        return self._record
+
 
 @workflow.defn(name=names.RETRAINING_LOOP_WORKFLOW)
 class SlotLoop(_SlotLoopBase):
@@ -89,18 +103,6 @@ class SlotLoop(_SlotLoopBase):
     async def run(self, input: RetrainingLoopInput) -> LoopResult:
         return await self._run()
 
-    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
-    def training_slot_granted(self, *payload: Any) -> None:
-        self._slot.granted(payload)
-
-    @workflow.signal
-    def finish(self) -> None:
-        self._finish = True
-
-    @workflow.query
-    def slot(self) -> SlotWait | None:
-        return self._record
-
 
 @workflow.defn(name="SlotHolderLoop")
 class SlotHolderLoop(_SlotLoopBase):
@@ -113,18 +115,6 @@ class SlotHolderLoop(_SlotLoopBase):
     @workflow.run
     async def run(self, input: RetrainingLoopInput) -> LoopResult:
         return await self._run()
-
-    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
-    def training_slot_granted(self, *payload: Any) -> None:
-        self._slot.granted(payload)
-
-    @workflow.signal
-    def finish(self) -> None:
-        self._finish = True
-
-    @workflow.query
-    def slot(self) -> SlotWait | None:
-        return self._record
 
 
 class TrainingRecorder:

@@ -25,12 +25,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from starters.events.mapped import MappedEvent, UnknownEventShape
+from starters.events.mapped import MappedEvent, UnknownEventShape, rfc3339_time
 from workflows.triggers import AlarmState, TriggerEvent, TriggerKind, describe_validation_error
 
 SOURCE = "alertmanager"
@@ -87,14 +86,6 @@ def _text(value: dict[str, Any], key: str, path: str) -> str:
     return found
 
 
-def _time(text: str, path: str) -> datetime:
-    try:
-        found = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{path}: not an RFC 3339 time: {text!r}") from None
-    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
-
-
 def priority_of(labels: dict[str, str], path: str = "labels") -> int:
     """From the `priority` label when given (it must be valid), else from `severity`."""
     given = labels.get("priority")
@@ -124,11 +115,11 @@ def _alert(item: Any, index: int, group_status: str) -> MappedAlert:
         raise ValueError(f"{path}.labels.alertname: missing")
     annotations = _labels(alert.get("annotations"), f"{path}.annotations")
     starts_text = _text(alert, "startsAt", path)
-    starts_at = _time(starts_text, f"{path}.startsAt")
+    starts_at = rfc3339_time(starts_text, f"{path}.startsAt")
     ends_text = alert.get("endsAt")
     occurred_at = starts_at
     if status == "resolved" and isinstance(ends_text, str) and ends_text not in ("", _ZERO_TIME):
-        occurred_at = _time(ends_text, f"{path}.endsAt")
+        occurred_at = rfc3339_time(ends_text, f"{path}.endsAt")
     fingerprint = alert.get("fingerprint")
     if not isinstance(fingerprint, str) or not fingerprint:
         # Older Alertmanagers send none: the sorted labels identify the alert just as well.

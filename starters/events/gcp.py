@@ -33,7 +33,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from starters.events.mapped import MappedEvent, UnknownEventShape, text_at, value_at
+from starters.events.mapped import (
+    MappedEvent,
+    UnknownEventShape,
+    rfc3339_time,
+    text_at,
+    value_at,
+)
 from workflows.triggers import (
     MAX_DRIFTED_FEATURES,
     AlarmState,
@@ -78,14 +84,6 @@ def _number(value: Any, path: str) -> float:
         raise ValueError(f"{path}: not a number: {value!r}") from None
 
 
-def _time(text: str, path: str) -> datetime:
-    try:
-        found = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{path}: not an RFC 3339 time: {text!r}") from None
-    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
-
-
 def _event(**fields: Any) -> TriggerEvent:
     try:
         return TriggerEvent(**fields)
@@ -122,7 +120,7 @@ def _data(message: dict[str, Any]) -> dict[str, Any] | None:
 
 def _publish_time(message: dict[str, Any]) -> datetime | None:
     text = _optional_text(message, "publishTime") or _optional_text(message, "publish_time")
-    return None if text is None else _time(text, "message.publishTime")
+    return None if text is None else rfc3339_time(text, "message.publishTime")
 
 
 # ---- Cloud Storage -------------------------------------------------------------------------
@@ -145,7 +143,7 @@ def gcs_object_finalize(push: dict[str, Any]) -> MappedEvent:
         bucket, name = text_at(attributes, "bucketId"), text_at(attributes, "objectId")
         generation = text_at(attributes, "objectGeneration")
         size, created, etag = None, _optional_text(attributes, "eventTime"), None
-    occurred = _time(created, "timeCreated") if created else _publish_time(message)
+    occurred = rfc3339_time(created, "timeCreated") if created else _publish_time(message)
     uri = f"gs://{bucket}/{name}"
     metadata: dict[str, Any] = {"generation": generation}
     if etag:
@@ -254,7 +252,7 @@ def model_monitoring_alert(push: dict[str, Any]) -> MappedEvent:
     if not features:
         raise ValueError("statsAnomalies: no feature is over its threshold")
     timestamp = _optional_text(entry, "timestamp")
-    occurred = _time(timestamp, "timestamp") if timestamp else _publish_time(message)
+    occurred = rfc3339_time(timestamp, "timestamp") if timestamp else _publish_time(message)
     drifted = sorted(features, key=lambda name: (-features[name], name))
     event_parts = [job, timestamp or _optional_text(message, "messageId") or "", *drifted]
     event = _event(

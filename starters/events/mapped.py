@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from workflows.triggers import TriggerEvent
@@ -39,3 +40,12 @@ def text_at(value: Any, path: str) -> str:
     if not isinstance(found, str) or not found:
         raise ValueError(f"{path}: expected a non-empty string, got {type(found).__name__}")
     return found
+
+
+def rfc3339_time(text: str, path: str) -> datetime:
+    """An RFC 3339 timestamp (`Z` or an offset; naive ones are taken as UTC)."""
+    try:
+        found = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{path}: not an RFC 3339 time: {text!r}") from None
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
