@@ -1,4 +1,5 @@
-"""The workspace model registry: model containers and their versions.
+"""The workspace's versioned assets: models (the registry) and data assets, containers and
+versions (a deployment's data collector registers one data asset per collection).
 
 - PUT `models/{name}/versions/{version}` creates a version (the container is made or updated
   with it: latestVersion, nextVersion); a PUT on an existing version may change only its tags
@@ -16,18 +17,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from tests.support.azure_fake.server import ARM_HOST, FakeState, arm_error, not_found, now_text
+from tests.support.azure_fake.server import ARM_HOST, FakeState, arm_error, not_found, system_data
 from tests.support.azure_fake.workspace import WORKSPACES
 
 CONTAINERS = "models"
 VERSIONS = "models.versions"  # "name:version" -> resource
-_IMMUTABLE = ("modelUri", "modelType", "flavors", "jobName")
-
-
-def _system_data(previous: dict[str, Any] | None = None) -> dict[str, Any]:
-    stamp = now_text()
-    created = previous or {"createdAt": stamp, "createdBy": "retrain-tests", "createdByType": "User"}
-    return {**created, "lastModifiedAt": stamp, "lastModifiedBy": "retrain-tests"}
+DATA_CONTAINERS = "data"
+DATA_VERSIONS = "data.versions"
+_IMMUTABLE = ("modelUri", "modelType", "flavors", "jobName", "dataUri", "dataType")
+# The asset kind's path segment -> (container table, version table, version defaults).
+_KINDS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "models": (CONTAINERS, VERSIONS, {"modelType": "custom_model", "flavors": {}}),
+    "data": (DATA_CONTAINERS, DATA_VERSIONS, {"dataType": "uri_folder"}),
+}
 
 
 def _tags_match(tags: dict[str, str], wanted: str) -> bool:
@@ -45,8 +47,13 @@ def _sort_key(version: dict[str, Any]) -> tuple[int, str]:
 
 
 def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
-    containers = state.table(CONTAINERS)
-    versions = state.table(VERSIONS)
+    return [(ARM_HOST, [r for kind in _KINDS for r in _asset_routes(state, kind)])]
+
+
+def _asset_routes(state: FakeState, kind: str) -> list[BaseRoute]:
+    container_table, version_table, defaults = _KINDS[kind]
+    containers = state.table(container_table)
+    versions = state.table(version_table)
 
     def versions_of(name: str) -> list[dict[str, Any]]:
         return sorted(
@@ -58,9 +65,9 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
         numeric = [int(v["name"]) for v in existing if v["name"].isdigit()]
         container = containers.get(name)
         containers[name] = {
-            "id": f"{state.workspace_id}/models/{name}",
+            "id": f"{state.workspace_id}/{kind}/{name}",
             "name": name,
-            "type": "Microsoft.MachineLearningServices/workspaces/models",
+            "type": f"Microsoft.MachineLearningServices/workspaces/{kind}",
             "properties": {
                 "description": (container or {}).get("properties", {}).get("description"),
                 "tags": (container or {}).get("properties", {}).get("tags") or {},
@@ -70,7 +77,7 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
                 "nextVersion": str(max(numeric, default=0) + 1),
                 "provisioningState": "Succeeded",
             },
-            "systemData": _system_data((container or {}).get("systemData")),
+            "systemData": system_data((container or {}).get("systemData")),
         }
 
     async def version(request: Request) -> Response:
@@ -90,20 +97,19 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
             if current is not None:
                 return _update(current, properties)
             resource = {
-                "id": f"{state.workspace_id}/models/{name}/versions/{number}",
+                "id": f"{state.workspace_id}/{kind}/{name}/versions/{number}",
                 "name": number,
-                "type": "Microsoft.MachineLearningServices/workspaces/models/versions",
+                "type": f"Microsoft.MachineLearningServices/workspaces/{kind}/versions",
                 "properties": {
                     "tags": {},
                     "properties": {},
                     "isArchived": False,
                     "isAnonymous": False,
-                    "modelType": "custom_model",
-                    "flavors": {},
+                    **defaults,
                     **properties,
                     "provisioningState": "Succeeded",
                 },
-                "systemData": _system_data(),
+                "systemData": system_data(),
             }
             versions[key] = resource
             touch_container(name)
@@ -114,16 +120,16 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
         for field in _IMMUTABLE:
             if field in properties and properties[field] != stored.get(field):
                 return arm_error(
-                    400, "UserError", f"The model version's {field} cannot be changed."
+                    400, "UserError", f"The asset version's {field} cannot be changed."
                 )
         old, new = stored.get("properties") or {}, properties.get("properties") or {}
         if any(k in old and old[k] != v for k, v in new.items()):
-            return arm_error(400, "UserError", "Existing model version properties cannot be modified.")
+            return arm_error(400, "UserError", "Existing asset version properties cannot be modified.")
         stored["properties"] = {**old, **new}
         for field in ("tags", "description", "stage", "isArchived"):
             if field in properties:
                 stored[field] = properties[field]
-        current["systemData"] = _system_data(current["systemData"])
+        current["systemData"] = system_data(current["systemData"])
         return JSONResponse(current, status_code=200)
 
     async def version_list(request: Request) -> Response:
@@ -150,30 +156,23 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
         with state.lock:
             found = containers.get(name)
             if found is None:
-                return not_found("UserError", f"Could not find model container {name}")
+                return not_found("UserError", f"Could not find {kind} container {name}")
             if request.method == "PUT":
                 body = (await request.json()).get("properties", {})
                 for field in ("tags", "description"):
                     if field in body:
                         found["properties"][field] = body[field]
-                found["systemData"] = _system_data(found["systemData"])
+                found["systemData"] = system_data(found["systemData"])
             return JSONResponse(found)
 
     async def container_list(request: Request) -> Response:
         with state.lock:
             return JSONResponse({"value": [containers[n] for n in sorted(containers)]})
 
-    base = WORKSPACES + "/{ws}/models"
+    base = WORKSPACES + "/{ws}/" + kind
     return [
-        (
-            ARM_HOST,
-            [
-                Route(base, container_list, methods=["GET"]),
-                Route(base + "/{name}", container, methods=["GET", "PUT"]),
-                Route(base + "/{name}/versions", version_list, methods=["GET"]),
-                Route(
-                    base + "/{name}/versions/{version}", version, methods=["GET", "PUT", "DELETE"]
-                ),
-            ],
-        )
+        Route(base, container_list, methods=["GET"]),
+        Route(base + "/{name}", container, methods=["GET", "PUT"]),
+        Route(base + "/{name}/versions", version_list, methods=["GET"]),
+        Route(base + "/{name}/versions/{version}", version, methods=["GET", "PUT", "DELETE"]),
     ]

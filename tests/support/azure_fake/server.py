@@ -37,6 +37,22 @@ def now_text() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+def system_data(previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """ARM's systemData: creation kept from `previous`, last modification now."""
+    stamp = now_text()
+    created = {
+        key: value
+        for key, value in (previous or {}).items()
+        if key in ("createdAt", "createdBy", "createdByType")
+    } or {"createdAt": stamp, "createdBy": "retrain-tests", "createdByType": "User"}
+    return {
+        **created,
+        "lastModifiedAt": stamp,
+        "lastModifiedBy": "retrain-tests",
+        "lastModifiedByType": "User",
+    }
+
+
 def next_id() -> str:
     return f"{next(_ids):08d}-0000-4000-8000-000000000000"
 
@@ -63,6 +79,11 @@ class FakeState:
     resource_group: str = "retrain-rg"
     workspace: str = "retrain-ws"
     location: str = "westeurope"
+    storage_account: str = "retrainstore"
+    # Datastore name -> blob container in `storage_account`.
+    datastores: dict[str, str] = field(
+        default_factory=lambda: {"workspaceblobstore": "azureml-blobstore-retrain"}
+    )
     lock: threading.RLock = field(default_factory=threading.RLock)
     # Per-concern tables: state.tables["jobs"][name] = resource JSON.
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)

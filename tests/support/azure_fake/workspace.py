@@ -2,17 +2,22 @@
 workspace's data-plane services (run history, for a job's times and error details).
 
 GET workspace answers a workspace in `state.location` whose `discoveryUrl` is the fake's
-`<region>.api.azureml.ms/discovery`; discovery names that host for every service.
+`<region>.api.azureml.ms/discovery` (anonymous, as on Azure); discovery names that host for
+every service. Datastores (get, list, `isDefault=true`) are blob containers of
+`state.storage_account`, named in `state.datastores`; `workspaceblobstore` is the default.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from tests.support.azure_fake.server import ARM_HOST, FakeState, not_found
+from tests.support.azure_fake.server import ARM_HOST, FakeState, not_found, system_data
 
+DEFAULT_DATASTORE = "workspaceblobstore"
 WORKSPACES = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces"
 
 
@@ -40,7 +45,7 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
                 "workspaceId": "11111111-2222-4333-8444-555555555555",
                 "storageAccount": (
                     f"/subscriptions/{state.subscription}/resourceGroups/{state.resource_group}"
-                    "/providers/Microsoft.Storage/storageAccounts/retrainstore"
+                    f"/providers/Microsoft.Storage/storageAccounts/{state.storage_account}"
                 ),
                 "publicNetworkAccess": "Enabled",
             },
@@ -64,7 +69,45 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
             }
         )
 
+    def datastore_resource(name: str) -> dict[str, Any]:
+        return {
+            "id": f"{state.workspace_id}/datastores/{name}",
+            "name": name,
+            "type": "Microsoft.MachineLearningServices/workspaces/datastores",
+            "properties": {
+                "datastoreType": "AzureBlob",
+                "accountName": state.storage_account,
+                "containerName": state.datastores[name],
+                "endpoint": "core.windows.net",
+                "protocol": "https",
+                "credentials": {"credentialsType": "AccountKey"},
+                "isDefault": name == DEFAULT_DATASTORE,
+                "serviceDataAccessAuthIdentity": "None",
+                "tags": {},
+                "properties": {},
+            },
+            "systemData": system_data(),
+        }
+
+    async def datastore(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in state.datastores:
+            return not_found("UserError", f"Datastore {name} not found")
+        return JSONResponse(datastore_resource(name))
+
+    async def datastores(request: Request) -> Response:
+        default_only = request.query_params.get("isDefault", "").lower() == "true"
+        names = [n for n in sorted(state.datastores) if not default_only or n == DEFAULT_DATASTORE]
+        return JSONResponse({"value": [datastore_resource(n) for n in names]})
+
     return [
-        (ARM_HOST, [Route(WORKSPACES + "/{ws}", workspace, methods=["GET"])]),
+        (
+            ARM_HOST,
+            [
+                Route(WORKSPACES + "/{ws}", workspace, methods=["GET"]),
+                Route(WORKSPACES + "/{ws}/datastores", datastores, methods=["GET"]),
+                Route(WORKSPACES + "/{ws}/datastores/{name}", datastore, methods=["GET"]),
+            ],
+        ),
         (api_host(state), [Route("/discovery", discovery, methods=["GET"])]),
     ]
