@@ -33,6 +33,23 @@ TOKEN = "fake-arm-token"
 _ids = itertools.count(1)
 
 
+# ARM matches the fixed segments of a resource path case-insensitively (azure-mgmt-monitor
+# sends `resourcegroups`); the fake's routes spell them one way.
+_ARM_SEGMENTS = {
+    segment.lower(): segment
+    for segment in (
+        "subscriptions", "resourceGroups", "providers", "locations",
+        "Microsoft.MachineLearningServices", "Microsoft.Insights", "workspaces", "jobs",
+        "models", "data", "versions", "datastores", "onlineEndpoints", "deployments",
+        "autoscalesettings", "metrics", "mfeOperationsStatus", "mfeOperationResults",
+    )
+}  # fmt: skip
+
+
+def canonical_arm_path(path: str) -> str:
+    return "/".join(_ARM_SEGMENTS.get(part.lower(), part) for part in path.split("/"))
+
+
 def now_text() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
@@ -92,6 +109,8 @@ class FakeState:
     faults: list[Fault] = field(default_factory=list)
     # Bearer tokens the fake accepts; anything else is a 401 as from Microsoft Entra ID.
     tokens: set[str] = field(default_factory=lambda: {TOKEN})
+    # Event Grid topic access keys the fake accepts in `aeg-sas-key`.
+    eventgrid_keys: set[str] = field(default_factory=lambda: {"fake-topic-key"})
     # How many status polls a long-running operation answers InProgress before it ends, and
     # when it tells the poller to come back. ARM sends whole seconds in Retry-After (the SDK
     # deserializes it as an int) or nothing; by default the fake sends `retry-after-ms`, which
@@ -151,6 +170,8 @@ class _Gate(BaseHTTPMiddleware):
                     return _fault_response(fault, host)
         if (denied := _authenticate(self.state, request, host)) is not None:
             return denied
+        if host == ARM_HOST:
+            request.scope["path"] = canonical_arm_path(request.scope["path"])
         response = await call_next(request)
         if response.status_code in (404, 405) and "x-fake-handled" not in response.headers:
             with self.state.lock:
@@ -177,10 +198,10 @@ def _authenticate(state: FakeState, request: Request, host: str) -> Response | N
         return None  # workspace service discovery is anonymous
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if host.endswith(".eventgrid.azure.net") and request.headers.get("aeg-sas-key"):
-        token = request.headers["aeg-sas-key"]
-        scheme = "Bearer"
-    if scheme == "Bearer" and token in state.tokens:
+    if host.endswith(".eventgrid.azure.net") and "aeg-sas-key" in request.headers:
+        if request.headers["aeg-sas-key"] in state.eventgrid_keys:
+            return None
+    elif scheme == "Bearer" and token in state.tokens:
         return None
     return arm_error(
         401,
