@@ -35,6 +35,10 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+def _http_date(when: datetime) -> str:
+    return format_datetime(when, usegmt=True)
+
+
 def _etag() -> str:
     return f'"0x{next(_etags):X}"'
 
@@ -91,9 +95,7 @@ def blob_names(state: FakeState, account: str, container: str, prefix: str = "")
     start = f"{account}/{container}/"
     with state.lock:
         return sorted(
-            key[len(start) :]
-            for key in state.table(BLOBS)
-            if key.startswith(start + prefix)
+            key[len(start) :] for key in state.table(BLOBS) if key.startswith(start + prefix)
         )
 
 
@@ -123,14 +125,22 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
         if match is not None and (current is None or (match != "*" and match != current["etag"])):
             if current is None:
                 return _error(404, "BlobNotFound", "The specified blob does not exist.")
-            return _error(412, "ConditionNotMet", "The condition specified using HTTP conditional header(s) is not met.")
+            return _error(
+                412,
+                "ConditionNotMet",
+                "The condition specified using HTTP conditional header(s) is not met.",
+            )
         if none_match is not None and current is not None:
             if none_match == "*":
                 return _error(409, "BlobAlreadyExists", "The specified blob already exists.")
             if none_match == current["etag"]:
                 if request.method in ("GET", "HEAD"):
                     return Response(status_code=304)
-                return _error(412, "ConditionNotMet", "The condition specified using HTTP conditional header(s) is not met.")
+                return _error(
+                    412,
+                    "ConditionNotMet",
+                    "The condition specified using HTTP conditional header(s) is not met.",
+                )
         return None
 
     async def container(request: Request) -> Response:
@@ -143,7 +153,9 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
             found = state.table(CONTAINERS).get(key)
             if request.method == "PUT":
                 if found is not None:
-                    return _error(409, "ContainerAlreadyExists", "The specified container already exists.")
+                    return _error(
+                        409, "ContainerAlreadyExists", "The specified container already exists."
+                    )
                 create_container(state, account, name)
                 properties = state.table(CONTAINERS)[key]
                 return Response(status_code=201, headers={"ETag": properties["etag"]})
@@ -169,13 +181,11 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
         items = []
         for name in page:
             properties, data = state.table(BLOBS)[f"{account}/{container_name}/{name}"]
-            metadata = "".join(
-                f"<{k}>{escape(v)}</{k}>" for k, v in properties["metadata"].items()
-            )
+            metadata = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in properties["metadata"].items())
             items.append(
                 f"<Blob><Name>{escape(name)}</Name><Properties>"
-                f"<Creation-Time>{format_datetime(properties['created'], usegmt=True)}</Creation-Time>"
-                f"<Last-Modified>{format_datetime(properties['modified'], usegmt=True)}</Last-Modified>"
+                f"<Creation-Time>{_http_date(properties['created'])}</Creation-Time>"
+                f"<Last-Modified>{_http_date(properties['modified'])}</Last-Modified>"
                 f"<Etag>{properties['etag']}</Etag><Content-Length>{len(data)}</Content-Length>"
                 f"<Content-Type>{escape(properties['type'])}</Content-Type>"
                 f"<Content-MD5>{properties['md5']}</Content-MD5><BlobType>BlockBlob</BlobType>"
@@ -200,7 +210,11 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
         container_name, name = request.path_params["container"], request.path_params["name"]
         key = f"{account}/{container_name}/{name}"
         if request.query_params.get("comp"):
-            return _error(400, "UnsupportedQueryParameter", f"the fake does not implement comp={request.query_params['comp']}")
+            return _error(
+                400,
+                "UnsupportedQueryParameter",
+                f"the fake does not implement comp={request.query_params['comp']}",
+            )
         body = await request.body() if request.method == "PUT" else b""
         with state.lock:
             if f"{account}/{container_name}" not in state.table(CONTAINERS):
@@ -211,7 +225,9 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
                 return refused
             if request.method == "PUT":
                 if request.headers.get("x-ms-blob-type") != "BlockBlob":
-                    return _error(400, "InvalidHeaderValue", "Only block blobs are supported by the fake.")
+                    return _error(
+                        400, "InvalidHeaderValue", "Only block blobs are supported by the fake."
+                    )
                 metadata = {
                     k[len("x-ms-meta-") :]: v
                     for k, v in request.headers.items()
@@ -248,7 +264,11 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
             first_text, _, last_text = wanted.removeprefix("bytes=").partition("-")
             first = int(first_text)
             if first >= len(data) and data:
-                return _error(416, "InvalidRange", "The range specified is invalid for the current size of the resource.")
+                return _error(
+                    416,
+                    "InvalidRange",
+                    "The range specified is invalid for the current size of the resource.",
+                )
             last = min(int(last_text) if last_text else len(data) - 1, len(data) - 1)
             part = data[first : last + 1]
             headers = _headers(properties, len(part))
@@ -263,9 +283,7 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
             HOST,
             [
                 Route("/{container}", container, methods=["GET", "PUT", "HEAD"]),
-                Route(
-                    "/{container}/{name:path}", blob, methods=["GET", "PUT", "HEAD", "DELETE"]
-                ),
+                Route("/{container}/{name:path}", blob, methods=["GET", "PUT", "HEAD", "DELETE"]),
             ],
         )
     ]

@@ -19,7 +19,7 @@ from azure.core.pipeline.transport import HttpRequest, HttpResponse, RequestsTra
 from tests.support.azure_fake.server import TOKEN
 
 
-class LoopbackTransport(RequestsTransport):
+class LoopbackTransport(RequestsTransport):  # type: ignore[misc, unused-ignore]
     """azure-core's requests transport, connecting to the fake whatever host the URL names."""
 
     def __init__(self, fake_url: str, **kwargs: Any) -> None:
@@ -27,7 +27,7 @@ class LoopbackTransport(RequestsTransport):
         self._target = urlsplit(fake_url)
         self.hosts: set[str] = set()
 
-    def send(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
+    def send(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:  # type: ignore[override, unused-ignore]
         original = request.url
         parts = urlsplit(original)
         self.hosts.add(parts.netloc)
@@ -36,7 +36,8 @@ class LoopbackTransport(RequestsTransport):
             (self._target.scheme, self._target.netloc, parts.path, parts.query, "")
         )
         try:
-            return super().send(request, **kwargs)
+            response: HttpResponse = super().send(request, **kwargs)
+            return response
         finally:
             # Retries and redirects resend this request object: it must still name Azure.
             request.url = original

@@ -232,10 +232,10 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
         wanted = body.get("properties", {})
         model = wanted.get("model") or ""
         found = _MODEL.search(model)
-        if found and found.group(1) == state.workspace:
-            if f"{found.group(2)}:{found.group(3)}" not in state.table(VERSIONS):
-                return arm_error(400, "BadArgument", f"Model {model} was not found.")
-        resource = {
+        registered = found is not None and f"{found[2]}:{found[3]}" in state.table(VERSIONS)
+        if found is not None and found[1] == state.workspace and not registered:
+            return arm_error(400, "BadArgument", f"Model {model} was not found.")
+        resource: dict[str, Any] = {
             "id": f"{state.workspace_id}/onlineEndpoints/{key.replace('/', '/deployments/')}",
             "name": name,
             "type": "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments",
@@ -262,7 +262,9 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
     async def deployment_list(request: Request) -> Response:
         endpoint_name = request.path_params["endpoint"]
         with state.lock:
-            found = [deployments[f"{endpoint_name}/{d}"] for d in sorted(deployments_of(endpoint_name))]
+            found = [
+                deployments[f"{endpoint_name}/{d}"] for d in sorted(deployments_of(endpoint_name))
+            ]
         return JSONResponse({"value": found})
 
     base = WORKSPACES + "/{ws}/onlineEndpoints"

@@ -109,7 +109,10 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
                 job
                 for job in table.values()
                 if (tag is None or tag in (job["properties"].get("tags") or {}))
-                and (view == "All" or bool(job["properties"].get("isArchived")) == (view == "ArchivedOnly"))
+                and (
+                    view == "All"
+                    or bool(job["properties"].get("isArchived")) == (view == "ArchivedOnly")
+                )
                 and (job_type is None or job["properties"]["jobType"] == job_type)
             ]
         return JSONResponse({"value": found})
@@ -136,7 +139,9 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
             fixed = {k: v for k, v in properties.items() if k not in _MUTABLE}
             if fixed != record["fixed"]:
                 changed = sorted(
-                    k for k in set(fixed) | set(record["fixed"]) if fixed.get(k) != record["fixed"].get(k)
+                    k
+                    for k in set(fixed) | set(record["fixed"])
+                    if fixed.get(k) != record["fixed"].get(k)
                 )
                 return arm_error(
                     400,
@@ -159,7 +164,7 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
             job["systemData"]["lastModifiedAt"] = now_text()
             return JSONResponse(job, status_code=200)
         stamp = now_text()
-        resource = {
+        resource: dict[str, Any] = {
             "id": job_id(name),
             "name": name,
             "type": "Microsoft.MachineLearningServices/workspaces/jobs",
@@ -218,7 +223,9 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
                 "endTimeUtc": record.get("endTimeUtc"),
                 "tags": job["properties"].get("tags") or {},
                 "properties": job["properties"].get("properties") or {},
-                "runType": "azureml.StepRun" if job["properties"]["jobType"] != "Pipeline" else "azureml.PipelineRun",
+                "runType": "azureml.StepRun"
+                if job["properties"]["jobType"] != "Pipeline"
+                else "azureml.PipelineRun",
                 "target": (job["properties"].get("computeId") or "").rsplit("/", 1)[-1] or None,
                 "experimentId": "22222222-3333-4444-8555-666666666666",
             }

@@ -124,7 +124,9 @@ def _asset_routes(state: FakeState, kind: str) -> list[BaseRoute]:
                 )
         old, new = stored.get("properties") or {}, properties.get("properties") or {}
         if any(k in old and old[k] != v for k, v in new.items()):
-            return arm_error(400, "UserError", "Existing asset version properties cannot be modified.")
+            return arm_error(
+                400, "UserError", "Existing asset version properties cannot be modified."
+            )
         stored["properties"] = {**old, **new}
         for field in ("tags", "description", "stage", "isArchived"):
             if field in properties:
@@ -141,7 +143,10 @@ def _asset_routes(state: FakeState, kind: str) -> list[BaseRoute]:
                 v
                 for v in versions_of(name)
                 if _tags_match(v["properties"].get("tags") or {}, wanted)
-                and (view == "All" or v["properties"].get("isArchived", False) == (view == "ArchivedOnly"))
+                and (
+                    view == "All"
+                    or v["properties"].get("isArchived", False) == (view == "ArchivedOnly")
+                )
             ]
         order = request.query_params.get("$orderBy", "")
         if order.lower().startswith("createdtime") and order.lower().endswith("desc"):

@@ -177,7 +177,18 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
                 raise ValueError(f"the fake cannot read the filter {query.get('$filter')!r}")
             wanted = {p.group(1): p.group(2) for p in parsed if p is not None}
             body_values = [
-                _series(state, resource_id, kind, name, published[name], start, end, interval, aggregations, wanted)
+                _series(
+                    state,
+                    resource_id,
+                    kind,
+                    name,
+                    published[name],
+                    start,
+                    end,
+                    interval,
+                    aggregations,
+                    wanted,
+                )
                 for name in names
             ]
         except ValueError as error:
@@ -204,7 +215,9 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
             current = table.get(resource_id.lower())
             if request.method == "GET":
                 if current is None:
-                    return not_found("ResourceNotFound", f"The autoscale setting {name} was not found.")
+                    return not_found(
+                        "ResourceNotFound", f"The autoscale setting {name} was not found."
+                    )
                 return JSONResponse(current)
             if request.method == "DELETE":
                 return Response(status_code=200 if table.pop(resource_id.lower(), None) else 204)
@@ -217,7 +230,12 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
                 "type": "Microsoft.Insights/autoscaleSettings",
                 "location": body.get("location", state.location),
                 "tags": body.get("tags") or {},
-                "properties": {"name": name, "enabled": True, "notifications": [], **body["properties"]},
+                "properties": {
+                    "name": name,
+                    "enabled": True,
+                    "notifications": [],
+                    **body["properties"],
+                },
                 "systemData": system_data((current or {}).get("systemData")),
             }
             table[resource_id.lower()] = resource
@@ -231,7 +249,9 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
             found = [v for k, v in sorted(state.table(AUTOSCALE).items()) if k.startswith(prefix)]
         return JSONResponse({"value": found})
 
-    settings = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Insights/autoscalesettings"
+    settings = (
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Insights/autoscalesettings"
+    )
     return [
         (
             ARM_HOST,

@@ -141,7 +141,9 @@ class FakeState:
 RouteFactory = Callable[[FakeState], list[tuple[str, list[BaseRoute]]]]
 
 
-def arm_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+def arm_error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
     """ARM's error envelope, which azure-core maps to HttpResponseError's `error.code`."""
     return JSONResponse(
         {"error": {"code": code, "message": message}}, status_code=status, headers=headers
@@ -157,7 +159,9 @@ class _Gate(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         host = request.headers.get("host", "").split(":")[0]
-        target = f"{request.url.path}?{request.url.query}" if request.url.query else request.url.path
+        target = (
+            f"{request.url.path}?{request.url.query}" if request.url.query else request.url.path
+        )
         with self.state.lock:
             self.state.requests.append((request.method, host, target))
             for fault in self.state.faults:
@@ -182,7 +186,7 @@ class _Gate(BaseHTTPMiddleware):
 def _fault_response(fault: Fault, host: str) -> Response:
     headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
     if fault.status == 401:
-        headers["WWW-Authenticate"] = 'Bearer authorization_uri="https://login.microsoftonline.com/common", error="invalid_token"'
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     if host.endswith(".blob.core.windows.net"):
         body = (
             '<?xml version="1.0" encoding="utf-8"?><Error>'

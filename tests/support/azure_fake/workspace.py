@@ -18,7 +18,10 @@ from starlette.routing import BaseRoute, Route
 from tests.support.azure_fake.server import ARM_HOST, FakeState, not_found, system_data
 
 DEFAULT_DATASTORE = "workspaceblobstore"
-WORKSPACES = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces"
+WORKSPACES = (
+    "/subscriptions/{sub}/resourceGroups/{rg}"
+    "/providers/Microsoft.MachineLearningServices/workspaces"
+)
 
 
 def api_host(state: FakeState) -> str:
