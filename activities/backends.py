@@ -11,21 +11,22 @@ model runs on.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from activities.deployment import ServingBackend
-from activities.drift_sources import DriftSignalSource
-from activities.model_specs import SpecError, SpecStore
-from activities.notifications import NotificationChannel
-from activities.object_store import ObjectStore, StoredObject
-from activities.registry import ModelRegistry
-from activities.training import TrainingBackend
-from workflows.coordinator_state import Notification
-from workflows.loop_models import (
+from activities.ports import (
+    Backend,
+    BackendFactory,
+    ModelRegistry,
+    NotificationChannel,
+    ObjectStore,
+    StoredObject,
+)
+from activities.specs import SpecError, SpecStore
+from workflows.coordinator.models import Notification
+from workflows.loop.models import (
     ModelVersion,
     PromoteRequest,
     Promotion,
@@ -35,40 +36,8 @@ from workflows.loop_models import (
     TrainingJob,
     TrainingResult,
 )
-from workflows.model_spec import ModelSpec
-from workflows.rollout_models import CanaryRequest, CanaryStatistics, EndpointState, TrafficChange
-
-
-class CanarySource(Protocol):
-    def analyse(self, request: CanaryRequest, heartbeat: Callable[[str], None]) -> CanaryStatistics:
-        """Both variants' numbers since their window started (`request.champion.since`...)."""
-        ...
-
-
-class CloudChannel(Protocol):
-    """A cloud notification channel (SNS, Pub/Sub): coordinator and reviewer messages alike."""
-
-    def send(self, notification: Notification | ReviewerNotification) -> str: ...
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    training: TrainingBackend
-    registry: ModelRegistry
-    serving: ServingBackend
-    canary: CanarySource
-    # None for the local backend (its data are plain files under the retrain home).
-    store: ObjectStore | None = None
-    # Where loop artifacts and audit records go on the store: `s3://bucket/prefix`.
-    store_root: str | None = None
-    notifications: Sequence[CloudChannel] = field(default_factory=tuple)
-    # Drift the platform measures itself (Vertex Model Monitoring), instead of our checks.
-    drift_source: DriftSignalSource | None = None
-
-
-BackendFactory = Callable[[ModelSpec], Backend]
-
+from workflows.rollout.models import CanaryRequest, CanaryStatistics, EndpointState, TrafficChange
+from workflows.spec.models import ModelSpec
 
 __all__ = ["ObjectStore", "StoredObject"]
 

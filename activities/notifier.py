@@ -17,10 +17,10 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.model_specs import SpecStore
-from activities.notifications import OutboxChannel
-from workflows.loop_models import ReviewerNotification
-from workflows.model_spec import NotificationSpec
+from activities.local.notifications import OutboxChannel
+from activities.specs import SpecStore
+from workflows.loop.models import ReviewerNotification
+from workflows.spec.models import NotificationSpec
 
 log = logging.getLogger("retrain.notifications")
 

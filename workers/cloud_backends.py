@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from activities.backends import Backend, BackendFactory
-from workflows.model_spec import ModelSpec
+from activities.ports import Backend, BackendFactory
+from workflows.spec.models import ModelSpec
 
 log = logging.getLogger(__name__)
 

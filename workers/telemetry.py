@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from workflows.metrics import CATALOG
+from workflows.common.metrics import CATALOG
 
 
 def metrics_runtime(bind_address: str) -> Runtime:

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, call, error_code, translate
-from workflows.cloud_settings import AwsAutoscaling
+from workflows.spec.sagemaker import AwsAutoscaling
 
 NAMESPACE = "sagemaker"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"

@@ -29,10 +29,11 @@ from typing import Any
 
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, call
-from activities.canary_counts import MetricSource, VariantCounts, count_statistics, score_histogram
-from activities.canary_statistics import SHIFT_BINS
-from workflows.cloud_settings import SageMakerSettings
-from workflows.rollout_models import CanaryRequest, CanaryStatistics, WindowRef
+from activities.ports import MetricSource
+from activities.rollout.counts import VariantCounts, count_statistics, score_histogram
+from activities.rollout.statistics import SHIFT_BINS
+from workflows.rollout.models import CanaryRequest, CanaryStatistics, WindowRef
+from workflows.spec.sagemaker import SageMakerSettings
 
 SAGEMAKER_NAMESPACE = "AWS/SageMaker"
 SAGEMAKER_METRICS = ("Invocations", "Invocation4XXErrors", "Invocation5XXErrors")

@@ -31,9 +31,9 @@ from temporalio.exceptions import ApplicationError
 from activities.aws.autoscaling import VariantAutoscaling
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, call, error_code, translate
-from activities.deployment import EndpointUnavailable, TrafficRefused
-from workflows.cloud_settings import SageMakerSettings
-from workflows.rollout_models import EndpointState, TrafficChange
+from activities.ports import EndpointUnavailable, TrafficRefused
+from workflows.rollout.models import EndpointState, TrafficChange
+from workflows.spec.sagemaker import SageMakerSettings
 
 log = logging.getLogger(__name__)
 

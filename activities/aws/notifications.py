@@ -16,8 +16,8 @@ from typing import Any
 
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call
-from workflows.coordinator_state import Notification
-from workflows.loop_models import ReviewerNotification
+from workflows.coordinator.models import Notification
+from workflows.loop.models import ReviewerNotification
 
 SUBJECT_LIMIT = 100
 # SNS refuses messages over 256 KB; keep well inside it with the attributes.

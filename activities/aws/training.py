@@ -47,11 +47,16 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, error_code
 from activities.aws.s3_store import S3Store, s3_location
-from activities.object_store import is_remote
-from activities.training import ENTRYPOINT_ERROR, INVALID_JOB_ERROR, TIMEOUT_ERROR, checked_names
+from activities.local.training import (
+    ENTRYPOINT_ERROR,
+    INVALID_JOB_ERROR,
+    TIMEOUT_ERROR,
+    checked_names,
+)
+from activities.mirror import is_remote
 from activities.training_runner import RESULT_FILE, sha256_file
-from workflows.cloud_settings import SageMakerSettings
-from workflows.loop_models import TrainingJob, TrainingResult
+from workflows.loop.models import TrainingJob, TrainingResult
+from workflows.spec.sagemaker import SageMakerSettings
 
 STOPPED_ERROR = "TrainingStopped"
 OUTPUT_MISMATCH_ERROR = "TrainingOutputMismatch"

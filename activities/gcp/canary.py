@@ -42,13 +42,14 @@ from google.auth.transport.requests import AuthorizedSession
 from google.cloud import monitoring_v3
 from temporalio.exceptions import ApplicationError
 
-from activities.canary_counts import MetricSource, VariantCounts, count_statistics, score_histogram
-from activities.canary_statistics import SHIFT_BINS
 from activities.gcp.clients import GcpClients
 from activities.gcp.endpoint import deployed_variants, endpoint_client, find_endpoint
 from activities.gcp.errors import GCP_REQUEST_REJECTED, gcp_call
-from workflows.cloud_settings import VertexSettings
-from workflows.rollout_models import CanaryRequest, CanaryStatistics, WindowRef
+from activities.ports import MetricSource
+from activities.rollout.counts import VariantCounts, count_statistics, score_histogram
+from activities.rollout.statistics import SHIFT_BINS
+from workflows.rollout.models import CanaryRequest, CanaryStatistics, WindowRef
+from workflows.spec.vertex import VertexSettings
 
 BUILTIN = "aiplatform.googleapis.com/prediction/online"
 CUSTOM = "custom.googleapis.com/adaptive_retraining"

@@ -31,11 +31,11 @@ from google.api_core.client_options import ClientOptions
 from google.cloud import aiplatform_v1
 from google.protobuf import field_mask_pb2
 
-from activities.deployment import EndpointUnavailable, TrafficRefused
 from activities.gcp.clients import GcpClients
 from activities.gcp.errors import gcp_call
-from workflows.cloud_settings import VertexSettings
-from workflows.rollout_models import EndpointState, TrafficChange
+from activities.ports import EndpointUnavailable, TrafficRefused
+from workflows.rollout.models import EndpointState, TrafficChange
+from workflows.spec.vertex import VertexSettings
 
 MODEL_LABEL = "model"
 CHANGE_LABEL = "retrain-change"

@@ -21,8 +21,8 @@ from temporalio.exceptions import ApplicationError
 from activities.gcp.clients import GcpClients
 from activities.gcp.endpoint import vertex_client_options
 from activities.gcp.errors import GCP_REQUEST_REJECTED, gcp_call
-from workflows.cloud_settings import VertexSettings
-from workflows.triggers import MAX_DRIFTED_FEATURES, DriftSignal
+from workflows.coordinator.triggers import MAX_DRIFTED_FEATURES, DriftSignal
+from workflows.spec.vertex import VertexSettings
 
 _Objective = aiplatform_v1.ModelDeploymentMonitoringObjectiveType
 OBJECTIVES = (_Objective.RAW_FEATURE_DRIFT, _Objective.RAW_FEATURE_SKEW)

@@ -47,11 +47,11 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from activities.gcp.clients import GcpClients
 from activities.gcp.errors import gcp_call
 from activities.gcp.gcs_store import GcsStore, gcs_location
-from activities.object_store import is_remote
-from activities.training import ENTRYPOINT_ERROR, INVALID_JOB_ERROR, checked_names
+from activities.local.training import ENTRYPOINT_ERROR, INVALID_JOB_ERROR, checked_names
+from activities.mirror import is_remote
 from activities.training_runner import RESULT_FILE, sha256_file
-from workflows.cloud_settings import VertexSettings
-from workflows.loop_models import TrainingJob, TrainingResult
+from workflows.loop.models import TrainingJob, TrainingResult
+from workflows.spec.vertex import VertexSettings
 
 BACKEND = "vertex"
 STOPPED_ERROR = "TrainingStopped"

@@ -30,7 +30,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from starters.events.mapped import MappedEvent, UnknownEventShape, rfc3339_time
-from workflows.triggers import AlarmState, TriggerEvent, TriggerKind, describe_validation_error
+from workflows.common.models import describe_validation_error
+from workflows.coordinator.triggers import AlarmState, TriggerEvent, TriggerKind
 
 SOURCE = "alertmanager"
 _STATES = {"firing": AlarmState.ALARM, "resolved": AlarmState.OK}

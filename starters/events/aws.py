@@ -35,13 +35,8 @@ from urllib.parse import unquote_plus
 from pydantic import ValidationError
 
 from starters.events.mapped import MappedEvent, UnknownEventShape, text_at, value_at
-from workflows.triggers import (
-    AlarmState,
-    Severity,
-    TriggerEvent,
-    TriggerKind,
-    describe_validation_error,
-)
+from workflows.common.models import describe_validation_error
+from workflows.coordinator.triggers import AlarmState, Severity, TriggerEvent, TriggerKind
 
 MONITOR_NAMESPACES = frozenset(
     {"aws/sagemaker/Endpoints/data-metrics", "aws/sagemaker/Endpoints/model-metrics"}

@@ -40,13 +40,13 @@ from starters.events.mapped import (
     text_at,
     value_at,
 )
-from workflows.triggers import (
+from workflows.common.models import describe_validation_error
+from workflows.coordinator.triggers import (
     MAX_DRIFTED_FEATURES,
     AlarmState,
     Severity,
     TriggerEvent,
     TriggerKind,
-    describe_validation_error,
 )
 
 ENDPOINT_RESOURCE = "aiplatform.googleapis.com/Endpoint"

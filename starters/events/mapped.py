@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from workflows.triggers import TriggerEvent
+from workflows.coordinator.triggers import TriggerEvent
 
 
 class UnknownEventShape(ValueError):

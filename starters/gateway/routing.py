@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from activities.model_specs import SpecError, SpecStore
+from activities.specs import SpecError, SpecStore
 from starters.events.mapped import MappedEvent
-from workflows.model_spec import ModelSpec
-from workflows.names import validate_model_name
+from workflows.common.names import validate_model_name
+from workflows.spec.models import ModelSpec
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,307 @@
+"""One contract, three backends: the same tests run unchanged against local, sagemaker, vertex.
+
+Each backend is built the way the worker builds it (`local_backend`, the cloud factories of
+`workers/cloud_backends.py`) from a registered spec: the local one on real files, MLflow and a
+live local endpoint; SageMaker on moto's server (a hook plays the training container, a shim
+fills moto's UpdateEndpoint gap); Vertex on the local fake of its REST APIs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+from google.auth.credentials import AnonymousCredentials
+
+from activities.aws.s3_store import S3Store
+from activities.gcp.gcs_store import GcsStore
+from activities.loop.data_window import resolve_uri, select_data_window
+from activities.loop.evaluation import read_labelled_set
+from activities.ports import Backend, EndpointUnavailable
+from activities.rollout.deployment import live_split
+from activities.specs import SpecStore
+from serving.config import EndpointConfig
+from tests.support.aws_harness import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, REGION, Moto
+from tests.support.cloud_data import BUCKET, upload_dataset
+from tests.support.endpoint_harness import running_endpoint
+from tests.support.loop_harness import write_dataset
+from tests.support.sagemaker_container import ContainerEmulator
+from tests.support.vertex_fake import storage as vertex_storage
+from tests.support.vertex_fake.server import RunningFake
+from tests.support.vertex_harness import ContainerEmulator as VertexContainer
+from tests.support.vertex_harness import fake_clients
+from workers.cloud_backends import CloudConnections, sagemaker_factory, vertex_factory
+from workers.worker import local_backend
+from workflows.loop.models import (
+    DataWindowRequest,
+    Lineage,
+    PromoteRequest,
+    RegisterRequest,
+    RejectRequest,
+    TrainingJob,
+    TrainingRequest,
+    TrainingResult,
+)
+from workflows.rollout.models import EndpointState, TrafficChange
+from workflows.spec.models import ModelSpec
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.*")
+
+MODEL = "contract-credit"
+TODAY = datetime.now(UTC).date()
+
+
+@dataclass
+class Contract:
+    backend: Backend
+    spec: ModelSpec
+    home: Path
+    endpoint_url: str
+    # The loop's training and validation sets, as the data window wrote them.
+    train_path: str
+    validation_path: str
+
+
+def prepared(home: Path, spec: ModelSpec) -> tuple[str, str]:
+    window = select_data_window(
+        home,
+        DataWindowRequest(
+            loop_id="retrain-contract-credit-0",
+            spec=spec,
+            as_of=datetime.combine(TODAY, datetime.min.time(), tzinfo=UTC) + timedelta(hours=12),
+        ),
+    )
+    assert window.training_set is not None and window.holdout_set is not None
+    return window.training_set.uri, window.holdout_set.uri
+
+
+@pytest.fixture(params=["local", "sagemaker", "vertex"])
+def contract(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Contract]:
+    home = tmp_path / "home"
+    local = write_dataset(home, MODEL, TODAY)
+    train, validation = prepared(home, local)
+    if request.param == "local":
+        SpecStore(home).register(local)
+        with running_endpoint(EndpointConfig(home=home, model=MODEL, seed=1)) as url:
+            yield Contract(local_backend(home), local, home, url, train, validation)
+    elif request.param == "sagemaker":
+        yield from sagemaker_contract(request, home, local, train, validation)
+    else:
+        yield from vertex_contract(request, home, local, train, validation)
+
+
+def sagemaker_contract(
+    request: pytest.FixtureRequest, home: Path, local: ModelSpec, train: str, validation: str
+) -> Iterator[Contract]:
+    moto: Moto = request.getfixturevalue("moto")
+    request.getfixturevalue("moto_gaps")
+    session = boto3.Session(
+        aws_access_key_id=FAKE_ACCESS_KEY, aws_secret_access_key=FAKE_SECRET_KEY, region_name=REGION
+    )
+    clients = moto.clients()
+    clients.s3.create_bucket(Bucket=BUCKET)
+    ContainerEmulator(s3=clients.s3).attach_session(session, clients.sagemaker)
+    spec = upload_dataset(S3Store(clients), home, local, "s3")
+    SpecStore(home).register(spec)
+    connections = CloudConnections(
+        aws_endpoint_url=moto.endpoint_url, aws_session=session, poll_seconds=0.05
+    )
+    backend = sagemaker_factory(home, connections)(spec)
+    yield Contract(backend, spec, home, "", train, validation)
+
+
+def vertex_contract(
+    request: pytest.FixtureRequest, home: Path, local: ModelSpec, train: str, validation: str
+) -> Iterator[Contract]:
+    fake: RunningFake = request.getfixturevalue("vertex")
+    vertex_storage.create_bucket(fake.state, BUCKET)
+    VertexContainer(fake.state)
+    spec = upload_dataset(GcsStore(fake_clients(fake)), home, local, "gs")
+    SpecStore(home).register(spec)
+    connections = CloudConnections(
+        vertex_api_endpoint=fake.url,
+        gcs_endpoint=fake.url,
+        monitoring_endpoint=fake.url,
+        gcp_credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        poll_seconds=0.05,
+    )
+    backend = vertex_factory(home, connections)(spec)
+    yield Contract(backend, spec, home, "", train, validation)
+
+
+def job(contract: Contract, loop_id: str, seed: int = 0) -> TrainingJob:
+    spec = contract.spec
+    return TrainingJob(
+        entrypoint=spec.training.entrypoint,
+        request=TrainingRequest(
+            model=spec.name,
+            loop_id=loop_id,
+            task=spec.task.value,
+            train_path=contract.train_path,
+            validation_path=contract.validation_path,
+            features=spec.feature_names,
+            categorical_features=[f.name for f in spec.features if f.kind.value == "categorical"],
+            label=spec.label,
+            hyperparameters={"estimator": "logistic_regression", "C": 1.0 + seed},
+            output_dir=f"runs/{spec.name}/{loop_id}/training",
+            seed=seed,
+        ),
+        timeout_seconds=600,
+        tags={"model": spec.name, "loop-id": loop_id, "trigger": "manual"},
+        parameters={"trigger_type": "manual", "event_count": "1"},
+    )
+
+
+def register_request(contract: Contract, loop_id: str, trained: TrainingResult) -> RegisterRequest:
+    return RegisterRequest(
+        model=contract.spec.name,
+        loop_id=loop_id,
+        artifact_path=trained.artifact_path,
+        artifact_sha256=trained.artifact_sha256,
+        lineage=Lineage(
+            loop_id=loop_id,
+            trigger_origin="manual trigger (contract test)",
+            trigger_kinds=["manual"],
+            trigger_event_ids=["contract-1"],
+            dataset_hashes={contract.train_path: "0" * 64},
+            training_metrics=trained.metrics,
+            spec_hash=contract.spec.content_hash(),
+        ),
+    )
+
+
+def heartbeat(progress: str) -> None:
+    """The activity's heartbeat, outside an activity: progress text is all it gets."""
+    assert progress
+
+
+def test_training_runs_once_per_loop_id(contract: Contract) -> None:
+    first = contract.backend.training.train(job(contract, "retrain-contract-credit-1"), heartbeat)
+    again = contract.backend.training.train(job(contract, "retrain-contract-credit-1"), heartbeat)
+
+    assert first.backend == contract.backend.name or first.backend.startswith("local")
+    assert not first.reused and again.reused
+    assert again.artifact_sha256 == first.artifact_sha256
+    assert Path(first.artifact_path).is_file()
+    assert {"accuracy", "roc_auc"} <= set(first.metrics)
+
+
+def test_the_registry_registers_once_and_promotes(contract: Contract) -> None:
+    registry = contract.backend.registry
+    assert registry.champion(MODEL) is None
+    trained = contract.backend.training.train(job(contract, "retrain-contract-credit-1"), heartbeat)
+    first = registry.register(register_request(contract, "retrain-contract-credit-1", trained))
+    assert (
+        registry.register(register_request(contract, "retrain-contract-credit-1", trained)) == first
+    )
+    assert first.loop_id == "retrain-contract-credit-1"
+
+    promoted = registry.promote(
+        PromoteRequest(model=MODEL, version=first.version, loop_id="retrain-contract-credit-1")
+    )
+    assert promoted.champion == first.version and promoted.previous_champion is None
+    champion = registry.champion(MODEL)
+    assert champion is not None and champion.version == first.version
+
+    trained2 = contract.backend.training.train(
+        job(contract, "retrain-contract-credit-2", seed=1), heartbeat
+    )
+    second = registry.register(register_request(contract, "retrain-contract-credit-2", trained2))
+    assert second.version != first.version
+    promotion = registry.promote(
+        PromoteRequest(model=MODEL, version=second.version, loop_id="retrain-contract-credit-2")
+    )
+    assert promotion.previous_champion == first.version
+    # Promoting again changes nothing.
+    assert (
+        registry.promote(
+            PromoteRequest(model=MODEL, version=second.version, loop_id="retrain-contract-credit-2")
+        )
+        == promotion
+    )
+    assert {v.version for v in registry.versions(MODEL)} == {first.version, second.version}
+
+    # What evaluation loads: the registered estimator predicts the holdout.
+    holdout = read_labelled_set(
+        "holdout", resolve_uri(contract.home, contract.validation_path), contract.spec
+    )
+    predictions = registry.load(second).predict(holdout.features)
+    assert len(predictions) == holdout.rows
+
+
+def test_a_rejected_candidate_stops_being_the_challenger(contract: Contract) -> None:
+    registry = contract.backend.registry
+    loop_id = "retrain-contract-credit-1"
+    trained = contract.backend.training.train(job(contract, loop_id), heartbeat)
+    candidate = registry.register(register_request(contract, loop_id, trained))
+    assert "challenger" in candidate.aliases
+    request = RejectRequest(
+        model=MODEL, version=candidate.version, loop_id=loop_id, reason="rejected_by_reviewer"
+    )
+
+    rejected = registry.reject(request)
+
+    assert rejected.version == candidate.version and "challenger" not in rejected.aliases
+    assert registry.reject(request) == rejected
+    assert registry.champion(MODEL) is None
+    assert [v.version for v in registry.versions(MODEL)] == [candidate.version]
+
+
+def shift(contract: Contract, weights: dict[str, int], change_id: str) -> EndpointState:
+    """Set the split as the shift_traffic activity does: retried while the endpoint is busy
+    (a cloud endpoint takes a new variant in a separate step), then read back."""
+    change = TrafficChange(
+        model=MODEL, endpoint_url=contract.endpoint_url, weights=weights, change_id=change_id
+    )
+    serving = contract.backend.serving
+    for _ in range(20):
+        try:
+            serving.set_traffic(change)
+            return serving.read_traffic(MODEL, contract.endpoint_url)
+        except EndpointUnavailable:
+            continue
+    raise AssertionError(f"{change_id} never applied")
+
+
+def test_traffic_is_set_read_back_and_idempotent(contract: Contract) -> None:
+    registry = contract.backend.registry
+    versions = []
+    for number in (1, 2):
+        loop_id = f"retrain-contract-credit-{number}"
+        trained = contract.backend.training.train(job(contract, loop_id, number), heartbeat)
+        versions.append(registry.register(register_request(contract, loop_id, trained)).version)
+    registry.promote(PromoteRequest(model=MODEL, version=versions[0], loop_id="l1"))
+    v1, v2 = (f"v{version}" for version in versions)
+
+    first = shift(contract, {v1: 100}, "rollout-contract/initial")
+    assert live_split(first.weights) == {v1: 100}
+    staged = shift(contract, {v1: 95, v2: 5}, "rollout-contract/5%")
+    assert live_split(staged.weights) == {v1: 95, v2: 5}
+    assert staged.generation > first.generation
+    assert staged.variants.get(v2) == versions[1]
+    # The same change again is a no-op: same split, same generation.
+    again = shift(contract, {v1: 95, v2: 5}, "rollout-contract/5%")
+    assert live_split(again.weights) == {v1: 95, v2: 5}
+    assert again.generation == staged.generation
+    # Rollback.
+    back = shift(contract, {v1: 100, v2: 0}, "rollout-contract/rollback")
+    assert live_split(back.weights) == {v1: 100}
+
+
+def test_the_object_store_round_trips(contract: Contract, tmp_path: Path) -> None:
+    store, root = contract.backend.store, contract.backend.store_root
+    if store is None or root is None:
+        pytest.skip("the local backend keeps its data as files under the retrain home")
+    source = tmp_path / "payload.json"
+    source.write_text('{"a": 1}')
+    uploaded = store.upload(source, f"{root}/contract/payload.json", tags={"model": MODEL})
+    assert store.head(f"{root}/contract/payload.json") == uploaded
+    assert [o.uri for o in store.list(f"{root}/contract/")] == [uploaded.uri]
+    copy = tmp_path / "copy.json"
+    assert store.download(uploaded.uri, copy).etag == uploaded.etag
+    assert copy.read_text() == '{"a": 1}'
+    assert store.head(f"{root}/contract/missing.json") is None
