@@ -1,17 +1,19 @@
-"""Backends behind Protocols, chosen per model by its spec's `backend`.
+"""Backends chosen per model by its spec's `backend`, from the registry of backends.
 
-A `Backend` bundles one implementation of each concern: training, registry, serving (traffic),
-canary metrics, an object store for the model's data and records, and extra notification
-channels. `BackendResolver` builds each model's bundle from its registered spec, once per
-distinct settings, and the `Routed*` classes below implement the same Protocols by looking up
-the model named in each call, so the activity classes and workflows never know which cloud a
-model runs on.
+A `Backend` (activities/ports.py) bundles one implementation of each concern. `BackendResolver`
+builds each model's bundle from its registered spec with the builder the registry names
+(workflows/spec/backends.py), once per distinct settings, and the `Routed*` classes below
+implement the same Protocols by looking up the model named in each call, so the activity classes
+and workflows never know which cloud a model runs on.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from temporalio.exceptions import ApplicationError
@@ -21,8 +23,6 @@ from activities.ports import (
     BackendFactory,
     ModelRegistry,
     NotificationChannel,
-    ObjectStore,
-    StoredObject,
 )
 from activities.specs import SpecError, SpecStore
 from workflows.coordinator.models import Notification
@@ -37,9 +37,50 @@ from workflows.loop.models import (
     TrainingResult,
 )
 from workflows.rollout.models import CanaryRequest, CanaryStatistics, EndpointState, TrafficChange
+from workflows.spec.backends import CLOUD_BACKENDS, backend_info
 from workflows.spec.models import ModelSpec
 
-__all__ = ["ObjectStore", "StoredObject"]
+
+@dataclass(frozen=True)
+class CloudConnections:
+    """What is per worker rather than per model: where the clouds' APIs are reached (unset in
+    production: the SDKs' defaults and `AWS_ENDPOINT_URL*`; tests: moto and the fakes on
+    loopback) and, for tests only, explicit sessions/credentials. Credentials are otherwise the
+    SDKs' default chains and never appear in a spec."""
+
+    aws_endpoint_url: str | None = None
+    # A boto3 Session (tests: fixed fake keys); None: boto3's default chain.
+    aws_session: Any = None
+    vertex_api_endpoint: str | None = None
+    gcs_endpoint: str | None = None
+    monitoring_endpoint: str | None = None
+    # google.auth Credentials (tests: anonymous); None: Application Default Credentials.
+    gcp_credentials: Any = None
+    # Polling of training jobs (tests poll fast). The interval grows to `max_poll_seconds`,
+    # which stays below the train activity's 30 s heartbeat timeout: each poll heartbeats.
+    poll_seconds: float = 5.0
+    max_poll_seconds: float = 20.0
+
+
+# What builds a backend's bundle (`activities/<backend>/backend.py`, named by the registry).
+BackendBuilder = Callable[[ModelSpec, Path, CloudConnections], Backend]
+
+
+def builder_of(backend: str) -> BackendBuilder:
+    """The registry's builder of a backend, imported now (its cloud SDK with it)."""
+    module, _, name = backend_info(backend).builder.partition(":")
+    builder: BackendBuilder = getattr(importlib.import_module(module), name)
+    return builder
+
+
+def registry_factories(home: Path, connections: CloudConnections) -> dict[str, BackendFactory]:
+    """A factory per cloud backend of the registry; its module is imported on first use, so a
+    worker serving only local models never loads a cloud SDK."""
+
+    def factory(backend: str) -> BackendFactory:
+        return lambda spec: builder_of(backend)(spec, home, connections)
+
+    return {backend.name: factory(backend.name) for backend in CLOUD_BACKENDS}
 
 
 class UnknownBackend(ValueError):
@@ -49,9 +90,10 @@ class UnknownBackend(ValueError):
 class BackendResolver:
     """Each model's `Backend`, from its registered spec.
 
-    `factories` maps a backend name (`sagemaker`, `vertex`) to what builds it from a spec; one
-    bundle is built per distinct settings and reused, so clients (and their connection pools)
-    are shared by every model with the same settings.
+    `local` serves models whose backend has no settings (and models with no spec); `factories`
+    maps a cloud backend's name to what builds it from a spec (`registry_factories`). One bundle
+    is built per distinct settings and reused, so clients (and their connection pools) are
+    shared by every model with the same settings.
     """
 
     def __init__(
@@ -64,9 +106,9 @@ class BackendResolver:
         self._lock = threading.Lock()
 
     def for_spec(self, spec: ModelSpec) -> Backend:
-        if spec.backend == "local":
+        settings = spec.backend_settings
+        if settings is None:
             return self.local
-        settings = getattr(spec, spec.backend)
         key = f"{spec.backend}:{settings.model_dump_json()}"
         with self._lock:
             if key not in self._built:

@@ -7,9 +7,8 @@ from datetime import date
 from pathlib import Path
 
 from activities.ports import ObjectStore, StoredObject
+from workflows.spec.backends import REMOTE_SCHEMES
 from workflows.spec.models import ModelSpec
-
-REMOTE_SCHEMES = ("s3://", "gs://")
 
 
 def is_remote(uri: str) -> bool:
@@ -50,7 +49,7 @@ def remote_uri(home: Path, path: str | Path) -> str:
 def remote_text(home: Path, text: str) -> str:
     """`text` with every mirrored path written as the remote uri it stands for."""
     root = str(mirror_root(home).resolve())
-    for scheme in ("s3", "gs"):
+    for scheme in (remote.removesuffix("://") for remote in REMOTE_SCHEMES):
         text = text.replace(f"{root}/{scheme}/", f"{scheme}://")
     return text
 

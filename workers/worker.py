@@ -16,20 +16,19 @@ from temporalio.worker import Worker
 
 from activities.backends import (
     BackendResolver,
+    CloudConnections,
     RoutedCanary,
     RoutedChannel,
     RoutedNotifier,
     RoutedRegistry,
     RoutedServing,
     RoutedTraining,
+    registry_factories,
 )
 from activities.coordinator.loop_watch import LoopWatchActivities
 from activities.drift.check import DriftActivities
-from activities.local.canary import CaptureCanary
-from activities.local.endpoint import LocalEndpoint
+from activities.local.backend import local_backend
 from activities.local.notifications import OutboxChannel
-from activities.local.registry import MlflowRegistry
-from activities.local.training import LocalTrainingBackend
 from activities.loop.audit import AuditActivities, AuditStore
 from activities.loop.data_window import DataWindowActivities
 from activities.loop.evaluation import EvaluationActivities
@@ -39,13 +38,12 @@ from activities.loop.training import TrainingActivities
 from activities.mirror import DataMirror
 from activities.notifications import NotificationActivities
 from activities.notifier import LogNotifier, LoopNotificationActivities, OutboxNotifier
-from activities.ports import Backend, ObjectStore
+from activities.ports import ObjectStore
 from activities.rollout.canary import CanaryActivities
 from activities.rollout.deployment import DeploymentActivities
 from activities.schedule.checks import ScheduleCheckActivities
 from activities.slots.limiter import TrainingSlotActivities
 from activities.specs import ModelSpecActivities, SpecStore
-from workers.cloud_backends import CloudConnections, cloud_factories
 from workers.sandbox import workflow_runner
 from workflows.common.names import TASK_QUEUE
 from workflows.coordinator.workflow import ModelCoordinator
@@ -89,20 +87,9 @@ def build_worker(
     )
 
 
-def local_backend(home: Path) -> Backend:
-    endpoint = LocalEndpoint()
-    return Backend(
-        name="local",
-        training=LocalTrainingBackend(home),
-        registry=MlflowRegistry(home),
-        serving=endpoint,
-        canary=CaptureCanary(home, endpoint.flush_capture),
-    )
-
-
 def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[Callable[..., Any]]:
     specs = SpecStore(home)
-    backends = BackendResolver(specs, local_backend(home), cloud_factories(home, cloud))
+    backends = BackendResolver(specs, local_backend(home), registry_factories(home, cloud))
     mirror = DataMirror(home, lambda spec: backends.for_spec(spec).store)
     outbox = OutboxChannel(home / "notifications")
     coordinator_notifications = NotificationActivities(RoutedChannel(backends, outbox))

@@ -1,14 +1,15 @@
-"""One contract, three backends: the same tests run unchanged against local, sagemaker, vertex.
+"""One contract, every backend of the registry: the same tests run unchanged against each.
 
-Each backend is built the way the worker builds it (`local_backend`, the cloud factories of
-`workers/cloud_backends.py`) from a registered spec: the local one on real files, MLflow and a
-live local endpoint; SageMaker on moto's server (a hook plays the training container, a shim
-fills moto's UpdateEndpoint gap); Vertex on the local fake of its REST APIs.
+Each backend is built the way the worker builds it (the registry's builder) from a registered
+spec: the local one on real files, MLflow and a live local endpoint; SageMaker on moto's server
+(a hook plays the training container, a shim fills moto's UpdateEndpoint gap); Vertex on the
+local fake of its REST APIs. A backend added to the registry needs a harness in `HARNESSES`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 
 from activities.aws.s3_store import S3Store
+from activities.backends import CloudConnections, builder_of
 from activities.gcp.gcs_store import GcsStore
 from activities.loop.data_window import resolve_uri, select_data_window
 from activities.loop.evaluation import read_labelled_set
@@ -34,8 +36,6 @@ from tests.support.vertex_fake import storage as vertex_storage
 from tests.support.vertex_fake.server import RunningFake
 from tests.support.vertex_harness import ContainerEmulator as VertexContainer
 from tests.support.vertex_harness import fake_clients
-from workers.cloud_backends import CloudConnections, sagemaker_factory, vertex_factory
-from workers.worker import local_backend
 from workflows.loop.models import (
     DataWindowRequest,
     Lineage,
@@ -47,6 +47,7 @@ from workflows.loop.models import (
     TrainingResult,
 )
 from workflows.rollout.models import EndpointState, TrafficChange
+from workflows.spec.backends import BACKEND_NAMES, BACKENDS
 from workflows.spec.models import ModelSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.*")
@@ -79,19 +80,29 @@ def prepared(home: Path, spec: ModelSpec) -> tuple[str, str]:
     return window.training_set.uri, window.holdout_set.uri
 
 
-@pytest.fixture(params=["local", "sagemaker", "vertex"])
+Harness = Callable[[pytest.FixtureRequest, Path, ModelSpec, str, str], Iterator[Contract]]
+
+
+@pytest.fixture(params=BACKEND_NAMES)
 def contract(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Contract]:
     home = tmp_path / "home"
     local = write_dataset(home, MODEL, TODAY)
     train, validation = prepared(home, local)
-    if request.param == "local":
-        SpecStore(home).register(local)
-        with running_endpoint(EndpointConfig(home=home, model=MODEL, seed=1)) as url:
-            yield Contract(local_backend(home), local, home, url, train, validation)
-    elif request.param == "sagemaker":
-        yield from sagemaker_contract(request, home, local, train, validation)
-    else:
-        yield from vertex_contract(request, home, local, train, validation)
+    yield from HARNESSES[request.param](request, home, local, train, validation)
+
+
+def build(spec: ModelSpec, home: Path, connections: CloudConnections) -> Backend:
+    """The backend as the worker builds it: the registry's builder for the spec's backend."""
+    return builder_of(spec.backend)(spec, home, connections)
+
+
+def local_contract(
+    request: pytest.FixtureRequest, home: Path, local: ModelSpec, train: str, validation: str
+) -> Iterator[Contract]:
+    SpecStore(home).register(local)
+    with running_endpoint(EndpointConfig(home=home, model=MODEL, seed=1)) as url:
+        backend = build(local, home, CloudConnections())
+        yield Contract(backend, local, home, url, train, validation)
 
 
 def sagemaker_contract(
@@ -110,7 +121,7 @@ def sagemaker_contract(
     connections = CloudConnections(
         aws_endpoint_url=moto.endpoint_url, aws_session=session, poll_seconds=0.05
     )
-    backend = sagemaker_factory(home, connections)(spec)
+    backend = build(spec, home, connections)
     yield Contract(backend, spec, home, "", train, validation)
 
 
@@ -129,8 +140,24 @@ def vertex_contract(
         gcp_credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
         poll_seconds=0.05,
     )
-    backend = vertex_factory(home, connections)(spec)
+    backend = build(spec, home, connections)
     yield Contract(backend, spec, home, "", train, validation)
+
+
+HARNESSES: dict[str, Harness] = {
+    "local": local_contract,
+    "sagemaker": sagemaker_contract,
+    "vertex": vertex_contract,
+}
+
+
+def test_every_registered_backend_has_a_harness_and_a_spec_field() -> None:
+    assert set(HARNESSES) == set(BACKEND_NAMES)
+    for backend in BACKENDS:
+        if backend.settings is not None:
+            field = ModelSpec.model_fields.get(backend.name)
+            assert field is not None, f"ModelSpec needs a field {backend.name!r}"
+            assert backend.settings in typing.get_args(field.annotation)
 
 
 def job(contract: Contract, loop_id: str, seed: int = 0) -> TrainingJob:

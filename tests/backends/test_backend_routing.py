@@ -9,11 +9,11 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.backends import BackendResolver, RoutedRegistry, UnknownBackend
+from activities.local.backend import local_backend
 from activities.ports import Backend
 from activities.specs import SpecStore
 from tests.support.cloud_data import sagemaker_settings
 from tests.support.loop_harness import with_changes, write_dataset
-from workers.worker import local_backend
 from workflows.spec.models import ModelSpec
 
 

@@ -26,6 +26,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.aws.s3_store import S3Store
+from activities.backends import CloudConnections
 from activities.specs import SpecStore
 from tests.backends.test_cloud_loops import aws_traffic
 from tests.support.aws_harness import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, REGION, Moto
@@ -35,7 +36,6 @@ from tests.support.helpers import CoordinatorProbe
 from tests.support.loop_harness import start_loop, with_changes, write_dataset
 from tests.support.moto_gaps import set_endpoint_status
 from tests.support.sagemaker_container import ContainerEmulator
-from workers.cloud_backends import CloudConnections
 from workers.worker import build_worker
 from workflows.common import names
 from workflows.coordinator.triggers import TriggerEvent, TriggerKind

@@ -25,6 +25,7 @@ from activities.aws.canary import publish_quality
 from activities.aws.clients import AwsClients
 from activities.aws.registry import SageMakerRegistry
 from activities.aws.s3_store import S3Store
+from activities.backends import CloudConnections
 from activities.gcp.canary import publish_quality as publish_vertex_quality
 from activities.gcp.clients import GcpClients
 from activities.gcp.endpoint import deployed_variants, endpoint_client, find_endpoint
@@ -42,7 +43,6 @@ from tests.support.vertex_fake import storage as vertex_storage
 from tests.support.vertex_fake.server import RunningFake
 from tests.support.vertex_harness import ContainerEmulator as VertexContainer
 from tests.support.vertex_harness import fake_clients
-from workers.cloud_backends import CloudConnections
 from workers.worker import build_worker
 from workflows.common import names
 from workflows.loop.models import LoopStatus

@@ -70,7 +70,7 @@ def test_a_sagemaker_model_reads_s3_and_a_vertex_model_reads_gcs(spec: ModelSpec
                 "vertex": vertex_settings(),
                 "loop": {"deployment": {"shadow": "10m"}},
             },
-            "Vertex endpoints have no shadow deployments",
+            "vertex endpoints have no shadow deployments",
         ),
         (
             {"backend": "sagemaker", "sagemaker": sagemaker_settings(aws_secret_access_key="x")},

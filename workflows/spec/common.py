@@ -13,12 +13,20 @@ Tags = dict[
     Annotated[str, Field(max_length=256)],
 ]
 
-
 # A key prefix inside a bucket: no leading or trailing slash.
 KeyPrefix = Annotated[str, Field(pattern=r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$")]
 
-
 ImageUri = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class CloudSettings(StrictModel):
+    """What every cloud backend's settings offer the rest of the system (event routing)."""
+
+    endpoint_name: str
+
+    def monitoring_jobs(self) -> list[str]:
+        """The platform monitoring jobs whose events name this model (none by default)."""
+        return []
 
 
 class ScheduledScaling(StrictModel):

@@ -17,13 +17,15 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from workflows.common.models import Duration, StrictModel
 from workflows.common.names import validate_model_name
 from workflows.coordinator.policy import TriggerPolicy
 from workflows.drift.models import DriftPolicy
 from workflows.rollout.models import DeploymentPolicy
+from workflows.spec.backends import BACKEND_NAMES, CLOUD_BACKENDS, backend_info
+from workflows.spec.common import CloudSettings
 from workflows.spec.sagemaker import SageMakerSettings
 from workflows.spec.vertex import VertexSettings
 
@@ -181,10 +183,23 @@ class LoopPolicy(StrictModel):
     deployment: DeploymentPolicy = DeploymentPolicy()
 
 
+def _known_backend(name: str) -> str:
+    return backend_info(name).name
+
+
+# One of the registry's names (workflows/spec/backends.py).
+BackendName = Annotated[
+    str,
+    Field(json_schema_extra={"enum": list(BACKEND_NAMES)}),
+    AfterValidator(_known_backend),
+]
+
+
 class ModelSpec(StrictModel):
     name: str
-    backend: Literal["local", "sagemaker", "vertex"] = "local"
-    # The chosen cloud backend's settings (required for it, refused for the others).
+    backend: BackendName = "local"
+    # The chosen cloud backend's settings, in the field named like it (required for it, refused
+    # for the others): one per cloud backend of the registry.
     sagemaker: SageMakerSettings | None = None
     vertex: VertexSettings | None = None
     task: Task = Task.CLASSIFICATION
@@ -225,24 +240,34 @@ class ModelSpec(StrictModel):
         return self
 
     def _check_backend(self) -> None:
-        for name in ("sagemaker", "vertex"):
-            given = getattr(self, name) is not None
-            if name == self.backend and not given:
-                raise ValueError(f"backend {name} needs its settings in '{name}'")
-            if name != self.backend and given:
-                raise ValueError(f"'{name}' settings given, but the backend is {self.backend}")
-        if self.backend == "vertex" and self.loop.deployment.shadow is not None:
+        for cloud in CLOUD_BACKENDS:
+            given = getattr(self, cloud.name) is not None
+            if cloud.name == self.backend and not given:
+                raise ValueError(f"backend {cloud.name} needs its settings in '{cloud.name}'")
+            if cloud.name != self.backend and given:
+                raise ValueError(
+                    f"'{cloud.name}' settings given, but the backend is {self.backend}"
+                )
+        backend = backend_info(self.backend)
+        if not backend.shadow_deployments and self.loop.deployment.shadow is not None:
             raise ValueError(
-                "Vertex endpoints have no shadow deployments: remove loop.deployment.shadow"
+                f"{backend.name} endpoints have no shadow deployments: "
+                "remove loop.deployment.shadow"
             )
         # Data on a cloud store is read through that cloud's backend only.
-        wanted = {"sagemaker": "s3://", "vertex": "gs://"}.get(self.backend)
+        wanted = backend.data_scheme
         for field, uri in self.data.model_dump(exclude_none=True).items():
             scheme = uri.split("://", 1)[0] + "://" if "://" in str(uri) else None
             if scheme is not None and scheme != wanted:
                 raise ValueError(
                     f"data.{field} {uri!r} cannot be read by the {self.backend} backend"
                 )
+
+    @property
+    def backend_settings(self) -> CloudSettings | None:
+        """The settings of the model's backend; None for the local one."""
+        settings: CloudSettings | None = getattr(self, self.backend, None)
+        return settings
 
     @property
     def feature_names(self) -> list[str]:

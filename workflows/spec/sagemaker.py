@@ -1,9 +1,8 @@
-"""Per-model settings of the cloud backends (`ModelSpec.sagemaker`, `ModelSpec.vertex`).
+"""The sagemaker backend's settings (`ModelSpec.sagemaker`).
 
 No secret ever goes here: the spec travels through workflow history. AWS credentials come from
-boto3's default chain (environment, profile, instance/task role); Google credentials from
-Application Default Credentials. Every name below is a resource the worker's identity must be
-allowed to use (README: the IAM permissions of each backend).
+boto3's default chain (environment, profile, instance/task role). Every name below is a resource
+the worker's identity must be allowed to use (docs/clouds.md: the IAM permissions it needs).
 """
 
 from __future__ import annotations
@@ -14,9 +13,7 @@ from typing import Annotated, Self
 from pydantic import Field, model_validator
 
 from workflows.common.models import Duration, StrictModel
-from workflows.spec.common import ImageUri, KeyPrefix, ScheduledScaling, Tags
-
-# ---- AWS -----------------------------------------------------------------------------------
+from workflows.spec.common import CloudSettings, ImageUri, KeyPrefix, ScheduledScaling, Tags
 
 S3Bucket = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
 AwsRegion = Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")]
@@ -50,7 +47,7 @@ class AwsAutoscaling(StrictModel):
         return self
 
 
-class SageMakerSettings(StrictModel):
+class SageMakerSettings(CloudSettings):
     region: AwsRegion
     # The execution role SageMaker assumes for training jobs and models.
     role_arn: RoleArn

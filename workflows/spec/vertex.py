@@ -8,8 +8,7 @@ from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 
-from workflows.common.models import StrictModel
-from workflows.spec.common import ImageUri, KeyPrefix
+from workflows.spec.common import CloudSettings, ImageUri, KeyPrefix
 
 GcsBucketUri = Annotated[str, Field(pattern=r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")]
 
@@ -32,7 +31,7 @@ Labels = dict[
 ]
 
 
-class VertexSettings(StrictModel):
+class VertexSettings(CloudSettings):
     project: GcpProject
     location: GcpLocation = "us-central1"
     # Run data, training inputs and outputs, model artifacts and audit records live under
@@ -58,6 +57,9 @@ class VertexSettings(StrictModel):
     monitoring_job: Annotated[str, Field(min_length=1, max_length=512)] | None = None
     # Extra chargeback labels on every resource (model, loop id and trigger are always set).
     labels: Labels = {}
+
+    def monitoring_jobs(self) -> list[str]:
+        return [self.monitoring_job] if self.monitoring_job else []
 
     @model_validator(mode="after")
     def _replicas(self) -> Self:
