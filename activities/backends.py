@@ -22,17 +22,15 @@ from activities.ports import (
     Backend,
     BackendFactory,
     ModelRegistry,
-    NotificationChannel,
 )
 from activities.specs import SpecError, SpecStore
-from workflows.coordinator.models import Notification
+from workflows.common.errors import ErrorType
 from workflows.loop.models import (
     ModelVersion,
     PromoteRequest,
     Promotion,
     RegisterRequest,
     RejectRequest,
-    ReviewerNotification,
     TrainingJob,
     TrainingResult,
 )
@@ -126,7 +124,7 @@ class BackendResolver:
         except SpecError as error:
             # The same refusal as the loop's own spec load: fixing the file is what helps.
             raise ApplicationError(
-                str(error), type="InvalidModelSpec", non_retryable=True
+                str(error), type=ErrorType.INVALID_MODEL_SPEC, non_retryable=True
             ) from None
         return self.local if spec is None else self.for_spec(spec)
 
@@ -192,26 +190,3 @@ def run_prefix(backend: Backend, model: str, loop_id: str) -> str:
     """Where one loop's data, training inputs and outputs go on the backend's store."""
     assert backend.store_root is not None
     return f"{backend.store_root}/runs/{model}/{loop_id}"
-
-
-class RoutedChannel:
-    """Coordinator notifications: the local channel, then the model's cloud channels."""
-
-    def __init__(self, resolver: BackendResolver, base: NotificationChannel) -> None:
-        self.resolver = resolver
-        self.base = base
-
-    def send(self, notification: Notification) -> str:
-        channels = self.resolver.for_model(notification.model).notifications
-        return ", ".join([self.base.send(notification), *(c.send(notification) for c in channels)])
-
-
-class RoutedNotifier:
-    """Reviewer notifications through the model's cloud channels (none for the local backend)."""
-
-    def __init__(self, resolver: BackendResolver) -> None:
-        self.resolver = resolver
-
-    def send(self, notification: ReviewerNotification) -> str:
-        channels = self.resolver.for_model(notification.model).notifications
-        return ", ".join(c.send(notification) for c in channels) or "no cloud channel"

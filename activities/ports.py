@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from workflows.coordinator.models import Notification
+from workflows.common.notify import Notification
 from workflows.coordinator.triggers import DriftSignal
 from workflows.loop.models import (
     ModelVersion,
@@ -19,7 +19,6 @@ from workflows.loop.models import (
     Promotion,
     RegisterRequest,
     RejectRequest,
-    ReviewerNotification,
     TrainingJob,
     TrainingResult,
 )
@@ -38,12 +37,6 @@ class CanarySource(Protocol):
         ...
 
 
-class CloudChannel(Protocol):
-    """A cloud notification channel (SNS, Pub/Sub): coordinator and reviewer messages alike."""
-
-    def send(self, notification: Notification | ReviewerNotification) -> str: ...
-
-
 @dataclass(frozen=True)
 class Backend:
     name: str
@@ -55,7 +48,7 @@ class Backend:
     store: ObjectStore | None = None
     # Where loop artifacts and audit records go on the store: `s3://bucket/prefix`.
     store_root: str | None = None
-    notifications: Sequence[CloudChannel] = field(default_factory=tuple)
+    notifications: Sequence[NotificationChannel] = field(default_factory=tuple)
     # Drift the platform measures itself (Vertex Model Monitoring), instead of our checks.
     drift_source: DriftSignalSource | None = None
 
@@ -139,9 +132,6 @@ CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 
 
-REGISTRY_ERROR = "RegistryError"
-
-
 class RegistryError(Exception):
     """A request the registry can never satisfy: retrying it would not help."""
 
@@ -179,6 +169,9 @@ class TrainingBackend(Protocol):
 
 
 class NotificationChannel(Protocol):
+    """Where notifications go: the log, the outbox, a webhook, a cloud topic (SNS, Pub/Sub)."""
+
     def send(self, notification: Notification) -> str:
-        """Deliver idempotently by `notification.key`; return where it went."""
+        """Deliver (idempotently by `notification.key` where the channel can); return where it
+        went. Raise ApplicationError: retryable when trying again later can help."""
         ...

@@ -17,8 +17,9 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from workflows.common.errors import ErrorType
 from workflows.common.models import describe_validation_error
-from workflows.common.names import validate_model_name
+from workflows.common.names import ActivityName, validate_model_name
 from workflows.spec.models import ModelSpec
 
 
@@ -73,16 +74,18 @@ class ModelSpecActivities:
     def __init__(self, store: SpecStore) -> None:
         self.store = store
 
-    @activity.defn(name="load_model_spec")
+    @activity.defn(name=ActivityName.LOAD_MODEL_SPEC)
     def load(self, model: str) -> ModelSpec:
         try:
             spec = self.store.get(model)
         except SpecError as err:
-            raise ApplicationError(str(err), type="InvalidModelSpec", non_retryable=True) from None
+            raise ApplicationError(
+                str(err), type=ErrorType.INVALID_MODEL_SPEC, non_retryable=True
+            ) from None
         if spec is None:
             raise ApplicationError(
                 f"model {model!r} has no registered spec: run `retrain models register FILE`",
-                type="UnknownModel",
+                type=ErrorType.UNKNOWN_MODEL,
                 non_retryable=True,
             )
         return spec

@@ -73,8 +73,8 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
+    from bench.instant_loop import InstantLoop
     from starters.api.coordinators import Coordinators
-    from tests.support.loop_doubles import InstantLoop
     from workers.search_attributes import dev_server_flags
     from workers.worker import build_worker
     from workflows.common import names

@@ -29,11 +29,12 @@ from workers.worker import build_worker
 from workflows.coordinator.workflow import ModelCoordinator
 
 # Fixtures of the cloud fakes, for every test module: moto (`moto`, `moto_server`, `moto_gaps`)
-# and the Vertex fake (`vertex`).
+# the Vertex fake (`vertex`) and a loopback Slack-compatible webhook (`webhook`).
 pytest_plugins = (
     "tests.support.aws_harness",
     "tests.support.moto_gaps",
     "tests.support.vertex_harness",
+    "tests.support.webhook",
 )
 
 BIN = Path(sysconfig.get_path("scripts"))

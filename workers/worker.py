@@ -18,8 +18,6 @@ from activities.backends import (
     BackendResolver,
     CloudConnections,
     RoutedCanary,
-    RoutedChannel,
-    RoutedNotifier,
     RoutedRegistry,
     RoutedServing,
     RoutedTraining,
@@ -36,8 +34,7 @@ from activities.loop.golden_set import GoldenSetActivities
 from activities.loop.registry import RegistryActivities
 from activities.loop.training import TrainingActivities
 from activities.mirror import DataMirror
-from activities.notifications import NotificationActivities
-from activities.notifier import LogNotifier, LoopNotificationActivities, OutboxNotifier
+from activities.notifications import LogChannel, NotificationActivities
 from activities.ports import ObjectStore
 from activities.rollout.canary import CanaryActivities
 from activities.rollout.deployment import DeploymentActivities
@@ -91,10 +88,10 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
     specs = SpecStore(home)
     backends = BackendResolver(specs, local_backend(home), registry_factories(home, cloud))
     mirror = DataMirror(home, lambda spec: backends.for_spec(spec).store)
-    outbox = OutboxChannel(home / "notifications")
-    coordinator_notifications = NotificationActivities(RoutedChannel(backends, outbox))
-    loop_notifications = LoopNotificationActivities(
-        specs, [LogNotifier(), OutboxNotifier(outbox), RoutedNotifier(backends)]
+    notifications = NotificationActivities(
+        specs,
+        [LogChannel(), OutboxChannel(home / "notifications")],
+        lambda model: backends.for_model(model).notifications,
     )
     registry = RoutedRegistry(backends)
     registry_activities = RegistryActivities(registry)
@@ -119,7 +116,8 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
         return backend.store, backend.store_root
 
     return [
-        coordinator_notifications.notify,
+        notifications.notify,
+        notifications.notify_reviewers,
         LoopWatchActivities(client).await_loop_result,
         ModelSpecActivities(specs).load,
         DataWindowActivities(home, mirror).select,
@@ -131,7 +129,6 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
         registry_activities.reject_candidate,
         EvaluationActivities(home, registry.load).evaluate,
         AuditActivities(AuditStore(home), remote_audit).write,
-        loop_notifications.notify,
         DeploymentActivities(RoutedServing(backends)).shift_traffic,
         CanaryActivities(RoutedCanary(backends)).analyse,
         drift.check,

@@ -47,19 +47,13 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, error_code
 from activities.aws.s3_store import S3Store, s3_location
-from activities.local.training import (
-    ENTRYPOINT_ERROR,
-    INVALID_JOB_ERROR,
-    TIMEOUT_ERROR,
-    checked_names,
-)
+from activities.local.training import checked_names
 from activities.mirror import is_remote
 from activities.training_runner import RESULT_FILE, sha256_file
+from workflows.common.errors import ErrorType
 from workflows.loop.models import TrainingJob, TrainingResult
 from workflows.spec.sagemaker import SageMakerSettings
 
-STOPPED_ERROR = "TrainingStopped"
-OUTPUT_MISMATCH_ERROR = "TrainingOutputMismatch"
 BACKEND = "sagemaker"
 CONTAINER_DATA = "/opt/ml/input/data"
 NAME_LIMIT = 63
@@ -154,7 +148,7 @@ class SageMakerTraining:
             self._delete_inputs(job.request.model, job.request.loop_id)
             raise ApplicationError(
                 f"SageMaker training job {name} failed: {described.get('FailureReason', '')}",
-                type=ENTRYPOINT_ERROR,
+                type=ErrorType.TRAINING_ENTRYPOINT,
                 non_retryable=True,
             )
         if status == "Stopped":
@@ -163,11 +157,13 @@ class SageMakerTraining:
                 raise ApplicationError(
                     f"SageMaker training job {name} exceeded its timeout of "
                     f"{job.timeout_seconds:g}s and was stopped",
-                    type=TIMEOUT_ERROR,
+                    type=ErrorType.TRAINING_TIMEOUT,
                     non_retryable=True,
                 )
             raise ApplicationError(
-                f"SageMaker training job {name} was stopped", type=STOPPED_ERROR, non_retryable=True
+                f"SageMaker training job {name} was stopped",
+                type=ErrorType.TRAINING_STOPPED,
+                non_retryable=True,
             )
         seconds = described.get("TrainingTimeInSeconds")
         archive = described["ModelArtifacts"]["S3ModelArtifacts"]
@@ -302,7 +298,7 @@ class SageMakerTraining:
             raise ApplicationError(
                 f"SageMaker pipeline execution {arn} {status.lower()}: "
                 f"{described.get('FailureReason', '')}",
-                type=ENTRYPOINT_ERROR if failed else STOPPED_ERROR,
+                type=ErrorType.TRAINING_ENTRYPOINT if failed else ErrorType.TRAINING_STOPPED,
                 non_retryable=True,
             )
         return f"{output}/model.tar.gz", None, reused
@@ -355,7 +351,7 @@ class SageMakerTraining:
             if is_remote(path):
                 raise ApplicationError(
                     f"{channel} data must be a local file for SageMaker staging, got {path}",
-                    type=INVALID_JOB_ERROR,
+                    type=ErrorType.INVALID_TRAINING_JOB,
                     non_retryable=True,
                 )
             source = self._local(path)
@@ -396,7 +392,7 @@ class SageMakerTraining:
         if not result_file.is_file():
             raise ApplicationError(
                 f"{archive_uri} has no {RESULT_FILE} (activities.container_entry writes it)",
-                type=OUTPUT_MISMATCH_ERROR,
+                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
                 non_retryable=True,
             )
         result = TrainingResult.model_validate_json(result_file.read_text())
@@ -404,14 +400,14 @@ class SageMakerTraining:
         if not artifact.is_relative_to(output.resolve()) or not artifact.is_file():
             raise ApplicationError(
                 f"{archive_uri} lacks the artifact {result.artifact_path}",
-                type=OUTPUT_MISMATCH_ERROR,
+                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
                 non_retryable=True,
             )
         digest = sha256_file(artifact)
         if digest != result.artifact_sha256:
             raise ApplicationError(
                 f"{artifact} has sha256 {digest}, not {result.artifact_sha256} as trained",
-                type=OUTPUT_MISMATCH_ERROR,
+                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
                 non_retryable=True,
             )
         return result.model_copy(

@@ -13,6 +13,7 @@ from datetime import timedelta
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 
+from workflows.common.names import ActivityName
 from workflows.loop.models import LoopResult, result_from_failure
 
 HEARTBEAT_EVERY = timedelta(seconds=10)
@@ -22,7 +23,7 @@ class LoopWatchActivities:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    @activity.defn(name="await_loop_result")
+    @activity.defn(name=ActivityName.AWAIT_LOOP_RESULT)
     async def await_loop_result(self, loop_id: str) -> LoopResult:
         handle = self.client.get_workflow_handle(loop_id, result_type=LoopResult)
         wait: asyncio.Future[LoopResult] = asyncio.ensure_future(handle.result())

@@ -38,7 +38,9 @@ from activities.ports import DriftSignalSource, ModelRegistry, ServingBackend
 from activities.specs import SpecError, SpecStore
 from activities.training_runner import write_atomically
 from workflows.common import metrics
+from workflows.common.errors import ErrorType
 from workflows.common.models import StrictModel
+from workflows.common.names import ActivityName
 from workflows.drift.models import (
     ColumnDrift,
     ColumnKind,
@@ -51,8 +53,6 @@ from workflows.drift.models import (
 )
 from workflows.drift.rules import assess
 from workflows.spec.models import ModelSpec
-
-PROFILE_ERROR = "DriftProfileError"
 
 
 class StoredReport(StrictModel):
@@ -199,7 +199,9 @@ def check_drift(
     try:
         profile = build_profile(home, spec, champion, registry.load)
     except ProfileError as error:
-        raise ApplicationError(str(error), type=PROFILE_ERROR, non_retryable=True) from error
+        raise ApplicationError(
+            str(error), type=ErrorType.DRIFT_PROFILE, non_retryable=True
+        ) from error
     manifest = profile.manifest
     notes += manifest.notes
 
@@ -289,22 +291,22 @@ class DriftActivities:
             spec = self.specs.get(model)
         except SpecError as error:
             raise ApplicationError(
-                str(error), type="InvalidModelSpec", non_retryable=True
+                str(error), type=ErrorType.INVALID_MODEL_SPEC, non_retryable=True
             ) from error
         if spec is None:
             raise ApplicationError(
-                f"no registered model {model!r}", type="UnknownModel", non_retryable=True
+                f"no registered model {model!r}", type=ErrorType.UNKNOWN_MODEL, non_retryable=True
             )
         if self.mirror is not None:
             try:
                 spec, _ = self.mirror.localize(spec, fields=("baseline_holdout",))
             except FileNotFoundError as missing:
                 raise ApplicationError(
-                    str(missing), type=PROFILE_ERROR, non_retryable=True
+                    str(missing), type=ErrorType.DRIFT_PROFILE, non_retryable=True
                 ) from None
         return spec
 
-    @activity.defn(name="build_reference_profile")
+    @activity.defn(name=ActivityName.BUILD_REFERENCE_PROFILE)
     def build_reference_profile(self, model: str) -> ProfileSummary:
         """The current champion's profile (built once; returned as it is when it exists)."""
         spec = self._spec(model)
@@ -313,7 +315,9 @@ class DriftActivities:
         try:
             profile = build_profile(self.home, spec, champion, self.registry.load)
         except ProfileError as error:
-            raise ApplicationError(str(error), type=PROFILE_ERROR, non_retryable=True) from error
+            raise ApplicationError(
+                str(error), type=ErrorType.DRIFT_PROFILE, non_retryable=True
+            ) from error
         manifest = profile.manifest
         return ProfileSummary(
             key=manifest.key,
@@ -323,7 +327,7 @@ class DriftActivities:
             directory=str(profile.directory),
         )
 
-    @activity.defn(name="check_drift")
+    @activity.defn(name=ActivityName.CHECK_DRIFT)
     def check(self, request: DriftCheckInput) -> DriftReport:
         spec = self._spec(request.model)
         source = self.platform(spec)

@@ -44,10 +44,11 @@ from temporalio.exceptions import ApplicationError
 
 from activities.gcp.clients import GcpClients
 from activities.gcp.endpoint import deployed_variants, endpoint_client, find_endpoint
-from activities.gcp.errors import GCP_REQUEST_REJECTED, gcp_call
+from activities.gcp.errors import gcp_call
 from activities.ports import MetricSource
 from activities.rollout.counts import VariantCounts, count_statistics, score_histogram
 from activities.rollout.statistics import SHIFT_BINS
+from workflows.common.errors import ErrorType
 from workflows.rollout.models import CanaryRequest, CanaryStatistics, WindowRef
 from workflows.spec.vertex import VertexSettings
 
@@ -120,7 +121,7 @@ class CloudMonitoringCanary:
         if endpoint is None:
             raise ApplicationError(
                 f"no Vertex endpoint named {self._settings.endpoint_name!r} to analyse",
-                type=GCP_REQUEST_REJECTED,
+                type=ErrorType.GCP_REQUEST_REJECTED,
                 non_retryable=True,
             )
         deployed = deployed_variants(endpoint)
@@ -130,7 +131,7 @@ class CloudMonitoringCanary:
             if window.variant not in deployed:
                 raise ApplicationError(
                     f"{window.variant} is not deployed on {endpoint.name}",
-                    type=GCP_REQUEST_REJECTED,
+                    type=ErrorType.GCP_REQUEST_REJECTED,
                     non_retryable=True,
                 )
             heartbeat(f"reading Cloud Monitoring for {window.variant}")

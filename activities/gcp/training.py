@@ -47,15 +47,14 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from activities.gcp.clients import GcpClients
 from activities.gcp.errors import gcp_call
 from activities.gcp.gcs_store import GcsStore, gcs_location
-from activities.local.training import ENTRYPOINT_ERROR, INVALID_JOB_ERROR, checked_names
+from activities.local.training import checked_names
 from activities.mirror import is_remote
 from activities.training_runner import RESULT_FILE, sha256_file
+from workflows.common.errors import ErrorType
 from workflows.loop.models import TrainingJob, TrainingResult
 from workflows.spec.vertex import VertexSettings
 
 BACKEND = "vertex"
-STOPPED_ERROR = "TrainingStopped"
-OUTPUT_MISMATCH_ERROR = "TrainingOutputMismatch"
 LOOP_KEY = "loop_key"
 
 _NOT_IN_LABEL_VALUES = re.compile(r"[^a-z0-9_-]+")
@@ -284,7 +283,7 @@ class VertexTraining:
             elif is_remote(path):
                 raise ApplicationError(
                     f"Vertex training cannot read {path}",
-                    type=INVALID_JOB_ERROR,
+                    type=ErrorType.INVALID_TRAINING_JOB,
                     non_retryable=True,
                 )
             else:
@@ -317,10 +316,14 @@ class VertexTraining:
         reason = self._failure_text(f"{run}/output/failure") or _error_message(resource)
         if state == "FAILED":
             raise ApplicationError(
-                f"Vertex {what} failed: {reason}", type=ENTRYPOINT_ERROR, non_retryable=True
+                f"Vertex {what} failed: {reason}",
+                type=ErrorType.TRAINING_ENTRYPOINT,
+                non_retryable=True,
             )
         raise ApplicationError(
-            f"Vertex {what} ended {state}: {reason}", type=STOPPED_ERROR, non_retryable=True
+            f"Vertex {what} ended {state}: {reason}",
+            type=ErrorType.TRAINING_STOPPED,
+            non_retryable=True,
         )
 
     def _failure_text(self, uri: str) -> str | None:
@@ -337,7 +340,7 @@ class VertexTraining:
         if not any(item.uri == f"{model_uri}/{RESULT_FILE}" for item in found):
             raise ApplicationError(
                 f"training {job.request.loop_id} succeeded without {model_uri}/{RESULT_FILE}",
-                type=OUTPUT_MISMATCH_ERROR,
+                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
                 non_retryable=True,
             )
         for item in found:
@@ -347,13 +350,13 @@ class VertexTraining:
         if not artifact.is_relative_to(output.resolve()) or not artifact.is_file():
             raise ApplicationError(
                 f"the training's artifact {result.artifact_path} is not in {model_uri}",
-                type=OUTPUT_MISMATCH_ERROR,
+                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
                 non_retryable=True,
             )
         if sha256_file(artifact) != result.artifact_sha256:
             raise ApplicationError(
                 f"{model_uri}/{result.artifact_path} does not match its sha256 in {RESULT_FILE}",
-                type=OUTPUT_MISMATCH_ERROR,
+                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
                 non_retryable=True,
             )
         return result.model_copy(

@@ -9,9 +9,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.loop.data_window import resolve_uri
-from activities.rollout.canary import INVALID_CAPTURE_DATA
 from activities.rollout.statistics import compare
 from activities.rollout.window import InvalidCaptureData, read_window
+from workflows.common.errors import ErrorType
 from workflows.rollout.models import CanaryRequest, CanaryStatistics
 
 
@@ -34,7 +34,7 @@ class CaptureCanary:
             heartbeat("challenger window read")
         except InvalidCaptureData as error:
             raise ApplicationError(
-                f"{request.model}: {error}", type=INVALID_CAPTURE_DATA, non_retryable=True
+                f"{request.model}: {error}", type=ErrorType.INVALID_CAPTURE_DATA, non_retryable=True
             ) from error
         statistics = compare(
             champion,

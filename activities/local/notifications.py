@@ -1,4 +1,5 @@
-"""The local notification channel: one JSON file per notification in an outbox directory."""
+"""The local notification channel: one JSON file per notification in an outbox directory
+(`<home>/notifications/<key>.json`), rewritten in place when a retried activity sends it again."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from pydantic import BaseModel
-
-from workflows.coordinator.models import Notification
+from workflows.common.notify import Notification
 
 
 class OutboxChannel:
@@ -17,14 +16,11 @@ class OutboxChannel:
         self.directory = directory
 
     def send(self, notification: Notification) -> str:
-        return self.write(notification.key, notification)
-
-    def write(self, key: str, message: BaseModel) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.directory / f"{key}.json"
+        target = self.directory / f"{notification.key}.json"
         # Write-then-rename: readers never see a half-written notification.
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
         with os.fdopen(fd, "w") as handle:
-            json.dump(message.model_dump(mode="json"), handle, indent=2)
+            json.dump(notification.model_dump(mode="json"), handle, indent=2)
         os.replace(tmp, target)
         return str(target)

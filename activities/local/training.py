@@ -34,15 +34,10 @@ from pathlib import Path
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.training_runner import ERROR_FILE, RESULT_FILE, TrainingFailure, write_atomically
+from workflows.common.errors import ErrorType
 from workflows.common.models import StrictModel
 from workflows.common.names import validate_model_name
 from workflows.loop.models import TrainingJob, TrainingResult
-
-ENTRYPOINT_ERROR = "TrainingEntrypointError"
-TIMEOUT_ERROR = "TrainingTimeout"
-CRASH_ERROR = "TrainingProcessCrashed"
-CONFLICT_ERROR = "TrainingJobConflict"
-INVALID_JOB_ERROR = "InvalidTrainingJob"
 
 # Loop ids become directory names.
 _LOOP_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,199}$")
@@ -106,7 +101,7 @@ class LocalTrainingBackend:
                     raise ApplicationError(
                         f"training {job.request.loop_id} exceeded its timeout of "
                         f"{job.timeout_seconds:g}s and was killed",
-                        type=TIMEOUT_ERROR,
+                        type=ErrorType.TRAINING_TIMEOUT,
                         non_retryable=True,
                     )
                 heartbeat(_progress(directory, state))
@@ -124,10 +119,12 @@ def checked_names(job: TrainingJob) -> tuple[str, str]:
     try:
         validate_model_name(model)
     except ValueError as exc:
-        raise ApplicationError(str(exc), type=INVALID_JOB_ERROR, non_retryable=True) from exc
+        raise ApplicationError(
+            str(exc), type=ErrorType.INVALID_TRAINING_JOB, non_retryable=True
+        ) from exc
     if not _LOOP_ID.fullmatch(loop_id):
         raise ApplicationError(
-            f"invalid loop id {loop_id!r}", type=INVALID_JOB_ERROR, non_retryable=True
+            f"invalid loop id {loop_id!r}", type=ErrorType.INVALID_TRAINING_JOB, non_retryable=True
         )
     return model, loop_id
 
@@ -144,7 +141,7 @@ def _refuse_different_job(directory: Path, job: TrainingJob) -> None:
     if job_file.exists() and TrainingJob.model_validate_json(job_file.read_text()) != job:
         raise ApplicationError(
             f"loop {job.request.loop_id} already trained with a different job ({job_file})",
-            type=CONFLICT_ERROR,
+            type=ErrorType.TRAINING_JOB_CONFLICT,
             non_retryable=True,
         )
 
@@ -258,7 +255,7 @@ def _outcome(
         last_lines = "\n".join(failure.traceback.rstrip().splitlines()[-_TRACEBACK_LINES:])
         raise ApplicationError(
             f"training entrypoint {failure.entrypoint} failed: {failure.error}\n{last_lines}",
-            type=ENTRYPOINT_ERROR,
+            type=ErrorType.TRAINING_ENTRYPOINT,
             non_retryable=True,
         )
     how = (
@@ -271,5 +268,5 @@ def _outcome(
     raise ApplicationError(
         f"training process for {job.request.loop_id} ended {how} without a result; "
         f"log tail:\n{_log_tail(directory, _TRACEBACK_LINES)}",
-        type=CRASH_ERROR,
+        type=ErrorType.TRAINING_CRASHED,
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 from temporalio import activity
 
 from activities.ports import ObjectStore
-from workflows.common.names import loop_number, validate_model_name
+from workflows.common.names import ActivityName, loop_number, validate_model_name
 from workflows.loop.audit import AuditRecord
 
 
@@ -56,7 +56,7 @@ class AuditActivities:
         self.store = store
         self.remote = remote
 
-    @activity.defn(name="write_audit_record")
+    @activity.defn(name=ActivityName.WRITE_AUDIT_RECORD)
     def write(self, record: AuditRecord) -> str:
         """Always kept locally; a cloud model's record also goes to its bucket (the uri
         returned), under `<root>/audit/<model>/<loop id>.json`: rewritten whole on a retry."""

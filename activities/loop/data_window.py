@@ -37,6 +37,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.mirror import DataMirror, mirrored_etag, remote_text, remote_uri
 from workflows.common import metrics
+from workflows.common.errors import ErrorType
+from workflows.common.names import ActivityName
 from workflows.loop.models import CoverageCheck, DatasetFile, DataWindow, DataWindowRequest
 from workflows.spec.models import DataWindowPolicy, FeatureKind, ModelSpec, Task
 
@@ -69,13 +71,13 @@ def loop_data_dir(home: Path, model: str, loop_id: str) -> Path:
     # The loop id becomes a directory name: refuse anything that could escape `runs/`.
     if not _LOOP_ID.fullmatch(loop_id):
         raise ApplicationError(
-            f"invalid loop id {loop_id!r}", type="InvalidRequest", non_retryable=True
+            f"invalid loop id {loop_id!r}", type=ErrorType.INVALID_REQUEST, non_retryable=True
         )
     return home / "runs" / model / loop_id / "data"
 
 
 def invalid_data(message: str) -> ApplicationError:
-    return ApplicationError(message, type="InvalidData", non_retryable=True)
+    return ApplicationError(message, type=ErrorType.INVALID_DATA, non_retryable=True)
 
 
 def window_bounds(as_of: datetime, days: int) -> tuple[date, date]:
@@ -527,7 +529,7 @@ class DataWindowActivities:
         # Cloud models' data (s3://, gs://) are read from mirrored copies.
         self.mirror = mirror
 
-    @activity.defn(name="select_data_window")
+    @activity.defn(name=ActivityName.SELECT_DATA_WINDOW)
     def select(self, request: DataWindowRequest) -> DataWindow:
         if self.mirror is None:
             window = select_data_window(self.home, request)

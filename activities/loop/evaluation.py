@@ -32,6 +32,8 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from workflows.common.errors import ErrorType
+from workflows.common.names import ActivityName
 from workflows.loop.models import EvaluationReport, EvaluationRequest, MetricDelta, ModelVersion
 from workflows.loop.rules import BASELINE, GOLDEN, HOLDOUT
 from workflows.spec.models import EvaluationPolicy, FeatureKind, Metric, ModelSpec, Task
@@ -42,8 +44,6 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 ObjectArray = npt.NDArray[np.object_]
 
-INVALID_DATA = "InvalidEvaluationData"
-INVALID_MODEL_OUTPUT = "InvalidModelOutput"
 
 # Order of evaluation; the bootstrap draws for the holdout first, then for the golden set.
 DATASETS = (HOLDOUT, BASELINE, GOLDEN)
@@ -59,11 +59,11 @@ UNDER_ESTIMATE = "under"
 
 
 def invalid_data(message: str) -> ApplicationError:
-    return ApplicationError(message, type=INVALID_DATA, non_retryable=True)
+    return ApplicationError(message, type=ErrorType.INVALID_EVALUATION_DATA, non_retryable=True)
 
 
 def invalid_model_output(message: str) -> ApplicationError:
-    return ApplicationError(message, type=INVALID_MODEL_OUTPUT, non_retryable=True)
+    return ApplicationError(message, type=ErrorType.INVALID_MODEL_OUTPUT, non_retryable=True)
 
 
 # ---- datasets ------------------------------------------------------------------------------
@@ -610,7 +610,7 @@ class EvaluationActivities:
         path = Path(uri)
         return path if path.is_absolute() else self.home / path
 
-    @activity.defn(name="evaluate_candidate")
+    @activity.defn(name=ActivityName.EVALUATE_CANDIDATE)
     def evaluate(self, request: EvaluationRequest) -> EvaluationReport:
         spec = request.spec
         uris = {

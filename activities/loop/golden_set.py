@@ -23,6 +23,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.loop.data_window import invalid_data, resolve_uri
 from activities.mirror import DataMirror
+from workflows.common.errors import ErrorType
+from workflows.common.names import ActivityName
 from workflows.loop.models import GoldenSet
 from workflows.spec.models import ModelSpec
 
@@ -82,7 +84,7 @@ def _changed(model: str, registered: GoldenSet, problem: str) -> ApplicationErro
         f"golden set of {model!r} changed: {problem}; registered {registered.uri} with sha256 "
         f"{registered.sha256} ({registered.rows} rows) at {registered.registered_at.isoformat()}. "
         "Restore the registered file, or re-register it deliberately.",
-        type="GoldenSetChanged",
+        type=ErrorType.GOLDEN_SET_CHANGED,
         non_retryable=True,
     )
 
@@ -135,7 +137,7 @@ class GoldenSetActivities:
         # is fetched again whenever the store's ETag changes: a changed object fails the check.
         self.mirror = mirror
 
-    @activity.defn(name="verify_golden_set")
+    @activity.defn(name=ActivityName.VERIFY_GOLDEN_SET)
     def verify(self, spec: ModelSpec) -> GoldenSet:
         if self.mirror is not None:
             try:

@@ -9,9 +9,10 @@ from typing import TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.ports import REGISTRY_ERROR, ModelRegistry, RegistryError
+from activities.ports import ModelRegistry, RegistryError
 from workflows.common import metrics
-from workflows.common.names import validate_model_name
+from workflows.common.errors import ErrorType
+from workflows.common.names import ActivityName, validate_model_name
 from workflows.loop.models import (
     ModelVersion,
     PromoteRequest,
@@ -28,13 +29,13 @@ class RegistryActivities:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
-    @activity.defn(name="register_candidate")
+    @activity.defn(name=ActivityName.REGISTER_CANDIDATE)
     def register_candidate(self, request: RegisterRequest) -> ModelVersion:
         version = _permanent(lambda: self.registry.register(request))
         activity.logger.info("candidate of %s: %s", request.loop_id, version.source)
         return version
 
-    @activity.defn(name="champion_version")
+    @activity.defn(name=ActivityName.CHAMPION_VERSION)
     def champion_version(self, model: str) -> ModelVersion | None:
         champion = _permanent(lambda: self.registry.champion(model))
         if champion is not None and champion.registered_at is not None:
@@ -43,11 +44,11 @@ class RegistryActivities:
             metrics.set_gauge(meter, metrics.CHAMPION_TRAINED, {"model": model}, trained)
         return champion
 
-    @activity.defn(name="promote_candidate")
+    @activity.defn(name=ActivityName.PROMOTE_CANDIDATE)
     def promote_candidate(self, request: PromoteRequest) -> Promotion:
         return _permanent(lambda: self.registry.promote(request))
 
-    @activity.defn(name="reject_candidate")
+    @activity.defn(name=ActivityName.REJECT_CANDIDATE)
     def reject_candidate(self, request: RejectRequest) -> ModelVersion:
         return _permanent(lambda: self.registry.reject(request))
 
@@ -70,4 +71,4 @@ def _permanent(call: Callable[[], _T]) -> _T:
     try:
         return call()
     except RegistryError as exc:
-        raise ApplicationError(str(exc), type=REGISTRY_ERROR, non_retryable=True) from exc
+        raise ApplicationError(str(exc), type=ErrorType.REGISTRY, non_retryable=True) from exc

@@ -7,6 +7,7 @@ from temporalio.exceptions import CancelledError
 
 from activities.ports import TrainingBackend
 from workflows.common import metrics
+from workflows.common.names import ActivityName
 from workflows.loop.models import TrainingJob, TrainingResult
 
 
@@ -16,7 +17,7 @@ class TrainingActivities:
 
     # Cancellation is checked at each heartbeat rather than raised at an arbitrary point of the
     # thread, so it can never land between starting the runner and recording it.
-    @activity.defn(name="train_candidate", no_thread_cancel_exception=True)
+    @activity.defn(name=ActivityName.TRAIN_CANDIDATE, no_thread_cancel_exception=True)
     def train(self, job: TrainingJob) -> TrainingResult:
         result = self.backend.train(job, _heartbeat)
         if not result.reused:  # a reused job was measured by the attempt that ran it

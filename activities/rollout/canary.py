@@ -15,15 +15,14 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.ports import CanarySource
+from workflows.common.names import ActivityName
 from workflows.rollout.models import CanaryRequest, CanaryStatistics
-
-INVALID_CAPTURE_DATA = "InvalidCaptureData"
 
 
 class CanaryActivities:
     def __init__(self, source: CanarySource) -> None:
         self.source = source
 
-    @activity.defn(name="analyse_canary")
+    @activity.defn(name=ActivityName.ANALYSE_CANARY)
     def analyse(self, request: CanaryRequest) -> CanaryStatistics:
         return self.source.analyse(request, activity.heartbeat)

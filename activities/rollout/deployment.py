@@ -14,10 +14,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.ports import ServingBackend, TrafficRefused
+from workflows.common.errors import ErrorType
+from workflows.common.names import ActivityName
 from workflows.rollout.models import EndpointState, TrafficChange
-
-TRAFFIC_REFUSED = "TrafficRefused"
-TRAFFIC_MISMATCH = "TrafficMismatch"
 
 
 def live_split(weights: dict[str, int]) -> dict[str, int]:
@@ -33,7 +32,7 @@ def check_reported(change: TrafficChange, state: EndpointState) -> None:
             f"endpoint reports weights {reported} shadow {state.shadow} (generation "
             f"{state.generation}, change {state.change_id}) after setting {wanted} shadow "
             f"{change.shadow} ({change.change_id}): traffic is not what the rollout set",
-            type=TRAFFIC_MISMATCH,
+            type=ErrorType.TRAFFIC_MISMATCH,
             non_retryable=True,
         )
 
@@ -42,14 +41,16 @@ class DeploymentActivities:
     def __init__(self, backend: ServingBackend) -> None:
         self._backend = backend
 
-    @activity.defn(name="shift_traffic")
+    @activity.defn(name=ActivityName.SHIFT_TRAFFIC)
     def shift_traffic(self, change: TrafficChange) -> EndpointState:
         """Set the split, then read it back (a separate call) and insist it is what was set."""
         try:
             self._backend.set_traffic(change)
             state = self._backend.read_traffic(change.model, change.endpoint_url)
         except TrafficRefused as exc:
-            raise ApplicationError(str(exc), type=TRAFFIC_REFUSED, non_retryable=True) from exc
+            raise ApplicationError(
+                str(exc), type=ErrorType.TRAFFIC_REFUSED, non_retryable=True
+            ) from exc
         check_reported(change, state)
         activity.logger.info(
             "%s: traffic %s shadow %s (generation %d)",

@@ -28,6 +28,8 @@ from activities.mirror import StoreFor, is_remote, split_uri
 from activities.ports import ObjectStore
 from activities.specs import SpecError, SpecStore
 from starters.api.coordinators import Coordinators
+from workflows.common.errors import ErrorType
+from workflows.common.names import ActivityName
 from workflows.coordinator.models import Decision
 from workflows.schedule.models import (
     DeliveryRequest,
@@ -78,7 +80,7 @@ class ScheduleCheckActivities:
         self.specs = specs
         self.store_for = store_for
 
-    @activity.defn(name="deliver_scheduled_trigger")
+    @activity.defn(name=ActivityName.DELIVER_SCHEDULED_TRIGGER)
     async def deliver(self, request: DeliveryRequest) -> Decision:
         """Update-with-start `submit_trigger`: starts the coordinator if needed, returns its
         decision. The event id makes a retry after a lost answer a recorded duplicate."""
@@ -90,11 +92,11 @@ class ScheduleCheckActivities:
             cause = getattr(error.cause, "message", error.cause)
             raise ApplicationError(
                 f"the coordinator refused the trigger: {cause}",
-                type="TriggerRejected",
+                type=ErrorType.TRIGGER_REJECTED,
                 non_retryable=True,
             ) from None
 
-    @activity.defn(name="check_schedule_health")
+    @activity.defn(name=ActivityName.CHECK_SCHEDULE_HEALTH)
     async def health(self, request: HealthRequest) -> ScheduleHealth:
         try:
             description = await self.client.get_schedule_handle(request.schedule_id).describe()
@@ -149,13 +151,13 @@ class ScheduleCheckActivities:
             activity.logger.warning("ignoring the result of %s: %s", run.workflow_id, error)
             return None
 
-    @activity.defn(name="check_data_freshness")
+    @activity.defn(name=ActivityName.CHECK_DATA_FRESHNESS)
     def freshness(self, request: FreshnessRequest) -> Freshness:
         try:
             spec = self.specs.get(request.model)
         except SpecError as error:
             raise ApplicationError(
-                str(error), type="InvalidModelSpec", non_retryable=True
+                str(error), type=ErrorType.INVALID_MODEL_SPEC, non_retryable=True
             ) from None
         if spec is None:
             return Freshness(

@@ -22,6 +22,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.common import names
+from workflows.common.errors import ErrorType
+from workflows.common.names import ActivityName
 from workflows.slots.models import (
     ClosedLoop,
     ClosedLoops,
@@ -40,7 +42,7 @@ class TrainingSlotActivities:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    @activity.defn(name="request_training_slot")
+    @activity.defn(name=ActivityName.REQUEST_TRAINING_SLOT)
     async def request_slot(self, request: SlotRequest) -> SlotTicket:
         handle = self.client.get_workflow_handle(names.TRAINING_SLOTS_ID)
         try:
@@ -70,7 +72,7 @@ class TrainingSlotActivities:
             # Refused (the queue is full): asking again later is the loop's way of waiting.
             raise ApplicationError(
                 f"training-slots refused {request.loop_id}: {where.waiting} loops already wait",
-                type="TrainingSlotsFull",
+                type=ErrorType.TRAINING_SLOTS_FULL,
             )
         return SlotTicket(
             limiter_running=True,
@@ -80,7 +82,7 @@ class TrainingSlotActivities:
             limit=where.limit,
         )
 
-    @activity.defn(name="find_closed_loops")
+    @activity.defn(name=ActivityName.FIND_CLOSED_LOOPS)
     async def find_closed(self, check: LoopsToCheck) -> ClosedLoops:
         """The loops among `check` whose executions are no longer running."""
         gate = asyncio.Semaphore(DESCRIBE_CONCURRENCY)

@@ -9,11 +9,10 @@ import pytest
 from botocore.stub import Stubber
 from temporalio.exceptions import ApplicationError
 
-from activities.aws.errors import AWS_REQUEST_REJECTED
 from activities.aws.notifications import SnsChannel, deduplication_id, sns_subject
 from tests.support.aws_harness import ACCOUNT, Moto
-from workflows.coordinator.models import Notification
-from workflows.loop.models import ReviewerNotification
+from workflows.common.errors import ErrorType
+from workflows.common.notify import Notification
 
 
 def subscribed(moto: Moto, fifo: bool = False) -> tuple[SnsChannel, Any, str]:
@@ -42,7 +41,8 @@ def received(sqs: Any, queue: str) -> list[dict[str, Any]]:
 
 def test_reviewer_notification_arrives_with_subject_and_attributes(moto: Moto) -> None:
     channel, sqs, queue = subscribed(moto)
-    notification = ReviewerNotification(
+    notification = Notification(
+        audience="reviewers",
         key="retrain-churn-3-approval",
         model="churn",
         loop_id="retrain-churn-3",
@@ -62,6 +62,7 @@ def test_reviewer_notification_arrives_with_subject_and_attributes(moto: Moto) -
     assert attributes == {
         "model": "churn",
         "level": "warning",
+        "audience": "reviewers",
         "key": "retrain-churn-3-approval",
         "loop_id": "retrain-churn-3",
     }
@@ -105,6 +106,7 @@ def test_fifo_topics_deduplicate_by_key_and_group_by_model(moto: Moto) -> None:
                 "MessageAttributes": {
                     "model": {"DataType": "String", "StringValue": "churn"},
                     "level": {"DataType": "String", "StringValue": "info"},
+                    "audience": {"DataType": "String", "StringValue": "operators"},
                     "key": {"DataType": "String", "StringValue": "coordinator-churn-1"},
                 },
                 "MessageDeduplicationId": "coordinator-churn-1",
@@ -124,7 +126,7 @@ def test_a_missing_topic_is_non_retryable(moto: Moto) -> None:
     )
     with pytest.raises(ApplicationError) as raised:
         channel.send(notification)
-    assert raised.value.type == AWS_REQUEST_REJECTED and raised.value.non_retryable
+    assert raised.value.type == ErrorType.AWS_REQUEST_REJECTED and raised.value.non_retryable
 
 
 def test_subject_and_deduplication_id_rules() -> None:

@@ -17,11 +17,11 @@ from moto.sagemaker.models import sagemaker_backends
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped, unused-ignore]
 from temporalio.exceptions import ApplicationError
 
-from activities.aws.errors import AWS_UNAVAILABLE
 from activities.aws.registry import SageMakerRegistry
 from activities.ports import RegistryError
 from activities.training_runner import sha256_file
 from tests.support.aws_harness import ACCOUNT, ROLE_ARN, Moto
+from workflows.common.errors import ErrorType
 from workflows.loop.models import Lineage, PromoteRequest, RegisterRequest
 from workflows.spec.sagemaker import SageMakerSettings
 
@@ -193,4 +193,4 @@ def test_throttling_is_retryable(registry: SageMakerRegistry) -> None:
         stub.add_client_error("list_model_packages", "ThrottlingException", "Rate exceeded", 400)
         with pytest.raises(ApplicationError) as raised:
             registry.champion(MODEL)
-    assert raised.value.type == AWS_UNAVAILABLE and not raised.value.non_retryable
+    assert raised.value.type == ErrorType.AWS_UNAVAILABLE and not raised.value.non_retryable

@@ -9,9 +9,9 @@ import pytest
 from botocore.stub import Stubber
 from temporalio.exceptions import ApplicationError
 
-from activities.aws.errors import AWS_REQUEST_REJECTED, AWS_UNAVAILABLE
 from activities.aws.s3_store import S3Store
 from tests.support.aws_harness import Moto
+from workflows.common.errors import ErrorType
 
 BUCKET = "retrain-data"
 
@@ -90,7 +90,7 @@ def test_missing_objects_and_buckets_are_non_retryable(store: S3Store, tmp_path:
     target = tmp_path / "x" / "missing.parquet"
     with pytest.raises(ApplicationError) as raised:
         store.download(f"s3://{BUCKET}/missing.parquet", target)
-    assert raised.value.type == AWS_REQUEST_REJECTED and raised.value.non_retryable
+    assert raised.value.type == ErrorType.AWS_REQUEST_REJECTED and raised.value.non_retryable
     assert "NoSuchKey" in str(raised.value)
     # Nothing half-written is left behind.
     assert list(target.parent.iterdir()) == []
@@ -104,7 +104,7 @@ def test_throttling_is_retryable(store: S3Store) -> None:
         stub.add_client_error("head_object", "SlowDown", "Please reduce your request rate.", 503)
         with pytest.raises(ApplicationError) as raised:
             store.head(f"s3://{BUCKET}/a.parquet")
-    assert raised.value.type == AWS_UNAVAILABLE and not raised.value.non_retryable
+    assert raised.value.type == ErrorType.AWS_UNAVAILABLE and not raised.value.non_retryable
 
 
 def test_refuses_other_schemes(store: S3Store) -> None:

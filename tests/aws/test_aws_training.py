@@ -19,18 +19,12 @@ import pytest
 from botocore.stub import ANY, Stubber
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from activities.aws.errors import AWS_REQUEST_REJECTED, AWS_UNAVAILABLE
-from activities.aws.training import (
-    STOPPED_ERROR,
-    SageMakerTraining,
-    request_token,
-    resource_name,
-)
-from activities.local.training import ENTRYPOINT_ERROR, TIMEOUT_ERROR
+from activities.aws.training import SageMakerTraining, request_token, resource_name
 from activities.training_runner import sha256_file
 from tests.loop.test_training import DEFAULT, make_job, write_dataset
 from tests.support.aws_harness import ACCOUNT, ROLE_ARN, Moto
 from tests.support.sagemaker_container import ContainerEmulator
+from workflows.common.errors import ErrorType
 from workflows.loop.models import TrainingJob
 from workflows.spec.sagemaker import SageMakerSettings
 
@@ -221,7 +215,7 @@ def test_a_failed_job_is_non_retryable_with_its_reason(
         with pytest.raises(ApplicationError) as raised:
             training.train(job, no_heartbeat)
         stub.assert_no_pending_responses()
-    assert raised.value.type == ENTRYPOINT_ERROR and raised.value.non_retryable
+    assert raised.value.type == ErrorType.TRAINING_ENTRYPOINT and raised.value.non_retryable
     assert reason in str(raised.value)
 
 
@@ -235,7 +229,7 @@ def test_a_stopped_job_is_non_retryable(
         )
         with pytest.raises(ApplicationError) as raised:
             training.train(job, no_heartbeat)
-    assert raised.value.type == STOPPED_ERROR and raised.value.non_retryable
+    assert raised.value.type == ErrorType.TRAINING_STOPPED and raised.value.non_retryable
 
 
 def test_a_job_stopped_at_its_max_runtime_is_a_timeout(
@@ -247,7 +241,7 @@ def test_a_job_stopped_at_its_max_runtime_is_a_timeout(
         stub.add_response("describe_training_job", stopped)
         with pytest.raises(ApplicationError) as raised:
             training.train(job, no_heartbeat)
-    assert raised.value.type == TIMEOUT_ERROR and raised.value.non_retryable
+    assert raised.value.type == ErrorType.TRAINING_TIMEOUT and raised.value.non_retryable
 
 
 def test_cancellation_stops_the_training_job(
@@ -284,7 +278,7 @@ def test_throttling_is_retryable(
         stub.add_client_error("describe_training_job", "ThrottlingException", "Rate exceeded", 400)
         with pytest.raises(ApplicationError) as raised:
             training.train(job, no_heartbeat)
-    assert raised.value.type == AWS_UNAVAILABLE and not raised.value.non_retryable
+    assert raised.value.type == ErrorType.AWS_UNAVAILABLE and not raised.value.non_retryable
 
 
 def test_access_denied_is_non_retryable_with_the_message(
@@ -300,7 +294,7 @@ def test_access_denied_is_non_retryable_with_the_message(
         with pytest.raises(ApplicationError) as raised:
             training.train(job, no_heartbeat)
         stub.assert_no_pending_responses()
-    assert raised.value.type == AWS_REQUEST_REJECTED and raised.value.non_retryable
+    assert raised.value.type == ErrorType.AWS_REQUEST_REJECTED and raised.value.non_retryable
     assert message in str(raised.value)
 
 
@@ -308,7 +302,7 @@ def test_a_missing_bucket_is_non_retryable(moto: Moto, tmp_path: Path, job: Trai
     training = SageMakerTraining(moto.clients(), settings(), tmp_path / "home")
     with pytest.raises(ApplicationError) as raised:
         training.train(job, no_heartbeat)
-    assert raised.value.type == AWS_REQUEST_REJECTED and raised.value.non_retryable
+    assert raised.value.type == ErrorType.AWS_REQUEST_REJECTED and raised.value.non_retryable
     assert "NoSuchBucket" in str(raised.value)
 
 
@@ -420,5 +414,5 @@ def test_a_failed_pipeline_is_non_retryable_with_its_reason(
         )
         with pytest.raises(ApplicationError) as raised:
             training.train(job, no_heartbeat)
-    assert raised.value.type == ENTRYPOINT_ERROR and raised.value.non_retryable
+    assert raised.value.type == ErrorType.TRAINING_ENTRYPOINT and raised.value.non_retryable
     assert "out of memory" in str(raised.value)

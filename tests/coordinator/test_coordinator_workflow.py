@@ -11,8 +11,11 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+from activities.specs import SpecStore
+from starters.demo.synthetic import synthetic_spec
 from tests.support.helpers import FAST_POLICY, CoordinatorProbe, eventually
 from tests.support.loop_doubles import ControlledLoop, FinishLoop
+from tests.support.webhook import with_webhook
 from workflows.common import names
 from workflows.coordinator.models import Action, Reason
 from workflows.coordinator.triggers import (
@@ -245,7 +248,9 @@ async def test_failed_loop_is_recorded(probe, new_worker, client):
         assert status.active_loop is None
 
 
-async def test_drift_severity_routing_and_notifications(probe, new_worker, home, model):
+async def test_drift_severity_routing_and_notifications(probe, new_worker, home, model, webhook):
+    # The model's spec names a webhook: the coordinator's alerts reach it as well as the outbox.
+    SpecStore(home).register(with_webhook(synthetic_spec(model)))
     async with new_worker(ControlledLoop):
         await probe.start(FAST_POLICY.model_copy(update={"cooldown": timedelta(hours=1)}))
 
@@ -286,6 +291,10 @@ async def test_drift_severity_routing_and_notifications(probe, new_worker, home,
         ]
         body = json.loads((outbox / files[1]).read_text())
         assert body["level"] == "critical" and "review" in body["subject"]
+        assert sorted(await webhook.wait_for(2)) == [
+            f"[{model}] critical drift: human review needed",
+            f"[{model}] high drift: retraining needs approval",
+        ]
 
 
 async def _at_least(fetch, count: int):

@@ -13,10 +13,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.gcp.clients import GcpClients
 from activities.gcp.endpoint import VertexEndpoint, endpoint_client, find_endpoint
-from activities.gcp.errors import GCP_REQUEST_REJECTED, GCP_UNAVAILABLE
 from activities.ports import EndpointUnavailable, TrafficRefused
 from tests.support.vertex_fake import endpoints, monitoring
 from tests.support.vertex_fake.server import FakeState, RunningFake, serve
+from workflows.common.errors import ErrorType
 from workflows.rollout.models import TrafficChange
 from workflows.spec.vertex import VertexSettings
 
@@ -170,7 +170,7 @@ def test_forbidden_is_not_retryable(fake: RunningFake, endpoint: VertexEndpoint)
     )
     with pytest.raises(ApplicationError) as caught:
         endpoint.set_traffic(change({"v1": 100}, "initial"))
-    assert caught.value.type == GCP_REQUEST_REJECTED
+    assert caught.value.type == ErrorType.GCP_REQUEST_REJECTED
     assert caught.value.non_retryable
     assert "aiplatform.endpoints.list" in str(caught.value)
 
@@ -179,7 +179,7 @@ def test_throttling_is_retryable(fake: RunningFake, endpoint: VertexEndpoint) ->
     fake.state.faults.append(("GET /v1/projects/", 429, "Quota exceeded"))
     with pytest.raises(ApplicationError) as caught:
         endpoint.set_traffic(change({"v1": 100}, "initial"))
-    assert caught.value.type == GCP_UNAVAILABLE
+    assert caught.value.type == ErrorType.GCP_UNAVAILABLE
     assert not caught.value.non_retryable
     # The retry goes through.
     assert endpoint.set_traffic(change({"v1": 100}, "initial")).weights == {"v1": 100}

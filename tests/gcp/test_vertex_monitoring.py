@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.gcp.errors import GCP_REQUEST_REJECTED
 from activities.gcp.monitoring import ModelMonitoringSource
 from tests.gcp.test_vertex_endpoint import clients_for, settings_for
 from tests.support.vertex_fake import endpoints, monitoring
 from tests.support.vertex_fake.server import FakeState, RunningFake, serve
+from workflows.common.errors import ErrorType
 
 ENDPOINT = "projects/retrain-tests/locations/us-central1/endpoints/555"
 
@@ -89,6 +89,6 @@ def test_below_threshold_is_a_signal_without_features(fake: RunningFake) -> None
 def test_a_missing_job_is_not_retryable(fake: RunningFake) -> None:
     with pytest.raises(ApplicationError) as caught:
         source(fake, "nope").latest("churn", datetime.now(UTC))
-    assert caught.value.type == GCP_REQUEST_REJECTED and caught.value.non_retryable
+    assert caught.value.type == ErrorType.GCP_REQUEST_REJECTED and caught.value.non_retryable
     with pytest.raises(ApplicationError, match="no Vertex monitoring_job"):
         source(fake, None).latest("churn", datetime.now(UTC))

@@ -12,7 +12,6 @@ import pytest
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped, unused-ignore]
 from temporalio.exceptions import ApplicationError
 
-from activities.gcp.errors import GCP_REQUEST_REJECTED, GCP_UNAVAILABLE
 from activities.gcp.registry import ARTIFACT, MANIFEST, VertexRegistry
 from activities.gcp.training import LOOP_KEY, loop_key
 from activities.ports import RegistryError
@@ -20,6 +19,7 @@ from activities.training_runner import sha256_file
 from tests.support.vertex_fake import models, storage
 from tests.support.vertex_fake.server import RunningFake
 from tests.support.vertex_harness import BUCKET, fake_clients
+from workflows.common.errors import ErrorType
 from workflows.loop.models import Lineage, PromoteRequest, RegisterRequest
 from workflows.spec.vertex import VertexSettings
 
@@ -159,7 +159,7 @@ def test_throttling_and_denial_are_translated(
     vertex.state.faults.append((f"POST /v1/{PARENT}/models:upload", 429, "Quota exceeded"))
     with pytest.raises(ApplicationError) as raised:
         registry.register(candidate(tmp_path, "retrain-churn-1"))
-    assert raised.value.type == GCP_UNAVAILABLE and not raised.value.non_retryable
+    assert raised.value.type == ErrorType.GCP_UNAVAILABLE and not raised.value.non_retryable
     assert registry.register(candidate(tmp_path / "retry", "retrain-churn-1")).version == "1"
 
     message = "Permission 'aiplatform.models.list' denied"
@@ -167,4 +167,4 @@ def test_throttling_and_denial_are_translated(
     fresh = VertexRegistry(fake_clients(vertex), settings(), tmp_path / "fresh")
     with pytest.raises(ApplicationError) as raised:
         fresh.champion("churn")
-    assert raised.value.type == GCP_REQUEST_REJECTED and message in str(raised.value)
+    assert raised.value.type == ErrorType.GCP_REQUEST_REJECTED and message in str(raised.value)

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.gcp.errors import GCP_REQUEST_REJECTED, GCP_UNAVAILABLE
 from activities.gcp.gcs_store import GcsStore
 from tests.support.vertex_fake import storage
 from tests.support.vertex_fake.server import RunningFake
 from tests.support.vertex_harness import BUCKET, fake_clients
+from workflows.common.errors import ErrorType
 
 
 def test_upload_head_list_download_round_trip(vertex: RunningFake, tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ def test_missing_bucket_is_rejected_with_googles_message(
     source.write_text("x")
     with pytest.raises(ApplicationError) as raised:
         store.upload(source, "gs://no-such-bucket/x")
-    assert raised.value.type == GCP_REQUEST_REJECTED and raised.value.non_retryable
+    assert raised.value.type == ErrorType.GCP_REQUEST_REJECTED and raised.value.non_retryable
     assert "The specified bucket does not exist" in str(raised.value)
 
 
@@ -65,7 +65,7 @@ def test_missing_object_download_leaves_nothing(vertex: RunningFake, tmp_path: P
     store = GcsStore(fake_clients(vertex))
     with pytest.raises(ApplicationError) as raised:
         store.download(f"gs://{BUCKET}/absent", tmp_path / "absent")
-    assert raised.value.type == GCP_REQUEST_REJECTED
+    assert raised.value.type == ErrorType.GCP_REQUEST_REJECTED
     assert list(tmp_path.iterdir()) == []
 
 
@@ -74,7 +74,7 @@ def test_throttling_is_retryable(vertex: RunningFake) -> None:
     vertex.state.faults.append((f"GET /storage/v1/b/{BUCKET}/o", 429, "Rate limit exceeded"))
     with pytest.raises(ApplicationError) as raised:
         store.list(f"gs://{BUCKET}/data/")
-    assert raised.value.type == GCP_UNAVAILABLE and not raised.value.non_retryable
+    assert raised.value.type == ErrorType.GCP_UNAVAILABLE and not raised.value.non_retryable
 
 
 def test_access_denied_is_not_retryable(vertex: RunningFake) -> None:
@@ -84,7 +84,7 @@ def test_access_denied_is_not_retryable(vertex: RunningFake) -> None:
     )
     with pytest.raises(ApplicationError) as raised:
         store.head(f"gs://{BUCKET}/data/x")
-    assert raised.value.type == GCP_REQUEST_REJECTED and raised.value.non_retryable
+    assert raised.value.type == ErrorType.GCP_REQUEST_REJECTED and raised.value.non_retryable
     assert "does not have storage.objects.list" in str(raised.value)
 
 

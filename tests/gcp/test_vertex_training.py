@@ -14,7 +14,6 @@ import joblib  # type: ignore[import-untyped, unused-ignore]
 import pytest
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from activities.gcp.errors import GCP_REQUEST_REJECTED, GCP_UNAVAILABLE
 from activities.gcp.training import (
     LOOP_KEY,
     VertexTraining,
@@ -22,12 +21,12 @@ from activities.gcp.training import (
     loop_key,
     pipeline_job_id,
 )
-from activities.local.training import ENTRYPOINT_ERROR
 from activities.training_runner import sha256_file
 from tests.loop.test_training import DEFAULT, make_job, write_dataset
 from tests.support.vertex_fake import jobs, storage
 from tests.support.vertex_fake.server import RunningFake
 from tests.support.vertex_harness import BUCKET, ContainerEmulator, fake_clients
+from workflows.common.errors import ErrorType
 from workflows.loop.models import TrainingJob
 from workflows.spec.vertex import VertexSettings
 
@@ -151,7 +150,7 @@ def test_failed_job_is_non_retryable_with_the_entrypoints_error(
     failing = job.model_copy(update={"entrypoint": "tests.support.training_entrypoints:failing"})
     with pytest.raises(ApplicationError) as raised:
         training(vertex, tmp_path).train(failing, no_heartbeat)
-    assert raised.value.type == ENTRYPOINT_ERROR and raised.value.non_retryable
+    assert raised.value.type == ErrorType.TRAINING_ENTRYPOINT and raised.value.non_retryable
     assert "label column 'label' is all null" in str(raised.value)
     [created] = custom_jobs(vertex)
     assert created["state"] == "JOB_STATE_FAILED"
@@ -163,7 +162,7 @@ def test_failed_job_without_a_failure_file_reports_vertexs_message(
     vertex.state.hooks["run_custom_job"] = lambda _: "Out of memory: replica workerpool0-0"
     with pytest.raises(ApplicationError) as raised:
         training(vertex, tmp_path).train(job, no_heartbeat)
-    assert raised.value.type == ENTRYPOINT_ERROR
+    assert raised.value.type == ErrorType.TRAINING_ENTRYPOINT
     assert "Out of memory: replica workerpool0-0" in str(raised.value)
 
 
@@ -174,7 +173,7 @@ def test_throttled_create_is_retryable_and_the_retry_trains_once(
     backend = training(vertex, tmp_path)
     with pytest.raises(ApplicationError) as raised:
         backend.train(job, no_heartbeat)
-    assert raised.value.type == GCP_UNAVAILABLE and not raised.value.non_retryable
+    assert raised.value.type == ErrorType.GCP_UNAVAILABLE and not raised.value.non_retryable
     assert custom_jobs(vertex) == []
     assert not backend.train(job, no_heartbeat).reused
     assert len(emulator.runs) == 1
@@ -187,7 +186,7 @@ def test_permission_denied_is_not_retryable_and_keeps_googles_message(
     vertex.state.faults.append((f"GET /v1/{PARENT}/customJobs", 403, message))
     with pytest.raises(ApplicationError) as raised:
         training(vertex, tmp_path).train(job, no_heartbeat)
-    assert raised.value.type == GCP_REQUEST_REJECTED and raised.value.non_retryable
+    assert raised.value.type == ErrorType.GCP_REQUEST_REJECTED and raised.value.non_retryable
     assert message in str(raised.value)
 
 

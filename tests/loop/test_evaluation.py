@@ -34,8 +34,6 @@ from activities.loop import evaluation
 from activities.loop.evaluation import (
     FALSE_NEGATIVE,
     FALSE_POSITIVE,
-    INVALID_DATA,
-    INVALID_MODEL_OUTPUT,
     ClassifierOutcome,
     EvaluationActivities,
     LabelledSet,
@@ -52,6 +50,7 @@ from activities.loop.evaluation import (
     resample_weights,
     shared_classes,
 )
+from workflows.common.errors import ErrorType
 from workflows.loop.models import DatasetFile, EvaluationRequest, GoldenSet, ModelVersion
 from workflows.loop.rules import BASELINE, GOLDEN, HOLDOUT, gate_verdict
 from workflows.spec.models import EvaluationPolicy, Metric, ModelSpec, Task
@@ -607,7 +606,7 @@ def test_invalid_data_is_a_non_retryable_error(
     damage(path)
     with pytest.raises(ApplicationError) as raised:
         workspace.activities().evaluate(workspace.request)
-    assert raised.value.type == INVALID_DATA
+    assert raised.value.type == ErrorType.INVALID_EVALUATION_DATA
     assert raised.value.non_retryable
     assert str(path) in raised.value.message
     assert problem in raised.value.message
@@ -618,7 +617,7 @@ def test_missing_segment_column_is_invalid_data(workspace: Workspace) -> None:
     pd.read_parquet(path).drop(columns=["region"]).to_parquet(path)
     with pytest.raises(ApplicationError, match="lacks the column\\(s\\) region") as raised:
         workspace.activities().evaluate(workspace.request)
-    assert raised.value.type == INVALID_DATA
+    assert raised.value.type == ErrorType.INVALID_EVALUATION_DATA
 
 
 class NaNClassifier:
@@ -635,5 +634,5 @@ def test_non_finite_model_output_is_a_non_retryable_error(workspace: Workspace) 
     activities = EvaluationActivities(workspace.home, lambda version: NaNClassifier())
     with pytest.raises(ApplicationError, match="non-finite") as raised:
         activities.evaluate(workspace.request)
-    assert raised.value.type == INVALID_MODEL_OUTPUT
+    assert raised.value.type == ErrorType.INVALID_MODEL_OUTPUT
     assert raised.value.non_retryable

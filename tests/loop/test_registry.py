@@ -25,8 +25,9 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.local.registry import MlflowRegistry, _joined
 from activities.loop.registry import RegistryActivities
-from activities.ports import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, REGISTRY_ERROR
+from activities.ports import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 from activities.training_runner import sha256_file
+from workflows.common.errors import ErrorType
 from workflows.loop.models import Lineage, PromoteRequest, RegisterRequest
 
 FEATURES = np.random.default_rng(1).normal(size=(200, 3))
@@ -248,7 +249,7 @@ def test_permanent_errors_are_non_retryable(
         else:
             promote = PromoteRequest(model=model, version="9", loop_id=f"retrain-{model}-9")
             env.run(activities.promote_candidate, promote)
-    assert (raised.value.type, raised.value.non_retryable) == (REGISTRY_ERROR, True)
+    assert (raised.value.type, raised.value.non_retryable) == (ErrorType.REGISTRY, True)
     assert registry.versions(model) == []
 
 

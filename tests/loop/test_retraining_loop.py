@@ -31,6 +31,7 @@ from tests.support.loop_harness import (
     with_changes,
     write_dataset,
 )
+from tests.support.webhook import WebhookReceiver, with_webhook
 from workers.worker import build_worker
 from workflows.coordinator.triggers import Severity, TriggerEvent, TriggerKind
 from workflows.loop.audit import IgnoredReview, LoopStage
@@ -53,9 +54,15 @@ async def worker(client: Client, task_queue: str, home: Path) -> Worker:
 
 
 async def test_first_deployment_waits_for_approval_then_promotes(
-    env: WorkflowEnvironment, worker: Worker, home: Path, model: str, task_queue: str, today: date
+    env: WorkflowEnvironment,
+    worker: Worker,
+    home: Path,
+    model: str,
+    task_queue: str,
+    today: date,
+    webhook: WebhookReceiver,
 ) -> None:
-    spec = register(home, write_dataset(home, model, today))
+    spec = register(home, with_webhook(write_dataset(home, model, today)))
     async with worker:
         handle = await start_loop(env.client, task_queue, model)
         waiting = await eventually(lambda: awaiting_approval(handle), timeout=120, what="approval")
@@ -102,6 +109,7 @@ async def test_first_deployment_waits_for_approval_then_promotes(
     assert [n["subject"] for n in notifications(home, handle.id)] == [
         f"{model}: approval needed ({handle.id})"
     ]
+    assert webhook.subjects() == [f"{model}: approval needed ({handle.id})"]
 
 
 async def _two_loops(
@@ -271,10 +279,16 @@ async def test_insufficient_data_ends_with_the_numbers(
 
 
 async def test_failed_guardrail_rejects_and_notifies(
-    env: WorkflowEnvironment, worker: Worker, home: Path, model: str, task_queue: str, today: date
+    env: WorkflowEnvironment,
+    worker: Worker,
+    home: Path,
+    model: str,
+    task_queue: str,
+    today: date,
+    webhook: WebhookReceiver,
 ) -> None:
     gates = {"loop": {"guardrails": {"golden_floor": 0.999}}}
-    register(home, with_changes(write_dataset(home, model, today), gates))
+    register(home, with_webhook(with_changes(write_dataset(home, model, today), gates)))
     async with worker:
         handle = await start_loop(env.client, task_queue, model)
         result = await handle.result()
@@ -283,6 +297,7 @@ async def test_failed_guardrail_rejects_and_notifies(
     [sent] = notifications(home, handle.id)
     assert "rejected by the evaluation gate" in sent["subject"]
     assert "What to do next" in sent["body"]
+    assert webhook.subjects() == [sent["subject"]]
     assert MlflowRegistry(home).champion(model) is None
     assert [v.aliases for v in MlflowRegistry(home).versions(model)] == [[]]
 

@@ -23,11 +23,6 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import default_training
 from activities.local.training import (
-    CONFLICT_ERROR,
-    CRASH_ERROR,
-    ENTRYPOINT_ERROR,
-    INVALID_JOB_ERROR,
-    TIMEOUT_ERROR,
     LocalTrainingBackend,
     RunnerState,
     _process_start_from_ps,
@@ -35,6 +30,7 @@ from activities.local.training import (
 )
 from activities.loop.training import TrainingActivities
 from activities.training_runner import sha256_file
+from workflows.common.errors import ErrorType
 from workflows.loop.models import TrainingJob, TrainingRequest
 
 MODEL = "churn"
@@ -231,7 +227,7 @@ def test_entrypoint_that_raises_is_a_non_retryable_error_with_its_traceback(
     with pytest.raises(ApplicationError) as raised:
         backend.train(job, no_heartbeat)
     error = raised.value
-    assert (error.type, error.non_retryable) == (ENTRYPOINT_ERROR, True)
+    assert (error.type, error.non_retryable) == (ErrorType.TRAINING_ENTRYPOINT, True)
     assert "ValueError: label column 'label' is all null in this window" in error.message
     assert 'training_entrypoints.py", line' in error.message  # the traceback's last lines
     # A retried activity gets the same verdict without running the entrypoint again.
@@ -254,7 +250,7 @@ def test_unusable_entrypoint_is_a_non_retryable_error(
 ) -> None:
     with pytest.raises(ApplicationError, match=message) as raised:
         backend.train(make_job(dataset, entrypoint), no_heartbeat)
-    assert (raised.value.type, raised.value.non_retryable) == (ENTRYPOINT_ERROR, True)
+    assert (raised.value.type, raised.value.non_retryable) == (ErrorType.TRAINING_ENTRYPOINT, True)
 
 
 def test_adopts_the_runner_of_a_worker_that_died(
@@ -303,7 +299,7 @@ def test_timeout_kills_the_process_group(
     started = time.monotonic()
     with pytest.raises(ApplicationError, match="exceeded its timeout of 1s") as raised:
         backend.train(make_job(dataset, SLOW, sleep=60, timeout=1), no_heartbeat)
-    assert (raised.value.type, raised.value.non_retryable) == (TIMEOUT_ERROR, True)
+    assert (raised.value.type, raised.value.non_retryable) == (ErrorType.TRAINING_TIMEOUT, True)
     assert time.monotonic() - started < 10
     assert not alive(state_of(backend))
 
@@ -318,7 +314,7 @@ def test_a_killed_runner_is_retryable_and_the_retry_trains(
 
     with pytest.raises(ApplicationError, match="killed by signal 9") as raised:
         backend.train(job, kill_runner)
-    assert (raised.value.type, raised.value.non_retryable) == (CRASH_ERROR, False)
+    assert (raised.value.type, raised.value.non_retryable) == (ErrorType.TRAINING_CRASHED, False)
 
     result = backend.train(job, no_heartbeat)
     assert not result.reused
@@ -342,7 +338,10 @@ def test_refuses_another_job_for_the_same_loop(
     backend.train(make_job(dataset, SLOW, sleep=0), no_heartbeat)
     with pytest.raises(ApplicationError) as raised:
         backend.train(make_job(dataset, SLOW, sleep=1), no_heartbeat)
-    assert (raised.value.type, raised.value.non_retryable) == (CONFLICT_ERROR, True)
+    assert (raised.value.type, raised.value.non_retryable) == (
+        ErrorType.TRAINING_JOB_CONFLICT,
+        True,
+    )
 
 
 def test_refuses_a_loop_id_that_is_not_a_file_name(
@@ -350,7 +349,7 @@ def test_refuses_a_loop_id_that_is_not_a_file_name(
 ) -> None:
     with pytest.raises(ApplicationError) as raised:
         backend.train(make_job(dataset, loop_id="../../etc"), no_heartbeat)
-    assert raised.value.type == INVALID_JOB_ERROR
+    assert raised.value.type == ErrorType.INVALID_TRAINING_JOB
 
 
 def test_process_identity() -> None:

@@ -31,7 +31,7 @@ import workflows.rollout.rules
 from activities.local import capture as layout
 from activities.local.canary import CaptureCanary
 from activities.loop.data_window import write_parquet_atomic
-from activities.rollout.canary import INVALID_CAPTURE_DATA, CanaryActivities
+from activities.rollout.canary import CanaryActivities
 from activities.rollout.statistics import BOOTSTRAP_RESAMPLES, bootstrap_quantile, compare
 from activities.rollout.window import (
     InvalidCaptureData,
@@ -40,6 +40,7 @@ from activities.rollout.window import (
     sample_from_arrays,
 )
 from starters.demo.synthetic import FEATURES, synthetic_spec
+from workflows.common.errors import ErrorType
 from workflows.rollout.models import (
     CanaryPolicy,
     CanaryRequest,
@@ -921,7 +922,7 @@ def test_the_activity_refuses_bad_capture_without_retrying(capture: Path) -> Non
             CanaryActivities(CaptureCanary(capture, flush=lambda url: None)).analyse,
             canary_request(capture),
         )
-    assert raised.value.type == INVALID_CAPTURE_DATA
+    assert raised.value.type == ErrorType.INVALID_CAPTURE_DATA
     assert raised.value.non_retryable
     assert "churn: cannot read the feedback capture" in str(raised.value)
 

@@ -23,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.local.capture import capture_dir
 from activities.local.registry import MlflowRegistry
+from activities.specs import SpecStore
 from serving.config import EndpointConfig
 from tests.support.endpoint_harness import register_estimator, running_endpoint, train_versions
 from tests.support.rollout_harness import (
@@ -33,6 +34,7 @@ from tests.support.rollout_harness import (
     requests_for,
     staged_policy,
 )
+from tests.support.webhook import WebhookReceiver, with_webhook
 from workers.worker import build_worker
 from workflows.common import names
 from workflows.loop.models import ModelVersion
@@ -163,8 +165,9 @@ async def test_a_good_candidate_goes_through_every_stage_and_is_promoted(world: 
 
 @pytest.mark.parametrize("stage", ["shadow", "5%", "25%", "50%", "100%"])
 async def test_a_candidate_failing_at_a_stage_is_rolled_back_there(
-    world: World, stage: str
+    world: World, stage: str, webhook: WebhookReceiver
 ) -> None:
+    SpecStore(world.home).register(with_webhook(world.spec))
     handle = await world.start()
     await world.driver(handle, before_traffic=world.break_candidate_at(stage)).run()
     result = await handle.result()
@@ -179,6 +182,8 @@ async def test_a_candidate_failing_at_a_stage_is_rolled_back_there(
     assert world.champion_alias() == world.champion.version
     notes = outbox(world.home)
     assert any("rolled back" in note["subject"] for note in notes)
+    # Every alert also reached the spec's webhook.
+    assert sorted(webhook.subjects()) == sorted(note["subject"] for note in notes)
 
 
 async def test_a_failure_in_the_watch_rolls_traffic_and_registry_back(world: World) -> None:
@@ -194,8 +199,9 @@ async def test_a_failure_in_the_watch_rolls_traffic_and_registry_back(world: Wor
 
 
 async def test_inconclusive_extends_the_bake_then_holds_for_a_human_who_approves(
-    world: World,
+    world: World, webhook: WebhookReceiver
 ) -> None:
+    SpecStore(world.home).register(with_webhook(world.spec))
     handle = await world.start(staged_policy(world.url, shadow=None, max_extensions=1))
     # No traffic at 5%: two bakes (one extension) stay inconclusive, then a human is asked.
     quiet = world.driver(
@@ -206,6 +212,7 @@ async def test_inconclusive_extends_the_bake_then_holds_for_a_human_who_approves
     assert held.step is RolloutStep.HELD and stage.label == "5%" and stage.bakes == 2
     assert all(v.outcome is Outcome.INCONCLUSIVE for v in stage.verdicts)
     assert any("held" in note["subject"] for note in outbox(world.home))
+    await webhook.wait_for_subject("held at 5%")
 
     await refused(handle, "resume", "not paused")
     record = await handle.execute_update(

@@ -34,6 +34,7 @@ from tests.support.schedule_harness import (
     outbox,
     schedule_worker,
 )
+from tests.support.webhook import WebhookReceiver, with_webhook
 from workers.sandbox import workflow_runner
 from workers.search_attributes import dev_server_flags
 from workflows.common import metrics, names
@@ -280,9 +281,9 @@ def write_partition(home: Path, day: date) -> None:
 
 
 async def test_stale_data_alert_once_until_new_data_arrive(
-    client: Client, task_queue: str, model: str, home: Path
+    client: Client, task_queue: str, model: str, home: Path, webhook: WebhookReceiver
 ) -> None:
-    SpecStore(home).register(
+    spec = with_webhook(
         ModelSpec(
             name=model,
             features=[Feature(name="x")],
@@ -294,6 +295,7 @@ async def test_stale_data_alert_once_until_new_data_arrive(
             ),
         )
     )
+    SpecStore(home).register(spec)
     old = datetime.now(UTC).date() - timedelta(days=5)
     write_partition(home, old - timedelta(days=1))
     write_partition(home, old)
@@ -319,8 +321,10 @@ async def test_stale_data_alert_once_until_new_data_arrive(
     assert first.stale is True and first.newest_partition == old
     assert first.newest_data_at == partition_end(old)
     assert first.alerts == [f"data-stale-{model}-{old.isoformat()}"]
-    body = outbox(home)[first.alerts[0]]["body"]
-    assert f"date={old.isoformat()}" in body and "allows 2d" in body
+    alert = outbox(home)[first.alerts[0]]
+    assert f"date={old.isoformat()}" in alert["body"] and "allows 2d" in alert["body"]
+    # The spec's webhook got the same alert.
+    assert await webhook.wait_for(1) == [alert["subject"]]
     # Still stale, same partition: told once.
     assert second.stale is True and second.alerts == []
     assert third.stale is False and third.alerts == []
@@ -338,7 +342,7 @@ async def test_cli_sets_lists_pauses_triggers_and_deletes(client: Client, model:
     async def retrain(*args: str) -> Result:
         # In a thread: the command runs its own event loop, as it does from a shell.
         def invoke() -> Result:
-            return CliRunner().invoke(app, [*args, "--address", target])
+            return CliRunner().invoke(app, ["--address", target, *args])
 
         return await asyncio.to_thread(invoke)
 

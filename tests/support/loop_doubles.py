@@ -1,8 +1,10 @@
-"""Test doubles registered under the `RetrainingLoop` name (the real loop is its own issue)."""
+"""Test doubles registered under the `RetrainingLoop` name (`InstantLoop` lives in bench/)."""
 
 from __future__ import annotations
 
 from temporalio import workflow
+
+from bench.instant_loop import InstantLoop
 
 with workflow.unsafe.imports_passed_through():
     from workflows.common.models import StrictModel
@@ -43,14 +45,4 @@ class ControlledLoop:
         return self._input
 
 
-@workflow.defn(name="RetrainingLoop")
-class InstantLoop:
-    """Completes at once (for the storm test, which reads each loop's input from its history)."""
-
-    @workflow.run
-    async def run(self, input: RetrainingLoopInput) -> LoopResult:
-        return LoopResult(
-            loop_id=workflow.info().workflow_id,
-            status=LoopStatus.PROMOTED,
-            summary=f"answered {len(input.trigger.events)} events",
-        )
+__all__ = ["ControlledLoop", "FinishLoop", "InstantLoop"]

@@ -3,10 +3,41 @@
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from temporalio.common import SearchAttributeKey
 
 TASK_QUEUE = "retraining"
+
+
+class ActivityName:
+    """Every activity's registered name: workflows call them by these, activities register them
+    (`@activity.defn(name=...)`), and a test checks the worker registers each one a workflow
+    calls (tests/common/test_contract.py). Names are part of recorded histories: never rename."""
+
+    LOAD_MODEL_SPEC: Final = "load_model_spec"
+    SELECT_DATA_WINDOW: Final = "select_data_window"
+    VERIFY_GOLDEN_SET: Final = "verify_golden_set"
+    REQUEST_TRAINING_SLOT: Final = "request_training_slot"
+    TRAIN_CANDIDATE: Final = "train_candidate"
+    CHAMPION_VERSION: Final = "champion_version"
+    REGISTER_CANDIDATE: Final = "register_candidate"
+    EVALUATE_CANDIDATE: Final = "evaluate_candidate"
+    PROMOTE_CANDIDATE: Final = "promote_candidate"
+    REJECT_CANDIDATE: Final = "reject_candidate"
+    BUILD_REFERENCE_PROFILE: Final = "build_reference_profile"
+    WRITE_AUDIT_RECORD: Final = "write_audit_record"
+    SHIFT_TRAFFIC: Final = "shift_traffic"
+    ANALYSE_CANARY: Final = "analyse_canary"
+    CHECK_DRIFT: Final = "check_drift"
+    AWAIT_LOOP_RESULT: Final = "await_loop_result"
+    DELIVER_SCHEDULED_TRIGGER: Final = "deliver_scheduled_trigger"
+    CHECK_SCHEDULE_HEALTH: Final = "check_schedule_health"
+    CHECK_DATA_FRESHNESS: Final = "check_data_freshness"
+    FIND_CLOSED_LOOPS: Final = "find_closed_loops"
+    NOTIFY: Final = "notify"
+    NOTIFY_REVIEWERS: Final = "notify_reviewers"
+
 
 COORDINATOR_WORKFLOW = "ModelCoordinator"
 RETRAINING_LOOP_WORKFLOW = "RetrainingLoop"

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from workflows.common.models import StateModel, StrictModel
+from workflows.common.notify import Notification
 from workflows.coordinator.policy import TriggerPolicy
 from workflows.coordinator.triggers import DataArrival, DriftSignal, Severity, TriggerKind
 from workflows.loop.models import EventRef, LoopStatus, TriggerContext
@@ -85,17 +86,6 @@ class Decision(StrictModel):
     requires_approval: bool = False
     numbers: dict[str, Number] = {}
     error: str | None = None
-
-
-class Notification(StrictModel):
-    """A message for the model's reviewers; the key makes delivery idempotent."""
-
-    key: str
-    model: str
-    level: Annotated[str, Field(pattern="^(info|warning|critical)$")]
-    subject: str
-    body: str
-    decision_seq: int
 
 
 class LoopStart(StrictModel):

@@ -27,6 +27,7 @@ from typing import Any
 
 from workflows.common.models import format_duration
 from workflows.common.names import retraining_loop_id
+from workflows.common.notify import Level, Notification
 from workflows.coordinator.models import (
     DECISIONS_KEPT,
     EVENT_IDS_PER_LOGGED_DECISION,
@@ -40,7 +41,6 @@ from workflows.coordinator.models import (
     Decision,
     LoopOutcome,
     LoopStart,
-    Notification,
     Number,
     PendingBatch,
     PendingView,
@@ -668,7 +668,7 @@ class CoordinatorRules:
         return Step(decisions=[decision])
 
     def _notification(
-        self, decision: Decision, level: str, subject: str, body: str
+        self, decision: Decision, level: Level, subject: str, body: str
     ) -> Notification:
         return Notification(
             key=f"{self.state.model}-decision-{decision.seq}",

@@ -16,10 +16,13 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+
+from workflows.common.names import ActivityName
 
 with workflow.unsafe.imports_passed_through():
     from workflows.common import metrics, names
+    from workflows.common.notify import Notification, notify
     from workflows.coordinator.details import render_details
     from workflows.coordinator.models import (
         CoordinatorInput,
@@ -27,14 +30,12 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         DecisionsQuery,
         LoopStart,
-        Notification,
         PauseRequest,
     )
     from workflows.coordinator.rules import CoordinatorRules, Step, new_state
     from workflows.coordinator.triggers import MAX_EVENTS_PER_BATCH, TriggerKind, parse_trigger
     from workflows.loop.models import LoopResult, RetrainingLoopInput, result_from_failure
 
-NOTIFY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(minutes=1))
 LOOP_WATCH_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5))
 
 
@@ -254,7 +255,7 @@ class ModelCoordinator:
 
     async def _watch_loop(self, loop_id: str) -> None:
         result = await workflow.execute_activity(
-            "await_loop_result",
+            ActivityName.AWAIT_LOOP_RESULT,
             loop_id,
             result_type=LoopResult,
             start_to_close_timeout=timedelta(days=365),
@@ -275,16 +276,8 @@ class ModelCoordinator:
         metrics.count(workflow.metric_meter(), metrics.TRIGGER_EVENTS, labels)
 
     async def _notify(self, notification: Notification) -> None:
-        try:
-            await workflow.execute_activity(
-                "notify",
-                notification,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=NOTIFY_RETRY,
-            )
-        except ActivityError as err:
-            # A lost notification must not stop the coordinator; the decision log has it.
-            workflow.logger.error("notification %s failed: %s", notification.key, err.cause)
+        # A lost notification must not stop the coordinator; the decision log has it.
+        await notify(notification)
         outbox = self._rules.state.outbox
         outbox[:] = [n for n in outbox if n.key != notification.key]
         del self._deliveries[notification.key]

@@ -19,6 +19,10 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
+from workflows.common.errors import ErrorType
+from workflows.common.names import ActivityName
+from workflows.common.retries import SPEC_RETRY
+
 with workflow.unsafe.imports_passed_through():
     from workflows.common import names
     from workflows.coordinator.triggers import Severity
@@ -38,15 +42,14 @@ with workflow.unsafe.imports_passed_through():
 
 HISTORY_KEPT = 50
 MAX_QUEUED_CHECKS = 5
-SPEC_RETRY = RetryPolicy(
-    maximum_attempts=3,
-    maximum_interval=timedelta(seconds=30),
-    non_retryable_error_types=["UnknownModel", "InvalidModelSpec"],
-)
 CHECK_RETRY = RetryPolicy(
     maximum_attempts=3,
     initial_interval=timedelta(seconds=5),
-    non_retryable_error_types=["UnknownModel", "InvalidModelSpec", "DriftProfileError"],
+    non_retryable_error_types=[
+        ErrorType.UNKNOWN_MODEL,
+        ErrorType.INVALID_MODEL_SPEC,
+        ErrorType.DRIFT_PROFILE,
+    ],
 )
 CHECK_TIMEOUT = timedelta(minutes=15)
 CHECK_HEARTBEAT = timedelta(minutes=1)
@@ -105,7 +108,8 @@ class DriftMonitor:
             self._queued -= 1
         if report is None:
             raise ApplicationError(
-                f"the drift check failed: {self._state.last_error}", type="DriftCheckFailed"
+                f"the drift check failed: {self._state.last_error}",
+                type=ErrorType.DRIFT_CHECK_FAILED,
             )
         return report
 
@@ -135,7 +139,7 @@ class DriftMonitor:
         """The spec's drift policy; the last known one when the spec cannot be read now."""
         try:
             spec: ModelSpec = await workflow.execute_activity(
-                "load_model_spec",
+                ActivityName.LOAD_MODEL_SPEC,
                 self._model,
                 result_type=ModelSpec,
                 start_to_close_timeout=timedelta(minutes=1),
@@ -155,7 +159,7 @@ class DriftMonitor:
         check_id = f"drift-{self._model}-{now:%Y%m%dT%H%M%S}-{state.checks}"
         try:
             report: DriftReport = await workflow.execute_activity(
-                "check_drift",
+                ActivityName.CHECK_DRIFT,
                 DriftCheckInput(model=self._model, check_id=check_id, window_end=now),
                 result_type=DriftReport,
                 start_to_close_timeout=CHECK_TIMEOUT,

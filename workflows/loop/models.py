@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AwareDatetime, Field
 from temporalio.exceptions import CancelledError, TerminatedError
@@ -323,16 +323,3 @@ class ReviewDecision(StrictModel):
 
     reviewer: Annotated[str, Field(max_length=200)]
     comment: Annotated[str, Field(max_length=2000)] = ""
-
-
-class ReviewerNotification(StrictModel):
-    """A message about one loop for its reviewers; `key` makes each delivery idempotent."""
-
-    key: str
-    model: str
-    loop_id: str
-    level: Literal["info", "warning", "critical"]
-    subject: str
-    body: str
-    # primary: the model's usual channels; escalation: also the second channel.
-    channel: Literal["primary", "escalation"] = "primary"

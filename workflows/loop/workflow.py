@@ -25,13 +25,17 @@ from temporalio.exceptions import (
 )
 from temporalio.workflow import ParentClosePolicy
 
+from workflows.common.errors import ErrorType
+from workflows.common.names import ActivityName
+from workflows.common.retries import QUICK_RETRY
+
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from workflows.common import metrics, names
     from workflows.common.errors import activity_failure
     from workflows.common.models import describe_validation_error
-    from workflows.common.notify import notify_reviewers
+    from workflows.common.notify import Notification, notify
     from workflows.drift.models import ProfileSummary
     from workflows.loop.approval import (
         ApprovalEventKind,
@@ -66,7 +70,6 @@ with workflow.unsafe.imports_passed_through():
         RejectRequest,
         RetrainingLoopInput,
         ReviewDecision,
-        ReviewerNotification,
         TrainingJob,
         TrainingRequest,
         TrainingResult,
@@ -81,22 +84,29 @@ QUICK = timedelta(minutes=2)
 REFERENCE_PROFILE_PATCH = "reference-profile-on-promotion"
 REJECTION_PATCH = "candidate-rejected-in-registry"
 TRAINING_SLOT_PATCH = "training-slot"
-QUICK_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(minutes=1))
 DATA_RETRY = RetryPolicy(
     maximum_attempts=5,
     maximum_interval=timedelta(minutes=2),
-    non_retryable_error_types=["InvalidData", "UnknownModel", "InvalidModelSpec"],
+    non_retryable_error_types=[
+        ErrorType.INVALID_DATA,
+        ErrorType.UNKNOWN_MODEL,
+        ErrorType.INVALID_MODEL_SPEC,
+    ],
 )
 # A retried training adopts the earlier attempt's process or result (idempotent by loop id).
 TRAINING_RETRY = RetryPolicy(
     maximum_attempts=3,
     initial_interval=timedelta(seconds=5),
-    non_retryable_error_types=["TrainingEntrypointError"],
+    non_retryable_error_types=[ErrorType.TRAINING_ENTRYPOINT],
 )
 TRAINING_HEARTBEAT = timedelta(seconds=30)
 EVALUATION_RETRY = RetryPolicy(
     maximum_attempts=3,
-    non_retryable_error_types=["InvalidEvaluationData", "InvalidModelOutput", "GoldenSetChanged"],
+    non_retryable_error_types=[
+        ErrorType.INVALID_EVALUATION_DATA,
+        ErrorType.INVALID_MODEL_OUTPUT,
+        ErrorType.GOLDEN_SET_CHANGED,
+    ],
 )
 
 
@@ -220,7 +230,7 @@ class RetrainingLoop:
 
     async def _load_spec(self) -> ModelSpec:
         spec: ModelSpec = await workflow.execute_activity(
-            "load_model_spec",
+            ActivityName.LOAD_MODEL_SPEC,
             self._input.model,
             result_type=ModelSpec,
             start_to_close_timeout=QUICK,
@@ -231,7 +241,7 @@ class RetrainingLoop:
     async def _select_window(self, spec: ModelSpec) -> DataWindow:
         extra = sorted({arrival.uri for arrival in self._input.trigger.data})
         window: DataWindow = await workflow.execute_activity(
-            "select_data_window",
+            ActivityName.SELECT_DATA_WINDOW,
             DataWindowRequest(
                 loop_id=self._loop_id, spec=spec, as_of=workflow.now(), extra_uris=extra
             ),
@@ -246,12 +256,12 @@ class RetrainingLoop:
     async def _verify_golden_set(self, spec: ModelSpec) -> GoldenSet:
         try:
             golden: GoldenSet = await workflow.execute_activity(
-                "verify_golden_set",
+                ActivityName.VERIFY_GOLDEN_SET,
                 spec,
                 result_type=GoldenSet,
                 start_to_close_timeout=timedelta(minutes=30),
                 retry_policy=RetryPolicy(
-                    maximum_attempts=5, non_retryable_error_types=["GoldenSetChanged"]
+                    maximum_attempts=5, non_retryable_error_types=[ErrorType.GOLDEN_SET_CHANGED]
                 ),
             )
         except ActivityError as err:
@@ -288,7 +298,7 @@ class RetrainingLoop:
         )
         try:
             training: TrainingResult = await workflow.execute_activity(
-                "train_candidate",
+                ActivityName.TRAIN_CANDIDATE,
                 TrainingJob(
                     entrypoint=spec.training.entrypoint,
                     request=request,
@@ -348,7 +358,7 @@ class RetrainingLoop:
 
     async def _champion(self, spec: ModelSpec) -> ModelVersion | None:
         champion: ModelVersion | None = await workflow.execute_activity(
-            "champion_version",
+            ActivityName.CHAMPION_VERSION,
             spec.name,
             result_type=ModelVersion | None,  # type: ignore[arg-type]
             start_to_close_timeout=QUICK,
@@ -366,7 +376,7 @@ class RetrainingLoop:
     ) -> ModelVersion:
         trigger = self._input.trigger
         candidate: ModelVersion = await workflow.execute_activity(
-            "register_candidate",
+            ActivityName.REGISTER_CANDIDATE,
             RegisterRequest(
                 model=spec.name,
                 loop_id=self._loop_id,
@@ -401,7 +411,7 @@ class RetrainingLoop:
         assert window.holdout_set is not None and window.baseline_eval_set is not None
         try:
             report: EvaluationReport = await workflow.execute_activity(
-                "evaluate_candidate",
+                ActivityName.EVALUATE_CANDIDATE,
                 EvaluationRequest(
                     loop_id=self._loop_id,
                     spec=spec,
@@ -427,7 +437,7 @@ class RetrainingLoop:
     async def _deploy(self, spec: ModelSpec, candidate: ModelVersion) -> Promotion:
         # all_at_once (SageMaker's all-at-once): the candidate becomes champion in one step.
         promotion: Promotion = await workflow.execute_activity(
-            "promote_candidate",
+            ActivityName.PROMOTE_CANDIDATE,
             PromoteRequest(model=spec.name, version=candidate.version, loop_id=self._loop_id),
             result_type=Promotion,
             start_to_close_timeout=QUICK,
@@ -448,7 +458,7 @@ class RetrainingLoop:
         assert deployment is not None
         try:
             profile: ProfileSummary = await workflow.execute_activity(
-                "build_reference_profile",
+                ActivityName.BUILD_REFERENCE_PROFILE,
                 spec.name,
                 result_type=ProfileSummary,
                 # Seconds of work (a model load and a pass over the training set), bounded.
@@ -684,7 +694,8 @@ class RetrainingLoop:
         channel: Literal["primary", "escalation"] = "primary",
     ) -> None:
         key = f"{self._loop_id}-{len(self._record.notifications) + 1}"
-        notification = ReviewerNotification(
+        notification = Notification(
+            audience="reviewers",
             key=key,
             model=self._input.model,
             loop_id=self._loop_id,
@@ -694,7 +705,7 @@ class RetrainingLoop:
             channel=channel,
         )
         self._record.notifications.append(key)
-        await notify_reviewers(notification)
+        await notify(notification)
 
     async def _mark_rejected(
         self, candidate: ModelVersion, status: LoopStatus, summary: str
@@ -703,7 +714,7 @@ class RetrainingLoop:
         loop's outcome stands whatever happens here, with the failure noted."""
         try:
             await workflow.execute_activity(
-                "reject_candidate",
+                ActivityName.REJECT_CANDIDATE,
                 RejectRequest(
                     model=candidate.model,
                     version=candidate.version,
@@ -738,7 +749,7 @@ class RetrainingLoop:
         self._record.outcome = result
         self._enter(LoopStage.DONE)
         audit_uri: str = await workflow.execute_activity(
-            "write_audit_record",
+            ActivityName.WRITE_AUDIT_RECORD,
             self._record,
             result_type=str,
             start_to_close_timeout=QUICK,

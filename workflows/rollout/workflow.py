@@ -29,14 +29,18 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
+from workflows.common.errors import ErrorType
+from workflows.common.names import ActivityName
+from workflows.common.retries import QUICK_RETRY
+
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from workflows.common import metrics, names
     from workflows.common.errors import activity_failure
     from workflows.common.models import describe_validation_error
-    from workflows.common.notify import notify_reviewers
-    from workflows.loop.models import PromoteRequest, Promotion, ReviewerNotification
+    from workflows.common.notify import Notification, notify
+    from workflows.loop.models import PromoteRequest, Promotion
     from workflows.rollout.details import render_rollout_details
     from workflows.rollout.models import (
         CanaryRequest,
@@ -64,19 +68,18 @@ with workflow.unsafe.imports_passed_through():
 SHIFT_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=20,
-    non_retryable_error_types=["TrafficRefused", "TrafficMismatch"],
+    non_retryable_error_types=[ErrorType.TRAFFIC_REFUSED, ErrorType.TRAFFIC_MISMATCH],
 )
 # Putting the champion back matters more than anything else the rollout does: keep trying.
 ROLLBACK_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
-    non_retryable_error_types=["TrafficRefused", "TrafficMismatch"],
+    non_retryable_error_types=[ErrorType.TRAFFIC_REFUSED, ErrorType.TRAFFIC_MISMATCH],
 )
 ANALYSIS_RETRY = RetryPolicy(
     maximum_attempts=5,
     maximum_interval=timedelta(minutes=1),
-    non_retryable_error_types=["InvalidCaptureData"],
+    non_retryable_error_types=[ErrorType.INVALID_CAPTURE_DATA],
 )
-QUICK_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(minutes=1))
 
 
 class RolloutEnded(Exception):
@@ -244,7 +247,7 @@ class StagedRollout:
             change_id=f"{self._id}/{self._changes}-{label}",
         )
         state: EndpointState = await workflow.execute_activity(
-            "shift_traffic",
+            ActivityName.SHIFT_TRAFFIC,
             change,
             result_type=EndpointState,
             # Two admin calls of at most 10 s each; a worker lost mid-call is retried soon.
@@ -293,7 +296,7 @@ class StagedRollout:
     async def _analyse(self, champion: WindowRef, challenger: WindowRef) -> CanaryStatistics:
         seed_key = f"{self._id}/{len(self._stages)}/{self._stages[-1].bakes}"
         stats: CanaryStatistics = await workflow.execute_activity(
-            "analyse_canary",
+            ActivityName.ANALYSE_CANARY,
             CanaryRequest(
                 model=self._input.model,
                 endpoint_url=self._policy.endpoint_url,
@@ -363,7 +366,7 @@ class StagedRollout:
 
     async def _registry_promote(self, version: str) -> Promotion:
         promotion: Promotion = await workflow.execute_activity(
-            "promote_candidate",
+            ActivityName.PROMOTE_CANDIDATE,
             PromoteRequest(model=self._input.model, version=version, loop_id=self._id),
             result_type=Promotion,
             start_to_close_timeout=timedelta(minutes=2),
@@ -607,7 +610,8 @@ class StagedRollout:
         self, level: Literal["info", "warning", "critical"], subject: str, body: str
     ) -> None:
         self._notifications += 1
-        notification = ReviewerNotification(
+        notification = Notification(
+            audience="reviewers",
             key=f"{self._id}-{self._notifications}",
             model=self._input.model,
             loop_id=self._input.loop_id,
@@ -615,7 +619,7 @@ class StagedRollout:
             subject=f"{self._input.model}: {subject} ({self._id})",
             body=body,
         )
-        await notify_reviewers(notification)
+        await notify(notification)
 
     def _finish(
         self, status: RolloutStatus, summary: str, verdict: CanaryVerdict | None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from workflows.common.models import format_duration
-from workflows.coordinator.models import Notification
+from workflows.common.notify import Notification
 from workflows.coordinator.triggers import TriggerEvent, TriggerKind
 from workflows.schedule.models import (
     SCHEDULE_SOURCE,

@@ -20,9 +20,12 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError
 
+from workflows.common.errors import ErrorType
+
 with workflow.unsafe.imports_passed_through():
     from workflows.common import metrics, names
-    from workflows.coordinator.models import Decision, Notification
+    from workflows.common.notify import notify
+    from workflows.coordinator.models import Decision
     from workflows.schedule.models import (
         SCHEDULED_TRIGGER_WORKFLOW,
         DeliveryRequest,
@@ -44,14 +47,13 @@ DELIVERY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=10,
-    non_retryable_error_types=["TriggerRejected"],
+    non_retryable_error_types=[ErrorType.TRIGGER_REJECTED],
 )
 CHECK_RETRY = RetryPolicy(
     maximum_attempts=3,
     maximum_interval=timedelta(seconds=10),
-    non_retryable_error_types=["InvalidModelSpec"],
+    non_retryable_error_types=[ErrorType.INVALID_MODEL_SPEC],
 )
-NOTIFY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(minutes=1))
 ACTIVITY_TIMEOUT = timedelta(minutes=2)
 
 
@@ -107,7 +109,8 @@ class ScheduledTrigger:
             freshness_error,
             workflow.now(),
         )
-        await asyncio.gather(*(_notify(alert) for alert in alerts))
+        # A failed notification is logged; the report and the metrics still carry it.
+        await asyncio.gather(*(notify(alert) for alert in alerts))
         _record_metrics(report)
         return report
 
@@ -128,19 +131,6 @@ async def _attempt(
         cause = error.cause
         return None, str(getattr(cause, "message", None) or cause or error)
     return result, None
-
-
-async def _notify(notification: Notification) -> None:
-    try:
-        await workflow.execute_activity(
-            "notify",
-            notification,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=NOTIFY_RETRY,
-        )
-    except ActivityError as error:
-        # The report and the metrics still carry what the notification would have said.
-        workflow.logger.error("notification %s failed: %s", notification.key, error.cause)
 
 
 def _record_metrics(report: ScheduledRunReport) -> None:

@@ -18,6 +18,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import FailureError
 
+from workflows.common.names import ActivityName
+
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
@@ -126,7 +128,7 @@ class TrainingSlot:
 
     async def _ask(self, request: SlotRequest) -> SlotTicket:
         ticket: SlotTicket = await workflow.execute_activity(
-            "request_training_slot",
+            ActivityName.REQUEST_TRAINING_SLOT,
             request,
             result_type=SlotTicket,
             start_to_close_timeout=REQUEST_TIMEOUT,

@@ -25,6 +25,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, FailureError
 
+from workflows.common.names import ActivityName
 from workflows.slots.details import render_slots
 
 with workflow.unsafe.imports_passed_through():
@@ -189,7 +190,7 @@ class TrainingSlots:
         candidates = slot_rules.reclaim_candidates(state)
         try:
             found: ClosedLoops = await workflow.execute_activity(
-                "find_closed_loops",
+                ActivityName.FIND_CLOSED_LOOPS,
                 LoopsToCheck(loop_ids=candidates),
                 result_type=ClosedLoops,
                 start_to_close_timeout=timedelta(minutes=2),
