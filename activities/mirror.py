@@ -1,4 +1,5 @@
-"""Cloud object stores (S3, GCS) behind one Protocol, and where their objects are mirrored."""
+"""Where a cloud model's objects (S3, GCS: the `ObjectStore` of its backend) are mirrored under
+the retrain home, so the loop and the drift check read local files."""
 
 from __future__ import annotations
 

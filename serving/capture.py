@@ -1,4 +1,4 @@
-"""Batched data capture (activities/capture_layout.py): answers and feedback to Parquet.
+"""Batched data capture (activities/local/capture.py): answers and feedback to Parquet.
 
 Rows accumulate in memory and are written as whole files (temporary name, then a rename) into
 daily partitions by the endpoint's UTC clock, so readers never see a partial file. A write

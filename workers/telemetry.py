@@ -1,5 +1,6 @@
-"""The worker's Prometheus endpoint: the Temporal SDK's own metrics and ours (workflows/metrics.py),
-served by the SDK's runtime, so one scrape target per worker process."""
+"""The worker's Prometheus endpoint: the Temporal SDK's own metrics and ours
+(workflows/common/metrics.py), served by the SDK's runtime, so one scrape target per worker
+process."""
 
 from __future__ import annotations
 

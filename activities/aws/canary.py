@@ -1,7 +1,7 @@
 """The canary analysis of a SageMaker endpoint, from CloudWatch metrics.
 
 `CloudWatchCanary.analyse` reads each variant's window (since its `WindowRef.since`, until now)
-into `activities.canary_counts.VariantCounts`, from counts and sums instead of per-request rows:
+into `activities.rollout.counts.VariantCounts`, from counts and sums instead of per-request rows:
 
 - AWS/SageMaker (dimensions EndpointName, VariantName): Invocations, Invocation4XXErrors,
   Invocation5XXErrors (Sum) and ModelLatency (microseconds; Sum and SampleCount for the mean),
@@ -15,7 +15,7 @@ into `activities.canary_counts.VariantCounts`, from counts and sums instead of p
   LogLossCount, LogLossSum, LogLossSquaredSum and PredictionBin00..PredictionBin19, a
   histogram of the positive-class score in 20 equal bins on [0, 1].
 
-The tests on these counts are `activities.canary_counts.count_statistics`. CloudWatch rounds a
+The tests on these counts are `activities.rollout.counts.count_statistics`. CloudWatch rounds a
 start time down to the minute, so a window may take in up to a minute of the previous stage's
 traffic.
 """

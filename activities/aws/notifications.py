@@ -3,9 +3,9 @@
 One Publish per message: the subject (cut to SNS's 100 printable ASCII characters, no line
 breaks), the body as Message, and `model`, `level`, `audience`, `key` (and `loop_id` when the
 message is about one loop) as message attributes so subscriptions can filter on them. On a FIFO
-topic (`.fifo`) the key is the MessageDeduplicationId and the model the MessageGroupId, so a retried activity within SNS's
-five-minute deduplication window does not notify twice; a standard topic has no deduplication,
-so subscribers should deduplicate on the `key` attribute.
+topic (`.fifo`) the key is the MessageDeduplicationId and the model the MessageGroupId, so a
+retried activity within SNS's five-minute deduplication window does not notify twice; a standard
+topic has no deduplication, so subscribers should deduplicate on the `key` attribute.
 """
 
 from __future__ import annotations

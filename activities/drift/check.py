@@ -5,7 +5,7 @@ Steps: read the registered spec → make the endpoint write its buffered capture
 names one) → build or reuse the reference profile for the current champion
 (`activities.drift.profile`) → read the window (`activities.drift.window`) → statistics for
 features, the champion's predictions and the labels (`activities.drift.statistics`) → the
-verdict (`workflows.drift_rules.assess`) → `<home>/drift/<model>/reports/<check_id>.{json,html}`.
+verdict (`workflows.drift.rules.assess`) → `<home>/drift/<model>/reports/<check_id>.{json,html}`.
 
 Idempotent by check id: a retried check writes the same files again.
 """
@@ -76,7 +76,7 @@ def _column(
     stats: NumericStats | CategoricalStats, role: ColumnRole, issues: list[str]
 ) -> ColumnResult:
     """A column's statistics as the report holds them; the policy's view (score, threshold,
-    weight, status) is filled in by `workflows.drift_rules.assess`."""
+    weight, status) is filled in by `workflows.drift.rules.assess`."""
     fields: dict[str, Any] = {
         "name": stats.name,
         "role": role,

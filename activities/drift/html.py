@@ -6,7 +6,7 @@ Content-Security-Policy forbids the page from loading or running anything even i
 would. Everything that comes from data (column names, categories, issues, summary) is escaped.
 
 The number formatting and the column order are shared with the terminal view
-(`starters/render_drift.py`), so both show the same figures in the same order.
+(`starters/cli/render/drift.py`), so both show the same figures in the same order.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Each variant's window is `WindowRef.since` .. now (Cloud Monitoring has no gener
 one 60 s alignment period, ending now). Sums use ALIGN_SUM over one alignment period spanning
 the window; p50/p99 use ALIGN_PERCENTILE_50/99 of the window's merged latency distribution.
 
-The checks on these counts are `activities.canary_counts.count_statistics` (latency p50/p99 as
+The checks on these counts are `activities.rollout.counts.count_statistics` (latency p50/p99 as
 ratios without a p-value: Cloud Monitoring keeps bucketed distributions, not per-request
 samples). Vertex's metrics reach Cloud Monitoring a few minutes late: the stage's bake should
 outlast that.

@@ -1,4 +1,4 @@
-"""The model registry (loop step 4) behind the `ModelRegistry` Protocol, and its activities.
+"""The local backend's `ModelRegistry` (activities/ports.py): MLflow's model registry.
 
 `MlflowRegistry` is MLflow's own model registry on a local SQLite store: tracking and registry
 at `sqlite:///<home>/mlflow.db`, artifacts under `<home>/mlartifacts/<model>/`. Browse it with

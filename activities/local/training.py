@@ -1,4 +1,4 @@
-"""Training (loop step 3) behind the `TrainingBackend` Protocol, and its activity.
+"""The local backend's `TrainingBackend` (activities/ports.py): a training process per loop.
 
 `LocalTrainingBackend` runs the user's `module:function` entrypoint (SageMaker script mode, typed)
 in a separate OS process (`activities.training_runner`), in its own process group, and keeps

@@ -5,7 +5,7 @@ baseline evaluation slice and the immutable golden set. The report carries every
 task on each dataset, paired-bootstrap intervals of candidate-minus-champion for the policy's
 metrics on the holdout and the golden set, the holdout prediction histograms of both models and
 the candidate's holdout errors per segment. The verdict over these numbers is
-`workflows.guardrails.gate_verdict`, a pure function the workflow runs.
+`workflows.loop.rules.gate_verdict`, a pure function the workflow runs.
 
 Metrics are weighted sums over rows, evaluated for a matrix of row weights at once: the sample
 itself is one row of ones, a bootstrap resample is a row of draw counts. The point estimates and

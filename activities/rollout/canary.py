@@ -2,8 +2,8 @@
 
 Asks the endpoint to write its buffered capture (so the window holds every answer served so
 far), reads the champion's and the challenger's windows from the capture files and measures
-them (`activities.canary_statistics.compare`). The verdict is the workflow's
-(`workflows.canary.canary_verdict`). The request's capture directory is the spec's
+them (`activities.rollout.statistics.compare`). The verdict is the workflow's
+(`workflows.rollout.rules.canary_verdict`). The request's capture directory is the spec's
 (`ModelSpec.data.capture_location`): relative to the retrain home unless absolute. A synchronous
 activity: the worker runs it in its thread pool. Unreadable capture files are a non-retryable
 `InvalidCaptureData` error; a failing flush or a vanished file is retried under the workflow's

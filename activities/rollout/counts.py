@@ -1,10 +1,10 @@
 """The canary's statistics from per-variant aggregate counts, for metrics stores without rows.
 
 CloudWatch (SageMaker) and Cloud Monitoring (Vertex) keep sums per variant and window, not one
-row per request, so `activities.canary_statistics.compare` cannot run on them. A backend reads
+row per request, so `activities.rollout.statistics.compare` cannot run on them. A backend reads
 its metrics into one `VariantCounts` per variant and `count_statistics` (pure) turns two of them
 into the same `CanaryStatistics`, with the same orientation of every check (positive
-`difference` = challenger worse, one-sided p-values), for `workflows.canary.canary_verdict`:
+`difference` = challenger worse, one-sided p-values), for `workflows.rollout.rules.canary_verdict`:
 
 - sample_size: requests per side (no test).
 - error_rate and accuracy: the pooled two-proportion z-test of `canary_statistics`.

@@ -1,7 +1,6 @@
-"""Traffic on a serving endpoint (rollout stages and rollbacks), behind the `ServingBackend`
-Protocol, and its activities.
+"""The rollout's `shift_traffic` activity over any `ServingBackend` (rollout stages, rollbacks).
 
-`LocalEndpoint` drives `retrain serve MODEL` through its admin API. Every change is read back
+Every change is read back
 from the endpoint after it is set: an endpoint that does not report what was asked fails the
 activity loudly (non-retryable), since a rollout must never go on believing a split that is
 not live. Changes are idempotent by `change_id` on the endpoint, so a retried activity (or a

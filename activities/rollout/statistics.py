@@ -1,7 +1,7 @@
 """The canary analysis' statistics: challenger against champion on one window of live traffic.
 
 `compare` is pure (no I/O, randomness only from `seed`) and vectorised: 100k answers per side
-take a few tens of milliseconds. It measures; the verdict (`workflows.canary.canary_verdict`,
+take a few tens of milliseconds. It measures; the verdict (`workflows.rollout.rules.canary_verdict`,
 no numpy) applies the policy's tolerances and the significance level to these numbers.
 
 Every check reports `difference` oriented so that positive means the challenger is worse, and

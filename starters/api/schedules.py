@@ -6,7 +6,7 @@ await schedules.backfill("churn", start, end)
 
 One Temporal Schedule per model (`schedule-<model>`); each action starts a `ScheduledTrigger`
 run that delivers a `scheduled` trigger to the model's coordinator and checks the schedule's
-health and the data's freshness (workflows/scheduled_trigger.py).
+health and the data's freshness (workflows/schedule/workflow.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 `TrafficGenerator` sends `rate` requests per second (at most `concurrency` in flight) to
 `POST /invocations` of a `retrain serve` endpoint, each a row of the demo's Agrawal stream
-(`starters.synthetic.generate_rows`, a stream of its own) labelled by the *current* concept,
+(`starters.demo.synthetic.generate_rows`, a stream of its own) labelled by the *current* concept,
 which the demo switches with `set_concept` when its drift day comes. For a `label_share` of the
 answered requests the true label follows `label_delay` seconds later, batched, on
 `POST /feedback` (labels arrive late in real life).

@@ -1,4 +1,4 @@
-"""SageMakerEndpoint against moto (with the UpdateEndpoint shim of tests/moto_gaps.py), and
+"""SageMakerEndpoint against moto (with the UpdateEndpoint shim of tests/support/moto_gaps.py), and
 botocore's Stubber for the exact UpdateEndpoint request and the error paths."""
 
 from __future__ import annotations

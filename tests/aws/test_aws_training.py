@@ -1,6 +1,6 @@
 """SageMaker training against moto (server mode), plus the container entry run directly.
 
-moto completes jobs instantly without a container: `tests/sagemaker_container.py` runs the
+moto completes jobs instantly without a container: `tests/support/sagemaker_container.py` runs the
 real `activities.container_entry` when a job is created. Paths moto lacks (StopTrainingJob,
 StopPipelineExecution, a Failed job, throttling, AccessDenied) use botocore's Stubber.
 """

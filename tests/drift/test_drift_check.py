@@ -1,6 +1,6 @@
 """The `check_drift` activity on real files: a registered spec and champion, captured traffic
-written as the endpoint writes it, feedback labels. No Temporal here (tests/test_drift_monitor.py
-runs the workflow)."""
+written as the endpoint writes it, feedback labels. No Temporal here
+(tests/drift/test_drift_monitor.py runs the workflow)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Vertex training (CustomJob and PipelineJob) through the real SDK against the local fake.
 
-The fake never runs a container: `ContainerEmulator` (tests/vertex_harness.py) runs the real
+The fake never runs a container: `ContainerEmulator` (tests/support/vertex_harness.py) runs the real
 `activities.container_entry` with each job's own arguments against the fake's GCS.
 """
 

@@ -1,7 +1,7 @@
 """Training: the default entrypoint, and the local backend's real subprocess runs.
 
-Entrypoint doubles live in `tests/training_entrypoints.py`; their `calls_file` hyperparameter
-counts how many trainings actually ran.
+Entrypoint doubles live in `tests/support/training_entrypoints.py`; their `calls_file`
+hyperparameter counts how many trainings actually ran.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The training-slot queue's rules (workflows/slot_rules.py), without Temporal: grant order,
+"""The training-slot queue's rules (workflows/slots/rules.py), without Temporal: grant order,
 idempotency, release, reclaim, limit changes, and invariants over random message sequences."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ publishes each live variant's metrics, as the cloud and a feedback joiner would.
 
 Time is moved by hand (`env.sleep`) with automatic skipping off: the bakes need skipped
 minutes, and automatic skipping sometimes jumped the server 3,650 days while a result was
-awaited (see tests/test_rollout_loop.py).
+awaited (see tests/rollout/test_rollout_loop.py).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def staged_policy(endpoint_url: str, **changes: Any) -> DeploymentPolicy:
         "watch_min_requests": MIN_REQUESTS,
         "max_extensions": 1,
         # The subject is the rollout's mechanics: latency only fails on a gross slowdown, not
-        # on a loaded test machine's noise (tests/test_canary.py covers the statistics).
+        # on a loaded test machine's noise (tests/rollout/test_canary.py covers the statistics).
         "canary": {"min_labelled": MIN_REQUESTS, "max_latency_ratio": 4.0},
     }
     fields.update(changes)

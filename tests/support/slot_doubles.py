@@ -1,6 +1,6 @@
 """Loops that take a training slot with exactly RetrainingLoop's code (`TrainingSlot`), whose
 training is recorded by activities and, when the recorder says so, lasts until the test sends
-`finish` (tests/test_training_slots.py and tests/histories/record_slots.py).
+`finish` (tests/slots/test_training_slots.py and tests/histories/record_slots.py).
 
 The wait happens in the workflow, not in a blocked activity: the time-skipping server does not
 skip time while an activity runs, and a terminated loop's running activity would hold it."""

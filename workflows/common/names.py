@@ -1,4 +1,5 @@
-"""Public names shared by workflows, workers and clients: task queue, ids, search attributes."""
+"""Public names shared by workflows, workers and clients: task queue, workflow and activity
+names, ids, search attributes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The coordinator's state and what it tells the outside: decisions, status, notifications.
+"""The coordinator's state and what it tells the outside: decisions, status, its outbox.
 
 `CoordinatorState` is the whole state of one model's coordinator; it is carried unchanged
 through continue-as-new, so every field here is part of a running execution's contract.

@@ -1,7 +1,8 @@
-"""The contract between the coordinator and the RetrainingLoop child it starts.
+"""The RetrainingLoop's messages: its contract with the coordinator, and with its activities.
 
 The coordinator starts `RetrainingLoop` (id `retrain-<model>-<n>`) with a `RetrainingLoopInput`
-and learns how it ended from its result, a `LoopResult`.
+and learns how it ended from its result, a `LoopResult`. The loop's steps exchange the requests
+and results below with their activities (data window, training, registry, evaluation).
 """
 
 from __future__ import annotations

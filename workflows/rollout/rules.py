@@ -2,7 +2,7 @@
 
 A pure function for the `StagedRollout` workflow: stdlib `math` and our pydantic models only (no
 numpy, no I/O, no clock), deterministic. The numbers come from the `analyse_canary` activity
-(`activities.canary_statistics.compare`); shadow-stage statistics follow the same rules.
+(`activities.rollout.statistics.compare`); shadow-stage statistics follow the same rules.
 
 Significance: `alpha_check = policy.alpha / m` where m counts the checks that carry a p-value
 (Bonferroni), so two identical variants fail at most `alpha` of the time. A check fails only

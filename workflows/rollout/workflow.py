@@ -6,7 +6,7 @@ Child of the RetrainingLoop once the offline gates (and a reviewer, when needed)
 
 Each stage shifts traffic (read back from the endpoint), bakes, then runs the canary analysis:
 statistics in an activity over exactly the stage's requests (its weights generation), the
-verdict a pure function (`workflows/canary.py`). fail → automatic rollback to 100% champion,
+verdict a pure function (`workflows/rollout/rules.py`). fail → automatic rollback to 100% champion,
 read back; inconclusive → bake again up to `max_extensions`, then hold for a human
 (`approve` continues, `promote` skips to 100%, `abort` rolls back; no answer in
 `human_timeout` rolls back). After promotion a watch window compares the new champion with the

@@ -1,7 +1,7 @@
 """The training-slot queue's rules, as plain functions over `SlotsState` (no Temporal).
 
 Each function applies one message to the state in place and returns the loops it granted a
-slot to (the workflow tells them). Invariants, property-tested in tests/test_slot_rules.py:
+slot to (the workflow tells them). Invariants, property-tested in tests/slots/test_slot_rules.py:
 a loop is a holder or a waiter, never both, and at most once; a slot is never left free while
 someone waits; holders only exceed the limit after the limit was lowered (nobody is preempted);
 waiters are granted in `grant_key` order.

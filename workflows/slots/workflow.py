@@ -5,7 +5,7 @@ A semaphore as an entity workflow. Loops signal `request` before training and `r
 with the signal `training_slot_granted`. Signals, not updates: during an incident hundreds of
 loops ask at once, far above the 10 updates a workflow takes in flight.
 
-Handlers are synchronous, so each message applies atomically (`workflows/slot_rules.py`); the
+Handlers are synchronous, so each message applies atomically (`workflows/slots/rules.py`); the
 main loop sends the grants, and, while loops wait, looks for holders and waiters whose
 executions ended without releasing (terminated, timed out) and frees their places. The state is
 one `SlotsState`, carried through continue-as-new when the server suggests it.

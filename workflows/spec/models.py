@@ -82,7 +82,7 @@ class DataSources(StrictModel):
     golden_set: str
     timestamp_column: ColumnName = "event_time"
     # The endpoint's data capture (requests and feedback); default: `captured` beside
-    # `labelled` (see activities/capture_layout.py).
+    # `labelled` (see activities/local/capture.py).
     captured: str | None = None
 
     @property
