@@ -81,7 +81,7 @@ class WorkerProcess:
         self._log: IO[bytes] = log.open("ab")
         env = {**os.environ, "RETRAIN_HOME": str(home)}
         self.process = subprocess.Popen(
-            [str(RETRAIN), "worker", "--address", address, "--task-queue", task_queue],
+            [str(RETRAIN), "--address", address, "worker", "--task-queue", task_queue],
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -19,9 +19,9 @@ from typing import Annotated, Self
 
 from pydantic import AwareDatetime, Field, model_validator
 
-from workflows.model_spec import Metric, Task
-from workflows.policy import Duration
-from workflows.triggers import Severity, StrictModel
+from workflows.common.models import Duration, StrictModel
+from workflows.coordinator.triggers import Severity
+from workflows.spec.models import Metric, Task
 
 Probability = Annotated[float, Field(ge=0, le=1)]
 Count = Annotated[int, Field(ge=0)]

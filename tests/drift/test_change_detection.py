@@ -1,4 +1,4 @@
-"""The sequential change detector (activities/change_detection.py) on river's streams.
+"""The sequential change detector (activities/drift/change_detection.py) on river's streams.
 
 A small tree trained on the pre-change concept scores streams whose concept changes abruptly,
 gradually, or not at all; its 0/1 errors are the detector's input. Claims:
@@ -29,16 +29,10 @@ import numpy as np
 import pytest
 import scipy.stats  # type: ignore[import-untyped, unused-ignore]
 
-from activities.change_detection import (
-    CLOCK,
-    adwin_delta,
-    detect_changes,
-    unit_losses,
-)
-from activities.performance_metrics import classifier_outcome, realized_quality, subset
-from tests.performance_streams import ABRUPT_WIDTH, drifting, friedman, stationary
-from workflows.model_spec import Metric
-from workflows.performance_models import (
+from activities.drift.change_detection import CLOCK, adwin_delta, detect_changes, unit_losses
+from activities.drift.performance_metrics import classifier_outcome, realized_quality, subset
+from tests.support.performance_streams import ABRUPT_WIDTH, drifting, friedman, stationary
+from workflows.drift.performance_models import (
     Basis,
     ChangePoint,
     DetectorState,
@@ -48,7 +42,8 @@ from workflows.performance_models import (
     PerformanceRows,
     PerformanceStatus,
 )
-from workflows.performance_rules import assess_performance, judgements
+from workflows.drift.performance_rules import assess_performance, judgements
+from workflows.spec.models import Metric
 
 FALSE_ALARM_RATE = 0.05
 SEEDS = range(6)

@@ -1,7 +1,7 @@
 """Realized quality of a model on labelled traffic, with confidence intervals, and its
 per-prediction loss stream.
 
-The metrics are `activities.evaluation`'s (one implementation of every metric, checked against
+The metrics are `activities.loop.evaluation`'s (one implementation of every metric, checked against
 scikit-learn there): its outcomes (`ClassifierOutcome`, `RegressorOutcome`), `metric_values`
 under row weightings and its bootstrap resampling. This module builds outcomes from captured
 answers and adds the intervals:
@@ -24,18 +24,18 @@ import numpy as np
 import numpy.typing as npt
 import scipy.stats  # type: ignore[import-untyped, unused-ignore]
 
-from activities.evaluation import (
+from activities.drift.performance_window import LabelledWindow
+from activities.loop.evaluation import (
     ClassifierOutcome,
     Outcome,
     RegressorOutcome,
     metric_values,
     resample_weights,
 )
-from activities.performance_window import LabelledWindow
-from workflows.guardrails import HOLDOUT
-from workflows.loop_models import EvaluationReport
-from workflows.model_spec import Metric, Task
-from workflows.performance_models import IntervalMethod, LossKind, MetricQuality
+from workflows.drift.performance_models import IntervalMethod, LossKind, MetricQuality
+from workflows.loop.models import EvaluationReport
+from workflows.loop.rules import HOLDOUT
+from workflows.spec.models import Metric, Task
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -1,4 +1,4 @@
-"""Performance decisions (workflows/performance_rules.py): pure functions over hand-built
+"""Performance decisions (workflows/drift/performance_rules.py): pure functions over hand-built
 reports, property-tested where a claim is general (low-volume windows always get checked)."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import workflows.performance_models
-import workflows.performance_rules
-from workflows.model_spec import Metric, Task
-from workflows.performance_models import (
+import workflows.drift.performance_models
+import workflows.drift.performance_rules
+from workflows.coordinator.triggers import Severity
+from workflows.drift.performance_models import (
     Basis,
     CalibrationCheck,
     ChangePoint,
@@ -34,14 +34,14 @@ from workflows.performance_models import (
     PerformanceStatus,
     VolumeDecision,
 )
-from workflows.performance_rules import (
+from workflows.drift.performance_rules import (
     assess_performance,
     judge,
     next_window_start,
     performance_signal,
     volume_decision,
 )
-from workflows.triggers import Severity
+from workflows.spec.models import Metric, Task
 
 POLICY = PerformancePolicy()
 START = datetime(2026, 4, 1, tzinfo=UTC)
@@ -385,7 +385,9 @@ def test_reports_refuse_inconsistent_numbers() -> None:
     assert again == measured and again.detector is not None and again.detector.degraded
 
 
-@pytest.mark.parametrize("module", [workflows.performance_rules, workflows.performance_models])
+@pytest.mark.parametrize(
+    "module", [workflows.drift.performance_rules, workflows.drift.performance_models]
+)
 def test_the_workflow_side_imports_no_numpy(module: Any) -> None:
     tree = ast.parse(Path(module.__file__).read_text())
     imported = {

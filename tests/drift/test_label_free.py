@@ -1,4 +1,4 @@
-"""Label-free performance estimation (activities/label_free.py) on river's RandomRBF streams.
+"""Label-free performance estimation (activities/drift/label_free.py) on river's RandomRBF streams.
 
 - Calibrated scores: labels drawn from the model's own probabilities (calibrated by
   construction, on any covariate distribution, which is CBPE's assumption). Over many windows,
@@ -22,14 +22,10 @@ from river.datasets import synth
 from sklearn.naive_bayes import GaussianNB  # type: ignore[import-untyped]
 from sklearn.tree import DecisionTreeClassifier  # type: ignore[import-untyped]
 
-from activities.evaluation import ClassifierOutcome
-from activities.label_free import (
-    CalibrationUnknown,
-    check_calibration,
-    estimate_performance,
-)
-from activities.performance_metrics import classifier_outcome
-from workflows.performance_models import LabelFreeMetric
+from activities.drift.label_free import CalibrationUnknown, check_calibration, estimate_performance
+from activities.drift.performance_metrics import classifier_outcome
+from activities.loop.evaluation import ClassifierOutcome
+from workflows.drift.performance_models import LabelFreeMetric
 
 WINDOWS = 40
 WINDOW_ROWS = 1500

@@ -1,6 +1,6 @@
-"""The join of captured answers with their feedback labels (activities/performance_window.py).
+"""The join of captured answers with their feedback labels (activities/drift/performance_window.py).
 
-Capture files are written in the layout the endpoint writes (activities/capture_layout.py); one
+Capture files are written in the layout the endpoint writes (activities/local/capture.py); one
 test runs the real endpoint (requests, feedback, flush) and reads its capture back. Bad captured
 data (labels of the wrong type, feedback for unknown request ids, files out of the layout) is
 counted and described, never raised.
@@ -17,15 +17,15 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
-from activities import capture_layout as layout
-from activities.data_window import write_parquet_atomic
-from activities.performance_metrics import realized_quality, window_outcome
-from activities.performance_window import read_labelled_window
-from activities.registry import MlflowRegistry
+from activities.drift.performance_metrics import realized_quality, window_outcome
+from activities.drift.performance_window import read_labelled_window
+from activities.local import capture as layout
+from activities.local.registry import MlflowRegistry
+from activities.loop.data_window import write_parquet_atomic
 from serving.config import EndpointConfig
-from starters.synthetic import FEATURES, generate_rows
-from tests.endpoint_harness import running_endpoint, train_versions
-from workflows.model_spec import Metric, Task
+from starters.demo.synthetic import FEATURES, generate_rows
+from tests.support.endpoint_harness import running_endpoint, train_versions
+from workflows.spec.models import Metric, Task
 
 DAY = date(2026, 3, 10)
 START = datetime(2026, 3, 10, tzinfo=UTC)

@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from river import drift  # type: ignore[import-untyped, unused-ignore]
 
-from workflows.performance_models import (
+from workflows.drift.performance_models import (
     MAX_CHANGES,
     ChangePoint,
     DetectorMethod,

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from activities.evaluation import MAX_BOOTSTRAP_CELLS, ClassifierOutcome
-from workflows.performance_models import (
+from activities.loop.evaluation import MAX_BOOTSTRAP_CELLS, ClassifierOutcome
+from workflows.drift.performance_models import (
     CalibrationCheck,
     EstimatedMetric,
     LabelFreeEstimate,

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from workflows.model_spec import Metric
-from workflows.performance_models import (
+from workflows.coordinator.triggers import Severity, severity_from_score
+from workflows.drift.performance_models import (
     Basis,
     EstimatedMetric,
     LabelFreeMetric,
@@ -44,7 +44,7 @@ from workflows.performance_models import (
     PerformanceVerdict,
     VolumeDecision,
 )
-from workflows.triggers import Severity, severity_from_score
+from workflows.spec.models import Metric
 
 _SUMMARY_LIMIT = 2000
 

@@ -1,4 +1,5 @@
-"""Realized quality with intervals, and per-prediction losses (activities/performance_metrics.py).
+"""Realized quality with intervals, and per-prediction losses
+(activities/drift/performance_metrics.py).
 
 Values are checked against scikit-learn; Wilson intervals against their formula and their
 coverage (seeded trials against a binomial bound); bootstrap intervals for containing the value
@@ -14,8 +15,7 @@ import pytest
 import scipy.stats  # type: ignore[import-untyped, unused-ignore]
 from sklearn import metrics as skm  # type: ignore[import-untyped]
 
-from activities.evaluation import ClassifierOutcome
-from activities.performance_metrics import (
+from activities.drift.performance_metrics import (
     MetricUnavailable,
     classifier_outcome,
     default_loss,
@@ -27,10 +27,11 @@ from activities.performance_metrics import (
     wilson_interval,
     window_outcome,
 )
-from activities.performance_window import LabelledWindow
-from workflows.loop_models import EvaluationReport
-from workflows.model_spec import Metric, Task
-from workflows.performance_models import IntervalMethod, LossKind, MetricQuality
+from activities.drift.performance_window import LabelledWindow
+from activities.loop.evaluation import ClassifierOutcome
+from workflows.drift.performance_models import IntervalMethod, LossKind, MetricQuality
+from workflows.loop.models import EvaluationReport
+from workflows.spec.models import Metric, Task
 
 CLASSIFICATION = [Metric.ACCURACY, Metric.PRECISION, Metric.RECALL, Metric.ROC_AUC, Metric.LOG_LOSS]
 

@@ -15,7 +15,7 @@ scan stops once every label has found its request.
 Bad captured data never stops the reader; it is counted in `PerformanceRows` and described in
 its `problems`:
 
-- a file that does not follow the capture layout (`activities.capture_layout`), e.g. labels
+- a file that does not follow the capture layout (`activities.local.capture`), e.g. labels
   stored as text, is skipped (its labels counted as invalid);
 - a label for a request id no request file of the window or its lookback holds is unmatched;
 - a label that cannot be compared with a prediction (not finite; for a classifier, not a whole
@@ -39,8 +39,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.dataset as ds  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
-from activities.canary_window import SERVER_ERROR
-from activities.capture_layout import (
+from activities.local.capture import (
     CAPTURED_AT,
     FEEDBACK,
     LABEL,
@@ -55,8 +54,9 @@ from activities.capture_layout import (
     VERSION,
     partitions_since,
 )
-from workflows.model_spec import Task
-from workflows.performance_models import MAX_PROBLEMS, PerformanceRows
+from activities.rollout.window import SERVER_ERROR
+from workflows.drift.performance_models import MAX_PROBLEMS, PerformanceRows
+from workflows.spec.models import Task
 
 FloatArray = npt.NDArray[np.float64]
 ObjectArray = npt.NDArray[np.object_]
