@@ -72,7 +72,7 @@ def reports_dir(home: Path, model: str) -> Path:
     return home / "drift" / model / "reports"
 
 
-def _column(
+def column_result(
     stats: NumericStats | CategoricalStats, role: ColumnRole, issues: list[str]
 ) -> ColumnResult:
     """A column's statistics as the report holds them; the policy's view (score, threshold,
@@ -124,11 +124,11 @@ def _role_columns(
     if names := references.numeric.names:
         columns = [numeric[name] for name in names]
         for stats in numeric_drift(references.numeric, columns, threads=threads):
-            results.append(_column(stats, role, issues.get(stats.name, [])))
+            results.append(column_result(stats, role, issues.get(stats.name, [])))
     if names := references.categorical.names:
         columns = [categorical[name] for name in names]
         for cstats in categorical_drift(references.categorical, columns):
-            results.append(_column(cstats, role, issues.get(cstats.name, [])))
+            results.append(column_result(cstats, role, issues.get(cstats.name, [])))
     return results
 
 

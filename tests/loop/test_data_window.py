@@ -366,7 +366,7 @@ def test_split_is_stable_across_processes(home: Path) -> None:
     output = subprocess.run(
         [sys.executable, "-c", script, str(home)],
         env={**os.environ, "PYTHONHASHSEED": "12345"},
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         check=True,

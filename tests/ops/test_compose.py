@@ -34,7 +34,7 @@ from workers.search_attributes import _cli_type
 from workflows.common.metrics import CATALOG
 from workflows.common.names import SEARCH_ATTRIBUTES, TASK_QUEUE
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DASHBOARD = ROOT / "ops/grafana/dashboards/retraining.json"

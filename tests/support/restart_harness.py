@@ -47,7 +47,7 @@ from workflows.rollout.models import EndpointState, RolloutResult, RolloutView
 from workflows.rollout.workflow import StagedRollout
 
 RETRAIN = Path(sys.executable).parent / "retrain"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # Generous: a loaded 2-core machine may take long to load the variants or start a worker.
 STARTUP_SECONDS = 120.0
 M = TypeVar("M", bound=BaseModel)
