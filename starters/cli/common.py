@@ -1,4 +1,5 @@
-"""What every `retrain` command shares: consoles, options, and turning errors into one line."""
+"""What every `retrain` command shares: consoles, options, the connection settings the root
+callback reads (`retrain --address H:P --namespace N COMMAND`), and turning errors into one line."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -29,13 +31,6 @@ console = Console()
 errors = Console(stderr=True)
 T = TypeVar("T")
 
-AddressOption = Annotated[
-    str | None,
-    typer.Option("--address", help="Temporal frontend host:port (default: TEMPORAL_ADDRESS)"),
-]
-NamespaceOption = Annotated[
-    str | None, typer.Option("--namespace", help="Namespace (default: TEMPORAL_NAMESPACE)")
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
 
 
@@ -51,6 +46,25 @@ ModelArgument = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class Connection:
+    """Where the commands find Temporal: the root options, `None` meaning "from the environment"
+    (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, a TEMPORAL_PROFILE, else the local dev server)."""
+
+    address: str | None = None
+    namespace: str | None = None
+
+    async def connect(self, runtime: Runtime | None = None) -> Client:
+        return await connect(self.address, self.namespace, runtime)
+
+
+def connection(ctx: typer.Context) -> Connection:
+    """The settings the root callback stored; the environment's when a group's Typer app is
+    invoked without the root (`CliRunner().invoke(slots_app, ...)`)."""
+    found = ctx.find_object(Connection)
+    return found if found is not None else Connection()
+
+
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit code 1."""
 
@@ -63,16 +77,15 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def run(
     action: Callable[[Client], Awaitable[T]],
-    address: str | None,
-    namespace: str | None,
+    settings: Connection,
     runtime: Runtime | None = None,
 ) -> T:
     """Connect, run, and turn Temporal's errors into one clear line and a non-zero exit."""
 
     async def main() -> T:
-        target = address or os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS
+        target = settings.address or os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS
         try:
-            client = await connect(address, namespace, runtime)
+            client = await settings.connect(runtime)
         except RuntimeError as err:
             raise CliError(
                 f"cannot reach Temporal at {target} ({err}); is `retrain server` running?"

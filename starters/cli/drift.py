@@ -9,10 +9,9 @@ from temporalio.client import Client
 
 from starters.api.drift import DriftMonitors
 from starters.cli.common import (
-    AddressOption,
     JsonOption,
     ModelArgument,
-    NamespaceOption,
+    connection,
     console,
     print_json,
     run,
@@ -46,11 +45,10 @@ def _print_report(report: DriftReport, as_json: bool) -> None:
 
 @drift_app.command("check")
 def check(
+    ctx: typer.Context,
     model: ModelArgument,
     reason: ReasonOption = "on demand",
     notify: NotifyOption = True,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check now (starting the model's monitor if needed) and print the report."""
@@ -59,14 +57,13 @@ def check(
     async def check_now(client: Client) -> DriftReport:
         return await DriftMonitors(client).check(model, request)
 
-    _print_report(run(check_now, address, namespace), as_json)
+    _print_report(run(check_now, connection(ctx)), as_json)
 
 
 @drift_app.command("report")
 def report(
+    ctx: typer.Context,
     model: ModelArgument,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The monitor's last report, as a table (its HTML page is linked in the header)."""
@@ -74,7 +71,7 @@ def report(
     async def last(client: Client) -> DriftReport | None:
         return (await DriftMonitors(client).status(model)).last_report
 
-    found = run(last, address, namespace)
+    found = run(last, connection(ctx))
     if found is None:
         console.print(f"no drift report yet for {model}: `retrain drift check {model}` runs one")
         raise typer.Exit(1)
@@ -83,9 +80,8 @@ def report(
 
 @drift_app.command("status")
 def status(
+    ctx: typer.Context,
     model: ModelArgument,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Schedule, recent checks and what the coordinator was told."""
@@ -97,4 +93,4 @@ def status(
         else:
             console.print(monitor_status_table(current))
 
-    run(show, address, namespace)
+    run(show, connection(ctx))

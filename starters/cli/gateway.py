@@ -15,11 +15,10 @@ import typer
 import uvicorn
 from rich.markup import escape
 
-from starters.api.connection import connect, retrain_home
+from starters.api.connection import retrain_home
 from starters.cli.common import (
-    AddressOption,
     JsonOption,
-    NamespaceOption,
+    connection,
     console,
     errors,
     fail,
@@ -61,13 +60,12 @@ def _source(value: str | None) -> str | None:
 
 
 def gateway(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "0.0.0.0",
     port: Annotated[int, typer.Option(help="HTTP port", min=1, max=65535)] = 8080,
     max_body_bytes: Annotated[
         int, typer.Option(help="Largest request body accepted (413 beyond)", min=1)
     ] = DEFAULT_MAX_BODY_BYTES,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     task_queue: TaskQueueOption = TASK_QUEUE,
 ) -> None:
     """Run the event gateway: S3/EventBridge, SNS, Pub/Sub and Alertmanager events in, trigger
@@ -83,7 +81,7 @@ def gateway(
         home=retrain_home(), secrets=secrets, max_body_bytes=max_body_bytes, task_queue=task_queue
     )
     try:
-        app = create_app(config, lambda: connect(address, namespace))
+        app = create_app(config, connection(ctx).connect)
     except DatabaseError as err:
         raise fail(str(err)) from None
     closed = [source for source in SOURCES if not secrets[source].configured]
@@ -161,13 +159,12 @@ def _chosen(ids: list[int] | None, all_: bool) -> list[int] | None:
 
 @dlq_app.command("replay")
 def dlq_replay(
+    ctx: typer.Context,
     ids: IdsArgument = None,
     all_: AllOption = False,
     attempts: Annotated[
         int, typer.Option(help="Attempts per signal before giving up", min=1, max=10)
     ] = 3,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     task_queue: TaskQueueOption = TASK_QUEUE,
     as_json: JsonOption = False,
 ) -> None:
@@ -176,7 +173,7 @@ def dlq_replay(
     chosen = _chosen(ids, all_)
     home = retrain_home()
     policy = DeliveryPolicy(attempts=attempts)
-    link = TemporalLink(lambda: connect(address, namespace), task_queue)
+    link = TemporalLink(connection(ctx).connect, task_queue)
     with _database() as conn:
         if conn is None:
             report = None

@@ -9,10 +9,9 @@ from temporalio.client import Client
 
 from starters.api.rollouts import Rollouts
 from starters.cli.common import (
-    AddressOption,
     JsonOption,
     ModelArgument,
-    NamespaceOption,
+    connection,
     console,
     print_json,
     run,
@@ -35,10 +34,9 @@ ReasonOption = Annotated[str, typer.Option(help="Why (kept in the rollout record
 
 @rollout_app.command("status")
 def status(
+    ctx: typer.Context,
     model: ModelArgument,
     loop: NumberOption = None,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Step, weights and every canary verdict so far."""
@@ -50,17 +48,16 @@ def status(
         else:
             console.print(render_rollout_details(view), markup=False, highlight=False)
 
-    run(show, address, namespace)
+    run(show, connection(ctx))
 
 
 def _command(verb: RolloutVerb, help_text: str) -> None:
     def send_command(
+        ctx: typer.Context,
         model: ModelArgument,
         operator: OperatorOption,
         reason: ReasonOption = "",
         loop: NumberOption = None,
-        address: AddressOption = None,
-        namespace: NamespaceOption = None,
     ) -> None:
         command = RolloutCommand(operator=operator, reason=reason)
 
@@ -68,7 +65,7 @@ def _command(verb: RolloutVerb, help_text: str) -> None:
             record = await Rollouts(client).command(model, verb, command, loop)
             console.print(f"[green]{verb}[/] accepted from {record.operator}")
 
-        run(send, address, namespace)
+        run(send, connection(ctx))
 
     send_command.__doc__ = help_text
     rollout_app.command(verb)(send_command)

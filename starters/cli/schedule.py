@@ -11,10 +11,9 @@ from temporalio.client import Client
 
 from starters.api.schedules import Schedules, ScheduleView, check_backfill_range, parse_settings
 from starters.cli.common import (
-    AddressOption,
     JsonOption,
     ModelArgument,
-    NamespaceOption,
+    connection,
     console,
     fail,
     print_json,
@@ -43,6 +42,7 @@ def _show(view: ScheduleView, as_json: bool) -> None:
 
 @schedule_app.command("set")
 def set_schedule(
+    ctx: typer.Context,
     model: ModelArgument,
     cron: Annotated[
         list[str] | None,
@@ -68,8 +68,6 @@ def set_schedule(
     task_queue: Annotated[
         str, typer.Option(help="Task queue of the worker that runs the schedule's runs")
     ] = TASK_QUEUE,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create the model's schedule, or update it in place (its pause state is kept)."""
@@ -98,13 +96,12 @@ def set_schedule(
         console.print(f"[green]{verb}[/] {outcome.schedule.schedule_id}")
         console.print(schedule_details(outcome.schedule))
 
-    run(act, address, namespace)
+    run(act, connection(ctx))
 
 
 @schedule_app.command("list")
 def list_schedules(
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
+    ctx: typer.Context,
     as_json: JsonOption = False,
 ) -> None:
     """Every model's schedule: when, overlap policy, next run, state, last run."""
@@ -116,14 +113,13 @@ def list_schedules(
         else:
             console.print(schedules_table(views))
 
-    run(show, address, namespace)
+    run(show, connection(ctx))
 
 
 @schedule_app.command("describe")
 def describe(
+    ctx: typer.Context,
     model: ModelArgument,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """One schedule: settings, state, counters, recent runs and what they found."""
@@ -131,15 +127,14 @@ def describe(
     async def show(client: Client) -> None:
         _show(await Schedules(client).describe(model), as_json)
 
-    run(show, address, namespace)
+    run(show, connection(ctx))
 
 
 @schedule_app.command("pause")
 def pause(
+    ctx: typer.Context,
     model: ModelArgument,
     note: NoteOption = "",
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Stop scheduled runs (trigger and backfill still work) until unpause."""
@@ -147,15 +142,14 @@ def pause(
     async def act(client: Client) -> None:
         _show(await Schedules(client).pause(model, note), as_json)
 
-    run(act, address, namespace)
+    run(act, connection(ctx))
 
 
 @schedule_app.command("unpause")
 def unpause(
+    ctx: typer.Context,
     model: ModelArgument,
     note: NoteOption = "",
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Resume scheduled runs."""
@@ -163,18 +157,17 @@ def unpause(
     async def act(client: Client) -> None:
         _show(await Schedules(client).unpause(model, note), as_json)
 
-    run(act, address, namespace)
+    run(act, connection(ctx))
 
 
 @schedule_app.command("trigger")
 def trigger(
+    ctx: typer.Context,
     model: ModelArgument,
     overlap: Annotated[
         OverlapPolicy | None,
         typer.Option(help="Override the overlap policy for this run"),
     ] = None,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
 ) -> None:
     """Run the schedule's action now."""
 
@@ -182,7 +175,7 @@ def trigger(
         await Schedules(client).trigger(model, overlap)
         console.print(f"triggered schedule-{model}: `retrain schedule describe {model}` shows it")
 
-    run(act, address, namespace)
+    run(act, connection(ctx))
 
 
 def _utc(value: datetime) -> datetime:
@@ -192,6 +185,7 @@ def _utc(value: datetime) -> datetime:
 
 @schedule_app.command("backfill")
 def backfill(
+    ctx: typer.Context,
     model: ModelArgument,
     start: Annotated[
         datetime, typer.Option(formats=TIME_FORMATS, help="After this time (UTC unless given)")
@@ -202,8 +196,6 @@ def backfill(
     overlap: Annotated[
         OverlapPolicy, typer.Option(help="allow-all: every backfilled time delivers")
     ] = OverlapPolicy.ALLOW_ALL,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
 ) -> None:
     """Run now the times the schedule would have run after START up to END.
 
@@ -219,14 +211,13 @@ def backfill(
         await Schedules(client).backfill(model, _utc(start), _utc(end), overlap)
         console.print(f"backfilling schedule-{model} from {_utc(start)} to {_utc(end)}")
 
-    run(act, address, namespace)
+    run(act, connection(ctx))
 
 
 @schedule_app.command("delete")
 def delete(
+    ctx: typer.Context,
     model: ModelArgument,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
 ) -> None:
     """Delete the schedule (runs already started finish; the coordinator stays)."""
 
@@ -234,4 +225,4 @@ def delete(
         await Schedules(client).delete(model)
         console.print(f"deleted schedule-{model}")
 
-    run(act, address, namespace)
+    run(act, connection(ctx))

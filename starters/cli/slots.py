@@ -10,7 +10,7 @@ from rich.table import Table
 from temporalio.client import Client
 
 from starters.api.slots import TrainingSlotsClient
-from starters.cli.common import AddressOption, JsonOption, NamespaceOption, console, print_json, run
+from starters.cli.common import JsonOption, connection, console, print_json, run
 from workflows.slots.models import MAX_LIMIT, SlotsStatus
 
 slots_app = typer.Typer(
@@ -49,8 +49,7 @@ def print_status(status: SlotsStatus) -> None:
 
 @slots_app.command("show")
 def show(
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
+    ctx: typer.Context,
     as_json: JsonOption = False,
 ) -> None:
     """The limit, the loops holding a slot and the waiting queue in grant order."""
@@ -58,7 +57,7 @@ def show(
     async def read(client: Client) -> SlotsStatus:
         return await TrainingSlotsClient(client).status()
 
-    status = run(read, address, namespace)
+    status = run(read, connection(ctx))
     if as_json:
         print_json(status.model_dump(mode="json"))
     else:
@@ -67,13 +66,12 @@ def show(
 
 @slots_app.command("set-limit")
 def set_limit(
+    ctx: typer.Context,
     limit: Annotated[
         int, typer.Argument(min=1, max=MAX_LIMIT, help="Concurrent trainings allowed (K)")
     ],
     by: Annotated[str, typer.Option(help="Who changes it (kept in the limiter's events)")] = "",
     reason: Annotated[str, typer.Option(help="Why")] = "",
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
 ) -> None:
     """Change K on the running limiter (raising it lets waiting loops in at once).
 
@@ -82,7 +80,7 @@ def set_limit(
     async def change(client: Client) -> SlotsStatus:
         return await TrainingSlotsClient(client).set_limit(limit, by=by, reason=reason)
 
-    status = run(change, address, namespace)
+    status = run(change, connection(ctx))
     console.print(
         f"limit set to [bold]{status.limit}[/]: {status.in_use} in use, "
         f"{len(status.waiting)} waiting",

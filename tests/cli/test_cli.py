@@ -244,6 +244,30 @@ def test_unreachable_server_is_a_clear_error(stack: Stack) -> None:
     assert "cannot reach Temporal" in result.stderr
 
 
+def test_connection_options_come_before_the_command_and_beat_the_environment(
+    stack: Stack,
+) -> None:
+    """`retrain --address H:P --namespace N COMMAND`: one pair of options on the root."""
+    nowhere = f"127.0.0.1:{free_port()}"
+    here = f"127.0.0.1:{stack.port}"
+
+    def retrain(*args: str, address: str) -> subprocess.CompletedProcess[str]:
+        env = {**stack.env, "TEMPORAL_ADDRESS": address}
+        return subprocess.run([RETRAIN, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    found = retrain("--address", here, "status", "churn", "--json", address=nowhere)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["status"]["events_accepted"] >= 2
+    unreachable = retrain("--address", nowhere, "status", "churn", address=here)
+    assert unreachable.returncode == 1
+    assert f"cannot reach Temporal at {nowhere}" in unreachable.stderr
+    other = retrain("--namespace", "no-such-namespace", "status", "churn", address=here)
+    assert other.returncode == 1 and "no-such-namespace" in other.stderr
+    # After the command they are unknown options, as any other misplaced option.
+    misplaced = retrain("status", "churn", "--address", here, address=here)
+    assert misplaced.returncode == 2 and "--address" in misplaced.stderr
+
+
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     """`make demo ARGS=--auto-approve` itself: real loops, approval, a live endpoint with
     traffic, a staged rollout promoted, a bad release rolled back at 5%, the summary."""

@@ -16,7 +16,6 @@ from temporalio.client import Client
 from typer.testing import CliRunner, Result
 
 from starters.cli.app import app as retrain
-from starters.cli.gateway import dlq_app
 from tests.gateway.test_gateway import _decided_ids
 from tests.support.gateway_harness import (
     closed_port,
@@ -36,8 +35,11 @@ async def invoke(app: typer.Typer, args: list[str], env: dict[str, str]) -> Resu
     return await asyncio.to_thread(lambda: runner.invoke(app, args, env=env))
 
 
-async def dlq(home: Path, *args: str) -> Result:
-    return await invoke(dlq_app, list(args), {"RETRAIN_HOME": str(home), "COLUMNS": "200"})
+async def dlq(home: Path, *args: str, address: str | None = None) -> Result:
+    """`retrain [--address ADDRESS] dlq ARGS...` (the connection options are the root's)."""
+    root = [] if address is None else ["--address", address]
+    env = {"RETRAIN_HOME": str(home), "COLUMNS": "200"}
+    return await invoke(retrain, [*root, "dlq", *args], env)
 
 
 def listed(result: Result) -> list[dict[str, Any]]:
@@ -107,32 +109,33 @@ async def test_replay_keeps_failures_and_delivers_once_temporal_is_back(
 ):
     await _dead_letter(home, {"early": "churn-data", "late": "churn-data"})
     # No spec matched when they arrived: replay routes them again once one is registered.
-    failed = await dlq(home, "replay", "--all", "--address", f"127.0.0.1:{closed_port()}")
+    failed = await dlq(home, "replay", "--all", address=f"127.0.0.1:{closed_port()}")
     assert failed.exit_code == 1 and "0 delivered, 2 failed" in failed.stdout
     assert all("no registered model" in d.reason for d in stored(home)[1])
 
     register_sagemaker_model(home, "churn", "s3://churn-data/labelled")
-    down = ("--address", f"127.0.0.1:{closed_port()}", "--attempts", "1")
-    still_down = await dlq(home, "replay", "--all", *down)
+    down = f"127.0.0.1:{closed_port()}"
+    still_down = await dlq(home, "replay", "--all", "--attempts", "1", address=down)
     assert still_down.exit_code == 1 and "Temporal unreachable" in still_down.stdout
     kept = stored(home)[1]
     assert all(d.reason.startswith("Temporal unreachable") for d in kept)
     assert all(d.model == "churn" and d.last_failed_at > d.first_failed_at for d in kept)
 
-    missing = await dlq(home, "replay", "12345", "--address", target(client))
+    missing = await dlq(home, "replay", "12345", address=target(client))
     assert missing.exit_code == 1 and "not in the store: 12345" in missing.output
     both = await dlq(home, "replay", "1", "--all")
     assert both.exit_code == 2
 
-    live = ("--address", target(client), "--task-queue", task_queue)
+    live = target(client)
+    queue = ("--task-queue", task_queue)
     async with new_worker(ControlledLoop):
         first = kept[0].id
-        one = await dlq(home, "replay", str(first), *live)
+        one = await dlq(home, "replay", str(first), *queue, address=live)
         assert one.exit_code == 0 and "1 delivered, 0 failed" in one.stdout
-        rest = await dlq(home, "replay", "--all", *live, "--json")
+        rest = await dlq(home, "replay", "--all", *queue, "--json", address=live)
         assert json.loads(rest.stdout) == {"delivered": [kept[1].id], "failed": [], "missing": []}
         assert stored(home) == ([], [])
-        again = await dlq(home, "replay", "--all", *live)
+        again = await dlq(home, "replay", "--all", *queue, address=live)
         assert again.exit_code == 0 and "replayed 0" in again.stdout
 
         async def decided() -> bool:

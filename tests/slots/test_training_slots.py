@@ -1,6 +1,6 @@
 """The global limit of concurrent trainings: the `training-slots` workflow with loops that take
-slots through RetrainingLoop's own code (tests/slot_doubles.py), 50 models triggering at once
-through their real coordinators, reclaiming a dead holder's slot, changing the limit, the real
+slots through RetrainingLoop's own code (tests/support/slot_doubles.py), 50 models triggering at
+once through their real coordinators, reclaiming a dead holder's slot, changing the limit, the real
 RetrainingLoop waiting for a slot, continue-as-new, and the CLI."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from activities.loop.audit import AuditStore
 from starters.api.coordinators import Coordinators
 from starters.api.slots import TrainingSlotsClient, TrainingSlotsNotRunning
-from starters.cli.slots import slots_app
+from starters.cli.app import app as retrain
 from tests.support.helpers import FAST_POLICY, eventually
 from tests.support.loop_harness import register, start_loop, view, with_changes, write_dataset
 from tests.support.slot_doubles import (
@@ -428,7 +428,7 @@ async def test_cli_shows_the_queue_and_sets_the_limit(
 
     def cli(*args: str) -> Any:
         # In a thread: the CLI runs its own event loop while this one runs the worker.
-        return asyncio.to_thread(runner.invoke, slots_app, [*args, "--address", address])
+        return asyncio.to_thread(runner.invoke, retrain, ["--address", address, "slots", *args])
 
     missing = await cli("show")
     assert missing.exit_code == 1 and "not limited" in missing.output

@@ -27,7 +27,7 @@ from workflows.loop.models import LoopStatus, TrainingOutput, TrainingRequest
 
 # `retrain` is the console script (starters.cli:main); `python -m starters.cli` would not run it.
 RETRAIN = Path(sys.executable).parent / "retrain"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # Longer than the retry takes to arrive (TRAINING_HEARTBEAT 30 s + backoff): the second worker
 # finds the first attempt's training process still running and adopts it.
 SLEEP_SECONDS = 45
@@ -60,7 +60,7 @@ class WorkerProcess:
             ),
         }
         self.process = subprocess.Popen(
-            [str(RETRAIN), "worker", "--address", address, "--task-queue", task_queue],
+            [str(RETRAIN), "--address", address, "worker", "--task-queue", task_queue],
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,
