@@ -15,7 +15,6 @@ from temporalio import activity
 from temporalio.client import (
     Client,
     ScheduleActionExecutionStartWorkflow,
-    ScheduleOverlapPolicy,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowUpdateFailedError,
@@ -28,6 +27,7 @@ from activities.mirror import StoreFor, is_remote, split_uri
 from activities.ports import ObjectStore
 from activities.specs import SpecError, SpecStore
 from starters.api.coordinators import Coordinators
+from starters.api.schedules import overlap_policy
 from workflows.common.errors import ErrorType
 from workflows.common.names import ActivityName
 from workflows.coordinator.models import Decision
@@ -36,15 +36,9 @@ from workflows.schedule.models import (
     Freshness,
     FreshnessRequest,
     HealthRequest,
-    OverlapPolicy,
     ScheduledRunReport,
     ScheduleHealth,
 )
-
-
-def overlap_policy(policy: ScheduleOverlapPolicy) -> OverlapPolicy | None:
-    """Ours for Temporal's (the members share names); None for `UNSPECIFIED`."""
-    return OverlapPolicy.__members__.get(policy.name)
 
 
 def newest_partition(relative_paths: Iterable[str]) -> date | None:

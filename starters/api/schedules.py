@@ -41,7 +41,6 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.schedule.checks import overlap_policy
 from workflows.common import names
 from workflows.common.models import StrictModel, describe_validation_error
 from workflows.schedule.models import (
@@ -98,6 +97,11 @@ class ScheduleView(StrictModel):
 class SetOutcome(StrictModel):
     created: bool
     schedule: ScheduleView
+
+
+def overlap_policy(policy: ScheduleOverlapPolicy) -> OverlapPolicy | None:
+    """Ours for Temporal's (the members share names); None for `UNSPECIFIED`."""
+    return OverlapPolicy.__members__.get(policy.name)
 
 
 def parse_settings(fields: dict[str, Any]) -> ScheduleSettings:

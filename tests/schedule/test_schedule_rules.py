@@ -16,11 +16,10 @@ from activities.schedule.checks import (
     ScheduleCheckActivities,
     local_partitions,
     newest_partition,
-    overlap_policy,
     remote_partitions,
 )
 from activities.specs import SpecStore
-from starters.api.schedules import check_backfill_range, parse_settings
+from starters.api.schedules import check_backfill_range, overlap_policy, parse_settings
 from tests.support.cloud_data import sagemaker_settings
 from tests.support.loop_harness import with_changes
 from workflows.coordinator.triggers import TriggerKind
