@@ -128,3 +128,21 @@ def test_the_cli_prints_a_refused_pattern_intact(spec: ModelSpec, tmp_path: Path
     )
     assert done.returncode == 2
     assert r"^arn:aws[a-z-]*:iam::\d{12}:role/" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("arn", "accepted"),
+    [
+        ("arn:aws:sns:us-east-1:123456789012:retrain", True),
+        ("arn:aws:sns:us-east-1:123456789012:retrain.fifo", True),
+        ("arn:aws:sns:us-east-1:123456789012:retrain.other", False),
+        ("arn:aws:sns:us-east-1:123456789012:" + "a" * 257, False),
+    ],
+)
+def test_sns_topics_may_be_fifo(spec: ModelSpec, arn: str, accepted: bool) -> None:
+    settings = {**sagemaker_settings(), "sns_topic_arn": arn}
+    if accepted:
+        assert changed(spec, backend="sagemaker", sagemaker=settings).sagemaker is not None
+    else:
+        with pytest.raises(ValidationError, match="sns_topic_arn"):
+            changed(spec, backend="sagemaker", sagemaker=settings)

@@ -19,7 +19,12 @@ S3Bucket = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
 AwsRegion = Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")]
 RoleArn = Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")]
 SnsTopicArn = Annotated[
-    str, Field(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
+    # A FIFO topic's name ends in `.fifo` (its notifications are then deduplicated by key).
+    str,
+    Field(
+        pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:"
+        r"(?:[A-Za-z0-9_-]{1,256}|[A-Za-z0-9_-]{1,251}\.fifo)$"
+    ),
 ]
 # SageMaker resource names: letters, digits and hyphens, at most 63 characters.
 SageMakerName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")]
@@ -76,6 +81,3 @@ class SageMakerSettings(CloudSettings):
     )
     # Extra chargeback tags on every resource (model, loop id and trigger are always tagged).
     tags: Tags = {}
-
-
-# ---- Google Cloud --------------------------------------------------------------------------
