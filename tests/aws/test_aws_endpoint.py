@@ -257,6 +257,17 @@ def test_update_endpoint_request() -> None:
                 },
             ],
             "Tags": tags,
+            # Capture on every config: a rollout never switches it off.
+            "DataCaptureConfig": {
+                "EnableCapture": True,
+                "InitialSamplingPercentage": 100,
+                "DestinationS3Uri": f"s3://{settings().bucket}/{settings().prefix}/capture",
+                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                "CaptureContentTypeHeader": {
+                    "CsvContentTypes": ["text/csv"],
+                    "JsonContentTypes": ["application/json"],
+                },
+            },
         },
     )
     stub.add_response(

@@ -10,6 +10,8 @@ what the server answers. The `moto_gaps` fixture installs (and afterwards remove
 - UpdateEndpointWeightsAndCapacities with weights only: moto sets the instance counts to None;
   AWS keeps them. It also bumps LastModifiedTime, as AWS does.
 - AddTags: moto appends a second tag with the same key; AWS overwrites the value.
+- DescribeTrainingJob: moto reports no TrainingTimeInSeconds / BillableTimeInSeconds; the
+  container emulator sets them (`set_training_times`) from the run it played.
 
 `set_endpoint_status` puts an endpoint in any status (moto's are always InService).
 """
@@ -48,6 +50,7 @@ def _apply_config(endpoint: FakeEndpoint, config: Any) -> None:
     shadow = getattr(config, "shadow_production_variants", None) or []
     # Describe* report every attribute of moto's objects, so a new one shows up as a field.
     endpoint.shadow_production_variants = endpoint._process_production_variants(shadow) or None  # type: ignore[attr-defined]
+    endpoint.data_capture_config = config.data_capture_config
     endpoint.last_modified_time = utcnow()
 
 
