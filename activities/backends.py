@@ -52,6 +52,8 @@ class CloudConnections:
     vertex_api_endpoint: str | None = None
     gcs_endpoint: str | None = None
     monitoring_endpoint: str | None = None
+    bigquery_endpoint: str | None = None
+    pubsub_endpoint: str | None = None
     # google.auth Credentials (tests: anonymous); None: Application Default Credentials.
     gcp_credentials: Any = None
     # Polling of training jobs (tests poll fast). The interval grows to `max_poll_seconds`,

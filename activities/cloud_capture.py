@@ -199,7 +199,7 @@ def response_outputs(
         else:
             return [_named_output(document, spec, settings)]
     items = document if isinstance(document, list) else [document]
-    return [_json_output(item, spec, settings) for item in items]
+    return [prediction_output(item, spec, settings) for item in items]
 
 
 def _number(value: Any) -> float:
@@ -233,7 +233,8 @@ def _row_output(values: list[str], spec: ModelSpec, settings: CaptureSettings) -
     raise PayloadError(f"a CSV answer of {len(values)} values")
 
 
-def _json_output(item: Any, spec: ModelSpec, settings: CaptureSettings) -> Output:
+def prediction_output(item: Any, spec: ModelSpec, settings: CaptureSettings) -> Output:
+    """One prediction as a JSON document (a number, a list of class probabilities, an object)."""
     if isinstance(item, dict):
         return _named_output(item, spec, settings)
     if isinstance(item, list):

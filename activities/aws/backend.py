@@ -7,6 +7,7 @@ from pathlib import Path
 
 from activities.aws.autoscaling import VariantAutoscaling
 from activities.aws.canary import CloudWatchCanary
+from activities.aws.capture import S3CaptureSource
 from activities.aws.clients import AwsClients
 from activities.aws.endpoint import SageMakerEndpoint
 from activities.aws.notifications import SnsChannel
@@ -51,4 +52,5 @@ def build_backend(spec: ModelSpec, home: Path, connections: CloudConnections) ->
         store=S3Store(clients),
         store_root=f"s3://{settings.bucket}/{settings.prefix}",
         notifications=notifications,
+        capture=S3CaptureSource(clients, settings, home) if settings.capture else None,
     )

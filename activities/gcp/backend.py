@@ -6,6 +6,7 @@ from pathlib import Path
 
 from activities.backends import CloudConnections
 from activities.gcp.canary import CloudMonitoringCanary
+from activities.gcp.capture import BigQueryCaptureSource
 from activities.gcp.clients import GcpClients
 from activities.gcp.endpoint import VertexEndpoint
 from activities.gcp.gcs_store import GcsStore
@@ -27,6 +28,8 @@ def build_backend(spec: ModelSpec, home: Path, connections: CloudConnections) ->
         api_endpoint=connections.vertex_api_endpoint,
         storage_endpoint=connections.gcs_endpoint,
         monitoring_endpoint=connections.monitoring_endpoint,
+        bigquery_endpoint=connections.bigquery_endpoint,
+        pubsub_endpoint=connections.pubsub_endpoint,
     )
     clients.init_vertex()
     registry = VertexRegistry(clients, settings, home)
@@ -47,4 +50,5 @@ def build_backend(spec: ModelSpec, home: Path, connections: CloudConnections) ->
         drift_source=(
             ModelMonitoringSource(clients, settings) if settings.monitoring_job else None
         ),
+        capture=BigQueryCaptureSource(clients, settings, home) if settings.capture else None,
     )
