@@ -71,6 +71,7 @@ from activities.local.capture import (
     VERSION,
     partition,
 )
+from activities.ports import ObjectStore
 from workflows.spec.common import CaptureSettings
 from workflows.spec.models import FeatureKind, ModelSpec, Task
 
@@ -348,9 +349,14 @@ LOCK = ".cloud-capture.lock"
 class CaptureMirror:
     """The capture layout of one model, filled from a cloud's records."""
 
-    def __init__(self, directory: Path, spec: ModelSpec) -> None:
+    def __init__(
+        self, directory: Path, spec: ModelSpec, reference: pa.Schema | None = None
+    ) -> None:
         self.directory = directory
         self.spec = spec
+        # The baseline holdout's schema: features are typed as the model was trained on, so
+        # the drift check compares like with like (else numbers as float64, categories as text).
+        self.reference = reference
         self._manifest = _Manifest()
         self._complete: set[str] = set()
 
@@ -411,11 +417,13 @@ class CaptureMirror:
         self._replace(source, fingerprint, files)
 
     def _request_schema(self) -> pa.Schema:
-        # Numbers as float64 (the readers take any numeric type), categories as text.
-        features = [
-            pa.field(f.name, pa.float64() if f.kind is FeatureKind.NUMERIC else pa.string())
-            for f in self.spec.features
-        ]
+        features = []
+        for feature in self.spec.features:
+            if self.reference is not None and feature.name in self.reference.names:
+                kind = self.reference.field(feature.name).type
+            else:
+                kind = pa.float64() if feature.kind is FeatureKind.NUMERIC else pa.string()
+            features.append(pa.field(feature.name, kind))
         return pa.schema([*META_FIELDS, *features])
 
     def _write(self, directory: Path, source: str, table: pa.Table) -> str:
@@ -435,19 +443,31 @@ class CaptureMirror:
         self._manifest.sources[source] = (fingerprint, files)
 
 
-def _coerce(value: Any, kind: FeatureKind) -> Any:
+def _coerce(value: Any, kind: pa.DataType) -> Any:
+    """A captured value (text from CSV, anything from JSON) as the column's type; a value that
+    cannot be one is missing (the drift check counts missing values)."""
     if value is None or value == "":
         return None
-    if kind is FeatureKind.NUMERIC:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return None  # a malformed value is a missing one: the drift check counts those
-        return number if math.isfinite(number) else None
-    return str(value)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON's 3.0 for the category 3
+        return str(value)
+    if pa.types.is_boolean(kind):
+        text = str(value).strip().lower()
+        return {"true": True, "1": True, "false": False, "0": False}.get(text)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number):
+        return None
+    if pa.types.is_integer(kind):
+        return int(number) if number.is_integer() else None
+    return number
 
 
 def _answers_table(rows: list[CapturedAnswer], schema: pa.Schema, spec: ModelSpec) -> pa.Table:
+    """The layout's columns (activities/local/capture.py), features as `schema` types them."""
     columns: dict[str, list[Any]] = {
         REQUEST_ID: [r.request_id for r in rows],
         VARIANT: [r.variant for r in rows],
@@ -465,7 +485,8 @@ def _answers_table(rows: list[CapturedAnswer], schema: pa.Schema, spec: ModelSpe
         SCORE: [r.score for r in rows],
     }
     for feature in spec.features:
-        columns[feature.name] = [_coerce(r.features.get(feature.name), feature.kind) for r in rows]
+        kind = schema.field(feature.name).type
+        columns[feature.name] = [_coerce(r.features.get(feature.name), kind) for r in rows]
     return pa.table(columns, schema=schema)
 
 
@@ -494,3 +515,17 @@ def hours(start: datetime, end: datetime) -> Iterable[datetime]:
     while current < end:
         yield current
         current += timedelta(hours=1)
+
+
+def reference_schema(home: Path, spec: ModelSpec, store: ObjectStore | None) -> pa.Schema | None:
+    """The baseline holdout's Arrow schema (mirrored from the bucket once: it never changes),
+    or None when it cannot be read (the capture is then typed from the spec alone)."""
+    from activities.loop.data_window import resolve_uri
+    from activities.mirror import DataMirror
+
+    try:
+        local, _ = DataMirror(home, lambda _: store).localize(spec, fields=("baseline_holdout",))
+        schema: pa.Schema = pq.read_schema(resolve_uri(home, local.data.baseline_holdout))
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    return schema

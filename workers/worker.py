@@ -102,6 +102,7 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
         RoutedServing(backends),
         platform=lambda spec: backends.for_spec(spec).drift_source,
         mirror=mirror,
+        capture=lambda spec: backends.for_spec(spec).capture,
     )
     schedule_checks = ScheduleCheckActivities(
         client, home, specs, lambda spec: backends.for_spec(spec).store

@@ -37,6 +37,7 @@ def build_backend(spec: ModelSpec, home: Path, connections: CloudConnections) ->
         else None
     )
     notifications = [SnsChannel(clients, settings.sns_topic_arn)] if settings.sns_topic_arn else []
+    capture = S3CaptureSource(clients, settings, home) if settings.capture else None
     return Backend(
         name="sagemaker",
         training=SageMakerTraining(
@@ -48,9 +49,9 @@ def build_backend(spec: ModelSpec, home: Path, connections: CloudConnections) ->
         ),
         registry=registry,
         serving=SageMakerEndpoint(clients, settings, autoscaling, registry.package_arn),
-        canary=CloudWatchCanary(clients, settings),
+        canary=CloudWatchCanary(clients, settings, capture, home),
         store=S3Store(clients),
         store_root=f"s3://{settings.bucket}/{settings.prefix}",
         notifications=notifications,
-        capture=S3CaptureSource(clients, settings, home) if settings.capture else None,
+        capture=capture,
     )

@@ -53,6 +53,7 @@ from activities.cloud_capture import (
     decode,
     ground_truth_lines,
     hours,
+    reference_schema,
     request_rows,
     response_outputs,
 )
@@ -160,7 +161,8 @@ class S3CaptureSource:
         endpoint = self.settings.endpoint_name
         root = f"{self.settings.capture_destination()}/{endpoint}"
         shadow = self._shadow_variants()
-        with CaptureMirror(directory, spec).open() as mirror:
+        reference = reference_schema(self.home, spec, self.store)
+        with CaptureMirror(directory, spec, reference).open() as mirror:
             for variant in self._variants(root):
                 for hour in hours(start, end):
                     key = f"capture/{variant}/{hour:%Y/%m/%d/%H}"

@@ -33,6 +33,7 @@ def build_backend(spec: ModelSpec, home: Path, connections: CloudConnections) ->
     )
     clients.init_vertex()
     registry = VertexRegistry(clients, settings, home)
+    capture = BigQueryCaptureSource(clients, settings, home) if settings.capture else None
     return Backend(
         name="vertex",
         training=VertexTraining(
@@ -44,11 +45,11 @@ def build_backend(spec: ModelSpec, home: Path, connections: CloudConnections) ->
         ),
         registry=registry,
         serving=VertexEndpoint(clients, settings, registry.resource_name),
-        canary=CloudMonitoringCanary(clients, settings),
+        canary=CloudMonitoringCanary(clients, settings, capture, home),
         store=GcsStore(clients),
         store_root=f"{settings.staging_bucket}/{settings.prefix}",
         drift_source=(
             ModelMonitoringSource(clients, settings) if settings.monitoring_job else None
         ),
-        capture=BigQueryCaptureSource(clients, settings, home) if settings.capture else None,
+        capture=capture,
     )

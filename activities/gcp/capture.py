@@ -39,6 +39,7 @@ from activities.cloud_capture import (
     hours,
     instances,
     prediction_output,
+    reference_schema,
 )
 from activities.gcp.clients import GcpClients
 from activities.gcp.endpoint import deployed_variants, endpoint_client, find_endpoint
@@ -118,7 +119,8 @@ class BigQueryCaptureSource:
         variants = self._variants()
         table = self.settings.logging_table()
         truth = self.settings.ground_truth_source()
-        with CaptureMirror(directory, spec).open() as mirror:
+        reference = reference_schema(self.home, spec, self.store)
+        with CaptureMirror(directory, spec, reference).open() as mirror:
             for hour in hours(start, end):
                 settled = hour + timedelta(hours=1) + SETTLE <= now
                 key = f"logging/{hour:%Y/%m/%d/%H}"
