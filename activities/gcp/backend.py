@@ -11,6 +11,7 @@ from activities.gcp.clients import GcpClients
 from activities.gcp.endpoint import VertexEndpoint
 from activities.gcp.gcs_store import GcsStore
 from activities.gcp.monitoring import ModelMonitoringSource
+from activities.gcp.notifications import PubSubChannel
 from activities.gcp.registry import VertexRegistry
 from activities.gcp.training import VertexTraining
 from activities.ports import Backend
@@ -52,4 +53,7 @@ def build_backend(spec: ModelSpec, home: Path, connections: CloudConnections) ->
             ModelMonitoringSource(clients, settings) if settings.monitoring_job else None
         ),
         capture=capture,
+        notifications=[PubSubChannel(clients, settings.pubsub_topic)]
+        if settings.pubsub_topic
+        else [],
     )

@@ -169,8 +169,12 @@ class BigQueryCaptureSource:
         with gcp_call(f"querying {table} for {hour:%Y-%m-%d %H}:00"):
             try:
                 return list(
+                    # No SDK retry: the activity's Temporal retry policy backs off, visibly.
                     self.clients.bigquery.query_and_wait(
-                        hour_query(table, columns, time_column), job_config=config
+                        hour_query(table, columns, time_column),
+                        job_config=config,
+                        retry=None,
+                        job_retry=None,
                     )
                 )
             except gexc.NotFound:
