@@ -38,6 +38,7 @@ from activities.notifications import LogChannel, NotificationActivities
 from activities.ports import ObjectStore
 from activities.rollout.canary import CanaryActivities
 from activities.rollout.deployment import DeploymentActivities
+from activities.scaling import ScalingLog
 from activities.schedule.checks import ScheduleCheckActivities
 from activities.slots.limiter import TrainingSlotActivities
 from activities.specs import ModelSpecActivities, SpecStore
@@ -129,7 +130,7 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
         registry_activities.promote_candidate,
         registry_activities.reject_candidate,
         EvaluationActivities(home, registry.load).evaluate,
-        AuditActivities(AuditStore(home), remote_audit).write,
+        AuditActivities(AuditStore(home), remote_audit, ScalingLog(home)).write,
         DeploymentActivities(RoutedServing(backends)).shift_traffic,
         CanaryActivities(RoutedCanary(backends)).analyse,
         drift.check,

@@ -16,6 +16,7 @@ from activities.aws.s3_store import S3Store
 from activities.aws.training import SageMakerTraining
 from activities.backends import CloudConnections
 from activities.ports import Backend
+from activities.scaling import ScalingLog
 from workflows.spec.models import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ def build_backend(spec: ModelSpec, home: Path, connections: CloudConnections) ->
             max_poll_seconds=connections.max_poll_seconds,
         ),
         registry=registry,
-        serving=SageMakerEndpoint(clients, settings, autoscaling, registry.package_arn),
+        serving=SageMakerEndpoint(
+            clients, settings, autoscaling, registry.package_arn, ScalingLog(home)
+        ),
         canary=CloudWatchCanary(clients, settings, capture, home),
         store=S3Store(clients),
         store_root=f"s3://{settings.bucket}/{settings.prefix}",

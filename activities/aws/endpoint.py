@@ -37,6 +37,7 @@ from activities.aws.capture import data_capture_config
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, call, error_code, translate
 from activities.ports import EndpointUnavailable, TrafficRefused
+from activities.scaling import ScalingLog
 from workflows.rollout.models import EndpointState, TrafficChange
 from workflows.spec.sagemaker import SageMakerSettings
 
@@ -58,10 +59,13 @@ class SageMakerEndpoint:
         settings: SageMakerSettings,
         autoscaling: VariantAutoscaling | None,
         model_package: Callable[[str, str], str],
+        scaling_log: ScalingLog | None = None,
     ) -> None:
         self.clients = clients
         self.settings = settings
         self.autoscaling = autoscaling
+        # Where the scaler's activities seen at each shift are recorded.
+        self.scaling_log = scaling_log
         # (model, version) -> the model package ARN the registry holds for that version.
         self.model_package = model_package
 
@@ -107,7 +111,9 @@ class SageMakerEndpoint:
                 for variant in sorted(production)
             ],
         )
-        self._log_scaling(sorted(v for v, weight in change.weights.items() if weight > 0))
+        self._record_scaling(
+            change.model, sorted(v for v, weight in change.weights.items() if weight > 0)
+        )
         generation = int(tags.get(GENERATION_TAG, "0")) + 1
         call(
             "AddTags",
@@ -140,16 +146,20 @@ class SageMakerEndpoint:
         destination = str(current.get("DestinationS3Uri", "")).rstrip("/")
         return bool(current.get("EnableCapture")) and destination == wanted["DestinationS3Uri"]
 
-    def _log_scaling(self, variants: list[str]) -> None:
+    def _record_scaling(self, model: str, variants: list[str]) -> None:
         """The scaler's recent activities on the live variants, into the worker's log beside
-        the shift. Observability only: a failure to read them never fails the shift."""
+        the shift and into the scaling log (once each). Observability only: a failure to read
+        them never fails the shift."""
         if self.autoscaling is None:
             return
         for variant in variants:
             try:
-                self.autoscaling.recent_events(self.name, variant)
+                events = self.autoscaling.events(model, self.name, variant)
             except ApplicationError as error:
                 log.warning("scaling activities of %s/%s unreadable: %s", self.name, variant, error)
+                continue
+            if self.scaling_log is not None:
+                self.scaling_log.record(events)
 
     # ---- reading -------------------------------------------------------------------------
 
