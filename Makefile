@@ -65,6 +65,7 @@ bench: $(STAMP) $(BENCH_VENV)/.installed
 	$(BIN)/python -m bench.signal_throughput
 	$(BIN)/python -m bench.gateway_burst
 	$(BIN)/python -m bench.drift_suite --evidently-python $(BENCH_VENV)/bin/python
+	$(BIN)/python -m bench.decision_quality
 
 # Re-record the committed histories that tests/test_replay.py replays.
 histories: $(STAMP)

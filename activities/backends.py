@@ -1,76 +1,88 @@
-"""Backends behind Protocols, chosen per model by its spec's `backend`.
+"""Backends chosen per model by its spec's `backend`, from the registry of backends.
 
-A `Backend` bundles one implementation of each concern: training, registry, serving (traffic),
-canary metrics, an object store for the model's data and records, and extra notification
-channels. `BackendResolver` builds each model's bundle from its registered spec, once per
-distinct settings, and the `Routed*` classes below implement the same Protocols by looking up
-the model named in each call, so the activity classes and workflows never know which cloud a
-model runs on.
+A `Backend` (activities/ports.py) bundles one implementation of each concern. `BackendResolver`
+builds each model's bundle from its registered spec with the builder the registry names
+(workflows/spec/backends.py), once per distinct settings, and the `Routed*` classes below
+implement the same Protocols by looking up the model named in each call, so the activity classes
+and workflows never know which cloud a model runs on.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from activities.deployment import ServingBackend
-from activities.drift_sources import DriftSignalSource
-from activities.model_specs import SpecError, SpecStore
-from activities.notifications import NotificationChannel
-from activities.object_store import ObjectStore, StoredObject
-from activities.registry import ModelRegistry
-from activities.training import TrainingBackend
-from workflows.coordinator_state import Notification
-from workflows.loop_models import (
+from activities.ports import (
+    Backend,
+    BackendFactory,
+    CaptureSync,
+    ModelRegistry,
+)
+from activities.specs import SpecError, SpecStore
+from workflows.common.errors import ErrorType
+from workflows.loop.models import (
     ModelVersion,
     PromoteRequest,
     Promotion,
     RegisterRequest,
     RejectRequest,
-    ReviewerNotification,
     TrainingJob,
     TrainingResult,
 )
-from workflows.model_spec import ModelSpec
-from workflows.rollout_models import CanaryRequest, CanaryStatistics, EndpointState, TrafficChange
-
-
-class CanarySource(Protocol):
-    def analyse(self, request: CanaryRequest, heartbeat: Callable[[str], None]) -> CanaryStatistics:
-        """Both variants' numbers since their window started (`request.champion.since`...)."""
-        ...
-
-
-class CloudChannel(Protocol):
-    """A cloud notification channel (SNS, Pub/Sub): coordinator and reviewer messages alike."""
-
-    def send(self, notification: Notification | ReviewerNotification) -> str: ...
+from workflows.rollout.models import CanaryRequest, CanaryStatistics, EndpointState, TrafficChange
+from workflows.spec.backends import CLOUD_BACKENDS, backend_info
+from workflows.spec.models import ModelSpec
 
 
 @dataclass(frozen=True)
-class Backend:
-    name: str
-    training: TrainingBackend
-    registry: ModelRegistry
-    serving: ServingBackend
-    canary: CanarySource
-    # None for the local backend (its data are plain files under the retrain home).
-    store: ObjectStore | None = None
-    # Where loop artifacts and audit records go on the store: `s3://bucket/prefix`.
-    store_root: str | None = None
-    notifications: Sequence[CloudChannel] = field(default_factory=tuple)
-    # Drift the platform measures itself (Vertex Model Monitoring), instead of our checks.
-    drift_source: DriftSignalSource | None = None
+class CloudConnections:
+    """What is per worker rather than per model: where the clouds' APIs are reached (unset in
+    production: the SDKs' defaults and `AWS_ENDPOINT_URL*`; tests: moto and the fakes on
+    loopback) and, for tests only, explicit sessions/credentials. Credentials are otherwise the
+    SDKs' default chains and never appear in a spec."""
+
+    aws_endpoint_url: str | None = None
+    # A boto3 Session (tests: fixed fake keys); None: boto3's default chain.
+    aws_session: Any = None
+    vertex_api_endpoint: str | None = None
+    gcs_endpoint: str | None = None
+    monitoring_endpoint: str | None = None
+    bigquery_endpoint: str | None = None
+    pubsub_endpoint: str | None = None
+    # google.auth Credentials (tests: anonymous); None: Application Default Credentials.
+    gcp_credentials: Any = None
+    # Polling of training jobs (tests poll fast). The interval grows to `max_poll_seconds`,
+    # which stays below the train activity's 30 s heartbeat timeout: each poll heartbeats.
+    poll_seconds: float = 5.0
+    max_poll_seconds: float = 20.0
 
 
-BackendFactory = Callable[[ModelSpec], Backend]
+# What builds a backend's bundle (`activities/<backend>/backend.py`, named by the registry).
+BackendBuilder = Callable[[ModelSpec, Path, CloudConnections], Backend]
 
 
-__all__ = ["ObjectStore", "StoredObject"]
+def builder_of(backend: str) -> BackendBuilder:
+    """The registry's builder of a backend, imported now (its cloud SDK with it)."""
+    module, _, name = backend_info(backend).builder.partition(":")
+    builder: BackendBuilder = getattr(importlib.import_module(module), name)
+    return builder
+
+
+def registry_factories(home: Path, connections: CloudConnections) -> dict[str, BackendFactory]:
+    """A factory per cloud backend of the registry; its module is imported on first use, so a
+    worker serving only local models never loads a cloud SDK."""
+
+    def factory(backend: str) -> BackendFactory:
+        return lambda spec: builder_of(backend)(spec, home, connections)
+
+    return {backend.name: factory(backend.name) for backend in CLOUD_BACKENDS}
 
 
 class UnknownBackend(ValueError):
@@ -80,9 +92,10 @@ class UnknownBackend(ValueError):
 class BackendResolver:
     """Each model's `Backend`, from its registered spec.
 
-    `factories` maps a backend name (`sagemaker`, `vertex`) to what builds it from a spec; one
-    bundle is built per distinct settings and reused, so clients (and their connection pools)
-    are shared by every model with the same settings.
+    `local` serves models whose backend has no settings (and models with no spec); `factories`
+    maps a cloud backend's name to what builds it from a spec (`registry_factories`). One bundle
+    is built per distinct settings and reused, so clients (and their connection pools) are
+    shared by every model with the same settings.
     """
 
     def __init__(
@@ -95,9 +108,9 @@ class BackendResolver:
         self._lock = threading.Lock()
 
     def for_spec(self, spec: ModelSpec) -> Backend:
-        if spec.backend == "local":
+        settings = spec.backend_settings
+        if settings is None:
             return self.local
-        settings = getattr(spec, spec.backend)
         key = f"{spec.backend}:{settings.model_dump_json()}"
         with self._lock:
             if key not in self._built:
@@ -115,7 +128,7 @@ class BackendResolver:
         except SpecError as error:
             # The same refusal as the loop's own spec load: fixing the file is what helps.
             raise ApplicationError(
-                str(error), type="InvalidModelSpec", non_retryable=True
+                str(error), type=ErrorType.INVALID_MODEL_SPEC, non_retryable=True
             ) from None
         return self.local if spec is None else self.for_spec(spec)
 
@@ -177,30 +190,22 @@ class RoutedCanary:
         return self.resolver.for_model(request.model).canary.analyse(request, heartbeat)
 
 
-def run_prefix(backend: Backend, model: str, loop_id: str) -> str:
-    """Where one loop's data, training inputs and outputs go on the backend's store."""
-    assert backend.store_root is not None
-    return f"{backend.store_root}/runs/{model}/{loop_id}"
-
-
-class RoutedChannel:
-    """Coordinator notifications: the local channel, then the model's cloud channels."""
-
-    def __init__(self, resolver: BackendResolver, base: NotificationChannel) -> None:
-        self.resolver = resolver
-        self.base = base
-
-    def send(self, notification: Notification) -> str:
-        channels = self.resolver.for_model(notification.model).notifications
-        return ", ".join([self.base.send(notification), *(c.send(notification) for c in channels)])
-
-
-class RoutedNotifier:
-    """Reviewer notifications through the model's cloud channels (none for the local backend)."""
+class RoutedCapture:
+    """Each model's cloud capture brought into its capture directory before a reader runs (the
+    drift check, the performance monitor, the canary); a local model's endpoint writes the
+    layout itself, so there is nothing to bring."""
 
     def __init__(self, resolver: BackendResolver) -> None:
         self.resolver = resolver
 
-    def send(self, notification: ReviewerNotification) -> str:
-        channels = self.resolver.for_model(notification.model).notifications
-        return ", ".join(c.send(notification) for c in channels) or "no cloud channel"
+    def sync(
+        self, spec: ModelSpec, start: datetime, end: datetime, heartbeat: Callable[[str], None]
+    ) -> CaptureSync | None:
+        source = self.resolver.for_spec(spec).capture
+        return None if source is None else source.sync(spec, start, end, heartbeat)
+
+
+def run_prefix(backend: Backend, model: str, loop_id: str) -> str:
+    """Where one loop's data, training inputs and outputs go on the backend's store."""
+    assert backend.store_root is not None
+    return f"{backend.store_root}/runs/{model}/{loop_id}"

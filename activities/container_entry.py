@@ -28,7 +28,7 @@ from activities.training_runner import (
     sha256_file,
     write_atomically,
 )
-from workflows.loop_models import TrainingJob, TrainingResult
+from workflows.loop.models import TrainingJob, TrainingResult
 
 # SageMaker keeps at most 1 KB of the failure file as the job's FailureReason.
 FAILURE_LIMIT = 1024

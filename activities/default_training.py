@@ -39,7 +39,7 @@ from sklearn.metrics import (  # type: ignore[import-untyped, unused-ignore]
 from sklearn.pipeline import Pipeline  # type: ignore[import-untyped, unused-ignore]
 from sklearn.preprocessing import OneHotEncoder, StandardScaler  # type: ignore[import-untyped, unused-ignore]
 
-from workflows.loop_models import TrainingOutput, TrainingRequest
+from workflows.loop.models import TrainingOutput, TrainingRequest
 
 ARTIFACT_NAME = "model.joblib"
 ESTIMATOR_KEY = "estimator"

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workflows.loop_models import TrainingJob, TrainingOutput, TrainingResult
-from workflows.triggers import StrictModel
+from workflows.common.models import StrictModel
+from workflows.loop.models import TrainingJob, TrainingOutput, TrainingResult
 
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"

@@ -13,7 +13,7 @@ peak memory is its own.
 
 The suite, timed three ways (`--quick`: 2,000 / 20,000 rows, 4 + 2 features, 1 round):
 
-1. ours: `numeric_drift` + `categorical_drift` (`activities.drift_statistics`) given the
+1. ours: `numeric_drift` + `categorical_drift` (`activities.drift.statistics`) given the
    reference profile built beforehand (loaded from its .npz as the monitor does); numeric
    columns are passed as 1-D arrays, categorical ones as object arrays of str (as pandas holds
    them; pyarrow arrays would be faster still). The one-time reference build is measured once,
@@ -266,7 +266,7 @@ def _measure(run: Callable[[], Any], warmup: Callable[[], Any]) -> tuple[dict[st
 
 
 def worker_build(directory: Path, threads: int) -> dict[str, Any]:
-    from activities.drift_statistics import (
+    from activities.drift.statistics import (
         build_categorical_reference,
         build_numeric_reference,
         save_references,
@@ -288,7 +288,7 @@ def worker_build(directory: Path, threads: int) -> dict[str, Any]:
 
 
 def worker_ours(directory: Path, threads: int) -> dict[str, Any]:
-    from activities.drift_statistics import categorical_drift, load_references, numeric_drift
+    from activities.drift.statistics import categorical_drift, load_references, numeric_drift
 
     window, _ = load_window(directory, "current")
     numeric_ref, categorical_ref = load_references(directory / "reference.npz")
@@ -504,7 +504,7 @@ def agreement(ours: dict[str, Any], scipy_run: dict[str, Any], directory: Path) 
         jensenshannon,
     )
 
-    from activities.drift_statistics import load_references
+    from activities.drift.statistics import load_references
 
     numeric_ref, categorical_ref = load_references(directory / "reference.npz")
     current, _ = load_window(directory, "current")

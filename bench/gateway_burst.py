@@ -41,16 +41,16 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.model_specs import SpecStore
-from starters.client import Coordinators
+from activities.specs import SpecStore
+from starters.api.coordinators import Coordinators
 from starters.gateway.app import GatewayConfig, create_app
 from starters.gateway.auth import SourceSecrets
-from workers.coordinator_worker import build_worker
 from workers.search_attributes import dev_server_flags
-from workflows.coordinator import ModelCoordinator
-from workflows.model_spec import ModelSpec
-from workflows.policy import TriggerPolicy
-from workflows.triggers import DataArrival, TriggerEvent, TriggerKind
+from workers.worker import build_worker
+from workflows.coordinator.policy import TriggerPolicy
+from workflows.coordinator.triggers import DataArrival, TriggerEvent, TriggerKind
+from workflows.coordinator.workflow import ModelCoordinator
+from workflows.spec.models import ModelSpec
 
 TOKEN = "bench-token"
 BUCKET = "bench-data"

@@ -73,15 +73,14 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
-    from starters.client import Coordinators
-    from tests.loop_doubles import InstantLoop
-    from workers.coordinator_worker import build_worker
+    from bench.instant_loop import InstantLoop
+    from starters.api.coordinators import Coordinators
     from workers.search_attributes import dev_server_flags
-    from workflows import names
-    from workflows.coordinator import ModelCoordinator
-    from workflows.coordinator_state import CoordinatorStatus, Decision, DecisionsQuery
-    from workflows.policy import CostModel, TriggerPolicy
-    from workflows.triggers import (
+    from workers.worker import build_worker
+    from workflows.common import names
+    from workflows.coordinator.models import CoordinatorStatus, Decision, DecisionsQuery
+    from workflows.coordinator.policy import CostModel, TriggerPolicy
+    from workflows.coordinator.triggers import (
         AlarmSignal,
         AlarmState,
         DataArrival,
@@ -90,6 +89,7 @@ with workflow.unsafe.imports_passed_through():
         TriggerEvent,
         TriggerKind,
     )
+    from workflows.coordinator.workflow import ModelCoordinator
 
 TARGET_RATIO = 0.8
 BATCH_PER_SIGNAL = 200

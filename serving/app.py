@@ -49,7 +49,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from activities.capture_layout import (
+from activities.local.capture import (
     CAPTURED_AT,
     ERROR,
     FEEDBACK,
@@ -69,9 +69,10 @@ from activities.capture_layout import (
     capture_dir,
     request_schema,
 )
-from activities.data_window import resolve_uri
-from activities.model_specs import SpecError, SpecStore
-from activities.registry import MlflowRegistry, ModelRegistry
+from activities.local.registry import MlflowRegistry
+from activities.loop.data_window import resolve_uri
+from activities.ports import ModelRegistry
+from activities.specs import SpecError, SpecStore
 from serving.capture import CaptureBuffer, CaptureError, RequestIndex
 from serving.config import EndpointConfig
 from serving.http_json import error_response, http_error, internal_error, read_capped_body

@@ -1,4 +1,4 @@
-"""Batched data capture (activities/capture_layout.py): answers and feedback to Parquet.
+"""Batched data capture (activities/local/capture.py): answers and feedback to Parquet.
 
 Rows accumulate in memory and are written as whole files (temporary name, then a rename) into
 daily partitions by the endpoint's UTC clock, so readers never see a partial file. A write
@@ -26,8 +26,8 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
-from activities.capture_layout import REQUEST_ID, REQUESTS, partition, partitions_since
-from activities.data_window import write_parquet_atomic
+from activities.local.capture import REQUEST_ID, REQUESTS, partition, partitions_since
+from activities.loop.data_window import write_parquet_atomic
 
 logger = logging.getLogger(__name__)
 

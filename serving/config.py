@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from workflows.names import validate_model_name
+from workflows.common.names import validate_model_name
 
 
 @dataclass(frozen=True)

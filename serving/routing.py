@@ -25,7 +25,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from serving.schemas import WeightsBody
 from serving.variants import Variant, VariantLoader
-from workflows.rollout_models import EndpointState
+from workflows.rollout.models import EndpointState
 
 # Change ids remembered for idempotency (a rollout makes a handful per stage).
 APPLIED_CHANGE_IDS = 1000

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal, Self
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from workflows.model_spec import ModelSpec
-from workflows.rollout_models import VariantName, Weight
+from workflows.rollout.models import VariantName, Weight
+from workflows.spec.models import ModelSpec
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 MAX_LABELS = 10_000

@@ -17,11 +17,11 @@ from typing import Any
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
-from activities.registry import ModelRegistry
+from activities.ports import ModelRegistry
 from serving.schemas import FeatureValue
-from workflows.loop_models import ModelVersion
-from workflows.model_spec import Task
-from workflows.rollout_models import variant_name
+from workflows.loop.models import ModelVersion
+from workflows.rollout.models import variant_name
+from workflows.spec.models import Task
 
 
 class VariantLoadError(Exception):

@@ -24,10 +24,18 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.aws_harness import moto, moto_server  # noqa: F401  (fixtures)
-from workers.coordinator_worker import build_worker
 from workers.search_attributes import dev_server_flags, ensure_search_attributes
-from workflows.coordinator import ModelCoordinator
+from workers.worker import build_worker
+from workflows.coordinator.workflow import ModelCoordinator
+
+# Fixtures of the cloud fakes, for every test module: moto (`moto`, `moto_server`, `moto_gaps`)
+# the Vertex fake (`vertex`) and a loopback Slack-compatible webhook (`webhook`).
+pytest_plugins = (
+    "tests.support.aws_harness",
+    "tests.support.moto_gaps",
+    "tests.support.vertex_harness",
+    "tests.support.webhook",
+)
 
 BIN = Path(sysconfig.get_path("scripts"))
 ENVIRONMENTS = ("time-skipping", "dev")

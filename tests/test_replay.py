@@ -12,11 +12,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workers.sandbox import workflow_runner
-from workflows.coordinator import ModelCoordinator
-from workflows.drift_monitor import DriftMonitor
-from workflows.retraining import RetrainingLoop
-from workflows.rollout import StagedRollout
-from workflows.training_slots import TrainingSlots
+from workflows.coordinator.workflow import ModelCoordinator
+from workflows.drift.workflow import DriftMonitor
+from workflows.loop.workflow import RetrainingLoop
+from workflows.rollout.workflow import StagedRollout
+from workflows.slots.workflow import TrainingSlots
 
 HISTORY_DIR = Path(__file__).parent / "histories"
 HISTORIES = sorted(

@@ -14,8 +14,8 @@ from temporalio.client import Client
 from temporalio.common import MetricMeter
 from temporalio.service import RPCError
 
-from workflows import metrics, names
-from workflows.audit_record import LoopStage, LoopView
+from workflows.common import metrics, names
+from workflows.loop.audit import LoopStage, LoopView
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,12 @@
-"""The worker's Prometheus endpoint: the Temporal SDK's own metrics and ours (workflows/metrics.py),
-served by the SDK's runtime, so one scrape target per worker process."""
+"""The worker's Prometheus endpoint: the Temporal SDK's own metrics and ours
+(workflows/common/metrics.py), served by the SDK's runtime, so one scrape target per worker
+process."""
 
 from __future__ import annotations
 
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from workflows.metrics import CATALOG
+from workflows.common.metrics import CATALOG
 
 
 def metrics_runtime(bind_address: str) -> Runtime:

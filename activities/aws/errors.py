@@ -22,8 +22,7 @@ from botocore.exceptions import (
 )
 from temporalio.exceptions import ApplicationError
 
-AWS_UNAVAILABLE = "AwsUnavailable"
-AWS_REQUEST_REJECTED = "AwsRequestRejected"
+from workflows.common.errors import ErrorType
 
 THROTTLING_CODES = frozenset(
     {
@@ -64,17 +63,21 @@ def translate(error: Exception, doing: str) -> ApplicationError:
         message = error.response.get("Error", {}).get("Message", str(error))
         text = f"{doing}: {error_code(error)}: {message}"
         if is_retryable(error):
-            return ApplicationError(text, type=AWS_UNAVAILABLE)
-        return ApplicationError(text, type=AWS_REQUEST_REJECTED, non_retryable=True)
+            return ApplicationError(text, type=ErrorType.AWS_UNAVAILABLE)
+        return ApplicationError(text, type=ErrorType.AWS_REQUEST_REJECTED, non_retryable=True)
     if isinstance(error, NoCredentialsError):
         return ApplicationError(
-            f"{doing}: no AWS credentials found", type=AWS_REQUEST_REJECTED, non_retryable=True
+            f"{doing}: no AWS credentials found",
+            type=ErrorType.AWS_REQUEST_REJECTED,
+            non_retryable=True,
         )
     if isinstance(error, EndpointConnectionError | ConnectionError | ReadTimeoutError):
-        return ApplicationError(f"{doing}: {error}", type=AWS_UNAVAILABLE)
+        return ApplicationError(f"{doing}: {error}", type=ErrorType.AWS_UNAVAILABLE)
     if isinstance(error, BotoCoreError):
         # Parameter validation and the like: the request itself is wrong.
-        return ApplicationError(f"{doing}: {error}", type=AWS_REQUEST_REJECTED, non_retryable=True)
+        return ApplicationError(
+            f"{doing}: {error}", type=ErrorType.AWS_REQUEST_REJECTED, non_retryable=True
+        )
     raise TypeError(f"not an AWS error: {error!r}")
 
 

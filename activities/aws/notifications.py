@@ -1,11 +1,11 @@
-"""SNS as a notification channel, for coordinator notifications and reviewer messages alike.
+"""SNS as a notification channel, for every notification of a model on SageMaker.
 
 One Publish per message: the subject (cut to SNS's 100 printable ASCII characters, no line
-breaks), the body as Message, and `model`, `level`, `key` (and `loop_id` for reviewer messages)
-as message attributes so subscriptions can filter on them. On a FIFO topic (`.fifo`) the key is
-the MessageDeduplicationId and the model the MessageGroupId, so a retried activity within SNS's
-five-minute deduplication window does not notify twice; a standard topic has no deduplication,
-so subscribers should deduplicate on the `key` attribute.
+breaks), the body as Message, and `model`, `level`, `audience`, `key` (and `loop_id` when the
+message is about one loop) as message attributes so subscriptions can filter on them. On a FIFO
+topic (`.fifo`) the key is the MessageDeduplicationId and the model the MessageGroupId, so a
+retried activity within SNS's five-minute deduplication window does not notify twice; a standard
+topic has no deduplication, so subscribers should deduplicate on the `key` attribute.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import Any
 
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call
-from workflows.coordinator_state import Notification
-from workflows.loop_models import ReviewerNotification
+from workflows.common.notify import Notification
 
 SUBJECT_LIMIT = 100
 # SNS refuses messages over 256 KB; keep well inside it with the attributes.
@@ -45,13 +44,14 @@ class SnsChannel:
         self.clients = clients
         self.topic_arn = topic_arn
 
-    def send(self, notification: Notification | ReviewerNotification) -> str:
+    def send(self, notification: Notification) -> str:
         attributes = {
             "model": notification.model,
             "level": notification.level,
+            "audience": notification.audience,
             "key": notification.key,
         }
-        if isinstance(notification, ReviewerNotification):
+        if notification.loop_id is not None:
             attributes["loop_id"] = notification.loop_id
         body = notification.body
         if len(body.encode()) > MESSAGE_LIMIT:

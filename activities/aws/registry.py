@@ -35,23 +35,18 @@ from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, error_code
 from activities.aws.s3_store import S3Store
 from activities.aws.training import resource_name
-from activities.object_store import mirror_path
-from activities.registry import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS_CHAMPION,
-    RegistryError,
-    checked_model,
-)
+from activities.loop.registry import checked_model
+from activities.mirror import mirror_path
+from activities.ports import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, RegistryError
 from activities.training_runner import sha256_file
-from workflows.cloud_settings import SageMakerSettings
-from workflows.loop_models import (
+from workflows.loop.models import (
     ModelVersion,
     PromoteRequest,
     Promotion,
     RegisterRequest,
     RejectRequest,
 )
+from workflows.spec.sagemaker import SageMakerSettings
 
 APPROVED = "Approved"
 PENDING = "PendingManualApproval"

@@ -17,7 +17,8 @@ from botocore.exceptions import ClientError
 
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, error_code
-from activities.object_store import StoredObject, split_uri
+from activities.mirror import split_uri
+from activities.ports import StoredObject
 
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 

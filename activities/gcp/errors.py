@@ -14,8 +14,7 @@ from google.api_core import exceptions as gexc
 from google.auth.exceptions import DefaultCredentialsError
 from temporalio.exceptions import ApplicationError
 
-GCP_UNAVAILABLE = "GcpUnavailable"
-GCP_REQUEST_REJECTED = "GcpRequestRejected"
+from workflows.common.errors import ErrorType
 
 _RETRYABLE = (
     gexc.TooManyRequests,
@@ -28,11 +27,13 @@ _RETRYABLE = (
 
 def translate(error: Exception, doing: str) -> ApplicationError:
     if isinstance(error, _RETRYABLE):
-        return ApplicationError(f"{doing}: {error}", type=GCP_UNAVAILABLE)
+        return ApplicationError(f"{doing}: {error}", type=ErrorType.GCP_UNAVAILABLE)
     if isinstance(error, gexc.GoogleAPICallError | DefaultCredentialsError):
-        return ApplicationError(f"{doing}: {error}", type=GCP_REQUEST_REJECTED, non_retryable=True)
+        return ApplicationError(
+            f"{doing}: {error}", type=ErrorType.GCP_REQUEST_REJECTED, non_retryable=True
+        )
     if isinstance(error, ConnectionError | TimeoutError):
-        return ApplicationError(f"{doing}: {error}", type=GCP_UNAVAILABLE)
+        return ApplicationError(f"{doing}: {error}", type=ErrorType.GCP_UNAVAILABLE)
     raise TypeError(f"not a Google Cloud error: {error!r}")
 
 

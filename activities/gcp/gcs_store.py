@@ -20,7 +20,8 @@ from google.api_core import exceptions as gexc
 
 from activities.gcp.clients import GcpClients
 from activities.gcp.errors import gcp_call
-from activities.object_store import StoredObject, split_uri
+from activities.mirror import split_uri
+from activities.ports import StoredObject
 
 
 def gcs_location(uri: str) -> tuple[str, str]:

@@ -20,9 +20,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.gcp.clients import GcpClients
 from activities.gcp.endpoint import vertex_client_options
-from activities.gcp.errors import GCP_REQUEST_REJECTED, gcp_call
-from workflows.cloud_settings import VertexSettings
-from workflows.triggers import MAX_DRIFTED_FEATURES, DriftSignal
+from activities.gcp.errors import gcp_call
+from workflows.common.errors import ErrorType
+from workflows.coordinator.triggers import MAX_DRIFTED_FEATURES, DriftSignal
+from workflows.spec.vertex import VertexSettings
 
 _Objective = aiplatform_v1.ModelDeploymentMonitoringObjectiveType
 OBJECTIVES = (_Objective.RAW_FEATURE_DRIFT, _Objective.RAW_FEATURE_SKEW)
@@ -48,7 +49,7 @@ class ModelMonitoringSource:
         if job is None:
             raise ApplicationError(
                 f"{model}: no Vertex monitoring_job in the model's settings to read drift from",
-                type=GCP_REQUEST_REJECTED,
+                type=ErrorType.GCP_REQUEST_REJECTED,
                 non_retryable=True,
             )
         if job.startswith("projects/"):

@@ -27,23 +27,17 @@ from activities.gcp.clients import GcpClients
 from activities.gcp.errors import gcp_call
 from activities.gcp.gcs_store import GcsStore
 from activities.gcp.training import LOOP_KEY, label_value, loop_key
-from activities.registry import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS_CHAMPION,
-    RegistryError,
-    checked_loop_id,
-    checked_model,
-)
+from activities.loop.registry import checked_loop_id, checked_model
+from activities.ports import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, RegistryError
 from activities.training_runner import sha256_file
-from workflows.cloud_settings import VertexSettings
-from workflows.loop_models import (
+from workflows.loop.models import (
     ModelVersion,
     PromoteRequest,
     Promotion,
     RegisterRequest,
     RejectRequest,
 )
+from workflows.spec.vertex import VertexSettings
 
 ARTIFACT = "model.joblib"
 MANIFEST = "manifest.json"

@@ -19,7 +19,9 @@ artifact's sha256 is checked against `result.json`.
 
 CustomJob mode runs `python -m activities.container_entry` in `settings.training_image` (which
 must contain this package and the user's entrypoint module); Vertex mounts GCS at `/gcs/`, so the
-container reads and writes `/gcs/<bucket>/<path>` directly.
+container reads and writes `/gcs/<bucket>/<path>` directly. Its cost is the job's run time x
+replicas x the machine type's hourly price (the spec's table over documented defaults); a
+PipelineJob's is not summed (None: the coordinator keeps its estimate).
 
 Pipeline mode (`settings.pipeline_template`: a compiled KFP spec, local or gs://) - the
 pipeline must
@@ -47,15 +49,14 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from activities.gcp.clients import GcpClients
 from activities.gcp.errors import gcp_call
 from activities.gcp.gcs_store import GcsStore, gcs_location
-from activities.object_store import is_remote
-from activities.training import ENTRYPOINT_ERROR, INVALID_JOB_ERROR, checked_names
+from activities.local.training import checked_names
+from activities.mirror import is_remote
 from activities.training_runner import RESULT_FILE, sha256_file
-from workflows.cloud_settings import VertexSettings
-from workflows.loop_models import TrainingJob, TrainingResult
+from workflows.common.errors import ErrorType
+from workflows.loop.models import TrainingJob, TrainingResult
+from workflows.spec.vertex import VertexSettings
 
 BACKEND = "vertex"
-STOPPED_ERROR = "TrainingStopped"
-OUTPUT_MISMATCH_ERROR = "TrainingOutputMismatch"
 LOOP_KEY = "loop_key"
 
 _NOT_IN_LABEL_VALUES = re.compile(r"[^a-z0-9_-]+")
@@ -134,17 +135,31 @@ class VertexTraining:
         model, loop_id = checked_names(job)
         self.clients.init_vertex()
         run = self.run_uri(model, loop_id)
+        cost: float | None = None
         if self.settings.pipeline_template is not None:
             reused = self._run_pipeline(job, self.settings.pipeline_template, heartbeat)
         else:
-            reused = self._run_custom_job(job, heartbeat)
+            reused, cost = self._run_custom_job(job, heartbeat)
         result = self._fetch_result(job, f"{run}/output/model", reused)
         self.store.delete_prefix(f"{run}/input/")
-        return result
+        return result.model_copy(update={"cost": cost})
+
+    def cost(self, resource: Any) -> float | None:
+        """A CustomJob's cost: its run time (start to end) x replicas x the machine type's
+        hourly price (`VertexSettings.training_price`); None without both times or a price."""
+        gca = resource.gca_resource
+        start, end = gca.start_time, gca.end_time
+        price = self.settings.training_price(self.settings.machine_type)
+        if not start or not end or price is None:
+            return None
+        hours = max(0.0, float((end - start).total_seconds())) / 3600
+        return round(hours * self.settings.replica_count * price, 6)
 
     # ---- CustomJob -----------------------------------------------------------------------
 
-    def _run_custom_job(self, job: TrainingJob, heartbeat: Callable[[str], None]) -> bool:
+    def _run_custom_job(
+        self, job: TrainingJob, heartbeat: Callable[[str], None]
+    ) -> tuple[bool, float | None]:
         from google.cloud import aiplatform
 
         model, loop_id = job.request.model, job.request.loop_id
@@ -159,7 +174,7 @@ class VertexTraining:
             custom_job = self._create_custom_job(job)
         run = self.run_uri(model, loop_id)
         self._wait(custom_job, f"CustomJob {custom_job.resource_name}", run, heartbeat)
-        return bool(alive)
+        return bool(alive), self.cost(custom_job)
 
     def _create_custom_job(self, job: TrainingJob) -> Any:
         from google.cloud import aiplatform
@@ -284,7 +299,7 @@ class VertexTraining:
             elif is_remote(path):
                 raise ApplicationError(
                     f"Vertex training cannot read {path}",
-                    type=INVALID_JOB_ERROR,
+                    type=ErrorType.INVALID_TRAINING_JOB,
                     non_retryable=True,
                 )
             else:
@@ -317,10 +332,14 @@ class VertexTraining:
         reason = self._failure_text(f"{run}/output/failure") or _error_message(resource)
         if state == "FAILED":
             raise ApplicationError(
-                f"Vertex {what} failed: {reason}", type=ENTRYPOINT_ERROR, non_retryable=True
+                f"Vertex {what} failed: {reason}",
+                type=ErrorType.TRAINING_ENTRYPOINT,
+                non_retryable=True,
             )
         raise ApplicationError(
-            f"Vertex {what} ended {state}: {reason}", type=STOPPED_ERROR, non_retryable=True
+            f"Vertex {what} ended {state}: {reason}",
+            type=ErrorType.TRAINING_STOPPED,
+            non_retryable=True,
         )
 
     def _failure_text(self, uri: str) -> str | None:
@@ -337,7 +356,7 @@ class VertexTraining:
         if not any(item.uri == f"{model_uri}/{RESULT_FILE}" for item in found):
             raise ApplicationError(
                 f"training {job.request.loop_id} succeeded without {model_uri}/{RESULT_FILE}",
-                type=OUTPUT_MISMATCH_ERROR,
+                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
                 non_retryable=True,
             )
         for item in found:
@@ -347,13 +366,13 @@ class VertexTraining:
         if not artifact.is_relative_to(output.resolve()) or not artifact.is_file():
             raise ApplicationError(
                 f"the training's artifact {result.artifact_path} is not in {model_uri}",
-                type=OUTPUT_MISMATCH_ERROR,
+                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
                 non_retryable=True,
             )
         if sha256_file(artifact) != result.artifact_sha256:
             raise ApplicationError(
                 f"{model_uri}/{result.artifact_path} does not match its sha256 in {RESULT_FILE}",
-                type=OUTPUT_MISMATCH_ERROR,
+                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
                 non_retryable=True,
             )
         return result.model_copy(

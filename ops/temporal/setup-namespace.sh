@@ -1,6 +1,6 @@
 #!/bin/sh
 # One-shot setup once the server is healthy: the namespace, then our custom search attributes
-# (workflows/names.py SEARCH_ATTRIBUTES; tests/test_compose.py keeps this list in step with it).
+# (workflows/common/names.py SEARCH_ATTRIBUTES; tests/ops/test_compose.py keeps this list in step with it).
 # Safe to re-run: an existing namespace is left alone and re-creating a search attribute with
 # the same type is a no-op; the same name with another type fails loudly.
 set -eu

@@ -22,15 +22,21 @@ message: the gateway answers 400 with it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from starters.events.mapped import MappedEvent, UnknownEventShape, rfc3339_time
-from workflows.triggers import AlarmState, TriggerEvent, TriggerKind, describe_validation_error
+from starters.events.mapped import (
+    MappedEvent,
+    UnknownEventShape,
+    json_object,
+    rfc3339_time,
+    short_id,
+)
+from workflows.common.models import describe_validation_error
+from workflows.coordinator.triggers import AlarmState, TriggerEvent, TriggerKind
 
 SOURCE = "alertmanager"
 _STATES = {"firing": AlarmState.ALARM, "resolved": AlarmState.OK}
@@ -63,16 +69,10 @@ class MappedAlert:
     model: str | None
 
 
-def _object(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
 def _labels(value: Any, path: str) -> dict[str, str]:
     if value is None:
         return {}
-    found = _object(value, path)
+    found = json_object(value, path)
     for key, item in found.items():
         if not isinstance(item, str):
             raise ValueError(f"{path}.{key}: expected a string, got {type(item).__name__}")
@@ -98,14 +98,9 @@ def priority_of(labels: dict[str, str], path: str = "labels") -> int:
     return _SEVERITY_PRIORITY.get(severity, _DEFAULT_PRIORITY)
 
 
-def _event_id(fingerprint: str, starts_at: str, status: str) -> str:
-    digest = hashlib.sha256(f"{fingerprint}/{starts_at}/{status}".encode()).hexdigest()
-    return f"alertmanager-{digest[:40]}"
-
-
 def _alert(item: Any, index: int, group_status: str) -> MappedAlert:
     path = f"alerts[{index}]"
-    alert = _object(item, path)
+    alert = json_object(item, path)
     status = alert.get("status", group_status)
     if status not in _STATES:
         raise ValueError(f"{path}.status: expected firing or resolved, got {status!r}")
@@ -137,7 +132,7 @@ def _alert(item: Any, index: int, group_status: str) -> MappedAlert:
         event = TriggerEvent(
             kind=TriggerKind.ALARM,
             source=SOURCE,
-            event_id=_event_id(fingerprint, starts_text, status),
+            event_id=short_id("alertmanager", fingerprint, starts_text, status),
             occurred_at=occurred_at,
             priority=priority_of(labels, f"{path}.labels"),
             metadata=metadata,
@@ -155,7 +150,7 @@ def _alert(item: Any, index: int, group_status: str) -> MappedAlert:
 
 def alertmanager_alerts(payload: Any) -> list[MappedAlert]:
     """One alarm trigger per alert of an Alertmanager webhook notification (version 4)."""
-    body = _object(payload, "payload")
+    body = json_object(payload, "payload")
     if "alerts" not in body or "version" not in body:
         raise UnknownEventShape(
             "not an Alertmanager webhook notification (expected 'version' and 'alerts')"

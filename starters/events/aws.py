@@ -24,7 +24,6 @@ never another exception: the gateway answers 400 with it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -32,16 +31,16 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
-from pydantic import ValidationError
-
-from starters.events.mapped import MappedEvent, UnknownEventShape, text_at, value_at
-from workflows.triggers import (
-    AlarmState,
-    Severity,
-    TriggerEvent,
-    TriggerKind,
-    describe_validation_error,
+from starters.events.mapped import (
+    MappedEvent,
+    UnknownEventShape,
+    json_object,
+    short_id,
+    text_at,
+    trigger_event,
+    value_at,
 )
+from workflows.coordinator.triggers import AlarmState, Severity, TriggerKind
 
 MONITOR_NAMESPACES = frozenset(
     {"aws/sagemaker/Endpoints/data-metrics", "aws/sagemaker/Endpoints/model-metrics"}
@@ -70,12 +69,6 @@ def _time(value: Any, path: str) -> datetime:
     return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
 
 
-def _object(payload: Any, what: str) -> dict[str, Any]:
-    if not isinstance(payload, dict):
-        raise ValueError(f"{what}: expected a JSON object, got {type(payload).__name__}")
-    return payload
-
-
 def _list(value: Any, path: str) -> list[Any]:
     """An optional list: absent is empty."""
     if value is None:
@@ -85,18 +78,6 @@ def _list(value: Any, path: str) -> list[Any]:
     return value
 
 
-def _event(**fields: Any) -> TriggerEvent:
-    try:
-        return TriggerEvent(**fields)
-    except ValidationError as err:
-        raise ValueError(describe_validation_error(err)) from None
-
-
-def _short_id(prefix: str, *parts: str) -> str:
-    """An event id within TriggerEvent's 200 characters, stable for the same parts."""
-    return f"{prefix}-{hashlib.sha256('/'.join(parts).encode()).hexdigest()[:40]}"
-
-
 def _sns_message(payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The JSON inside an SNS envelope's Message, and the envelope's MessageId."""
     message = text_at(payload, "Message")
@@ -104,7 +85,7 @@ def _sns_message(payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
         inner = json.loads(message)
     except json.JSONDecodeError as err:
         raise ValueError(f"Message: not JSON ({err.msg})") from None
-    return _object(inner, "Message"), text_at(payload, "MessageId")
+    return json_object(inner, "Message"), text_at(payload, "MessageId")
 
 
 def _is_sns(payload: dict[str, Any]) -> bool:
@@ -120,7 +101,7 @@ def _data_arrived(
     if isinstance(size, bool) or not isinstance(size, int | None):
         raise ValueError(f"object.size: expected an integer, got {type(size).__name__}")
     uri = f"s3://{bucket}/{key}"
-    event = _event(
+    event = trigger_event(
         kind=TriggerKind.DATA_ARRIVED,
         source="aws.s3",
         event_id=event_id,
@@ -132,13 +113,13 @@ def _data_arrived(
 
 
 def s3_object_created(event: dict[str, Any]) -> MappedEvent:
-    payload = _object(event, "event")
+    payload = json_object(event, "event")
     if payload.get("source") != "aws.s3" or payload.get("detail-type") != "Object Created":
         raise UnknownEventShape("not an EventBridge S3 'Object Created' event")
     return _data_arrived(
         text_at(payload, "detail.bucket.name"),
         text_at(payload, "detail.object.key"),
-        _object(value_at(payload, "detail.object"), "detail.object").get("size"),
+        json_object(value_at(payload, "detail.object"), "detail.object").get("size"),
         text_at(payload, "id"),
         _time(payload, "time"),
         _optional_text(payload, "detail.object.etag"),
@@ -146,7 +127,7 @@ def s3_object_created(event: dict[str, Any]) -> MappedEvent:
 
 
 def s3_notification_records(payload: dict[str, Any]) -> list[MappedEvent]:
-    body = _object(payload, "payload")
+    body = json_object(payload, "payload")
     if _is_sns(body):
         body, _ = _sns_message(body)
     if body.get("Event") == "s3:TestEvent":
@@ -156,7 +137,7 @@ def s3_notification_records(payload: dict[str, Any]) -> list[MappedEvent]:
         raise ValueError("Records: expected a list")
     mapped = []
     for index, record in enumerate(records):
-        record = _object(record, f"Records[{index}]")
+        record = json_object(record, f"Records[{index}]")
         name = text_at(record, "eventName")
         if not name.startswith("ObjectCreated:"):
             continue
@@ -168,8 +149,8 @@ def s3_notification_records(payload: dict[str, Any]) -> list[MappedEvent]:
             _data_arrived(
                 bucket,
                 key,
-                _object(value_at(record, "s3.object"), "s3.object").get("size"),
-                _short_id("s3", bucket, key, sequencer),
+                json_object(value_at(record, "s3.object"), "s3.object").get("size"),
+                short_id("s3", bucket, key, sequencer),
                 _time(record, "eventTime"),
                 _optional_text(record, "s3.object.eTag"),
             )
@@ -225,7 +206,7 @@ def _datapoint(reason: str | None) -> float | None:
 
 def _dimensions(found: Any, path: str) -> dict[str, str]:
     if isinstance(found, list):
-        pairs = [_object(item, path) for item in found]
+        pairs = [json_object(item, path) for item in found]
         return {str(p.get("name")): str(p.get("value")) for p in pairs}
     if isinstance(found, dict):
         return {str(key): str(value) for key, value in found.items()}
@@ -235,7 +216,7 @@ def _dimensions(found: Any, path: str) -> dict[str, str]:
 def _alarm_from_sns(payload: dict[str, Any]) -> _Alarm:
     alarm, message_id = _sns_message(payload)
     reason = _optional_text(alarm, "NewStateReason")
-    trigger = _object(value_at(alarm, "Trigger"), "Message.Trigger")
+    trigger = json_object(value_at(alarm, "Trigger"), "Message.Trigger")
     metrics = []
     if "MetricName" in trigger:
         metrics.append(
@@ -246,7 +227,9 @@ def _alarm_from_sns(payload: dict[str, Any]) -> _Alarm:
             )
         )
     for index, item in enumerate(_list(trigger.get("Metrics"), "Trigger.Metrics")):
-        metric = _object(_object(item, "Trigger.Metrics").get("MetricStat", {}), "MetricStat")
+        metric = json_object(
+            json_object(item, "Trigger.Metrics").get("MetricStat", {}), "MetricStat"
+        )
         if "Metric" in metric:
             path = f"Trigger.Metrics[{index}].MetricStat.Metric"
             metrics.append(
@@ -271,11 +254,11 @@ def _alarm_from_sns(payload: dict[str, Any]) -> _Alarm:
 def _alarm_from_eventbridge(payload: dict[str, Any]) -> _Alarm:
     reason = _optional_text(payload, "detail.state.reason")
     metrics = []
-    configured = _object(value_at(payload, "detail"), "detail").get("configuration") or {}
+    configured = json_object(value_at(payload, "detail"), "detail").get("configuration") or {}
     metrics_path = "detail.configuration.metrics"
-    configured_metrics = _object(configured, "detail.configuration").get("metrics")
+    configured_metrics = json_object(configured, "detail.configuration").get("metrics")
     for index, item in enumerate(_list(configured_metrics, metrics_path)):
-        stat = _object(item, f"detail.configuration.metrics[{index}]").get("metricStat")
+        stat = json_object(item, f"detail.configuration.metrics[{index}]").get("metricStat")
         if isinstance(stat, dict):
             metrics.append(
                 _Metric(
@@ -311,7 +294,7 @@ def _alarm_from_eventbridge(payload: dict[str, Any]) -> _Alarm:
 
 
 def _alarm(payload: Any) -> _Alarm:
-    body = _object(payload, "payload")
+    body = json_object(payload, "payload")
     if _is_sns(body):
         return _alarm_from_sns(body)
     if body.get("source") == "aws.cloudwatch" and (
@@ -326,7 +309,7 @@ def _alarm(payload: Any) -> _Alarm:
 
 def cloudwatch_alarm(payload: dict[str, Any]) -> MappedEvent:
     alarm = _alarm(payload)
-    event = _event(
+    event = trigger_event(
         kind=TriggerKind.ALARM,
         source="aws.cloudwatch",
         event_id=alarm.event_id,
@@ -379,7 +362,7 @@ def _drift_alarm(payload: dict[str, Any]) -> MappedEvent:
         m.dimensions["MonitoringSchedule"] for m in drifting if "MonitoringSchedule" in m.dimensions
     ]
     schedule = schedules[0] if schedules else None
-    event = _event(
+    event = trigger_event(
         kind=TriggerKind.DRIFT,
         source="aws.sagemaker.model-monitor",
         event_id=alarm.event_id,
@@ -398,7 +381,7 @@ def _drift_alarm(payload: dict[str, Any]) -> MappedEvent:
 
 
 def _monitoring_execution(payload: dict[str, Any]) -> MappedEvent:
-    detail = _object(value_at(payload, "detail"), "detail")
+    detail = json_object(value_at(payload, "detail"), "detail")
     job = text_at(detail, "ProcessingJobName")
     schedule_arn = _optional_text(detail, "MonitoringScheduleArn")
     if schedule_arn is None:
@@ -412,14 +395,14 @@ def _monitoring_execution(payload: dict[str, Any]) -> MappedEvent:
     found = _VIOLATIONS.search(exit_message)
     count = int(found.group(1)) if found else None
     report = None
-    outputs = _object(detail.get("ProcessingOutputConfig") or {}, "ProcessingOutputConfig")
+    outputs = json_object(detail.get("ProcessingOutputConfig") or {}, "ProcessingOutputConfig")
     for output in _list(outputs.get("Outputs"), "ProcessingOutputConfig.Outputs"):
         uri = _optional_text(output, "S3Output.S3Uri")
         if uri:
             report = f"{uri.rstrip('/')}/constraint_violations.json"
             break
     schedule = schedule_arn.rsplit("/", 1)[-1]
-    event = _event(
+    event = trigger_event(
         kind=TriggerKind.DRIFT,
         source="aws.sagemaker.model-monitor",
         event_id=text_at(payload, "id"),
@@ -431,7 +414,7 @@ def _monitoring_execution(payload: dict[str, Any]) -> MappedEvent:
 
 
 def model_monitor_violation(payload: dict[str, Any]) -> MappedEvent:
-    body = _object(payload, "payload")
+    body = json_object(payload, "payload")
     if body.get("source") == "aws.sagemaker" and (
         body.get("detail-type") == "SageMaker Processing Job State Change"
     ):

@@ -26,27 +26,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from starters.events.mapped import (
     MappedEvent,
     UnknownEventShape,
+    json_object,
     rfc3339_time,
+    short_id,
     text_at,
+    trigger_event,
     value_at,
 )
-from workflows.triggers import (
+from workflows.coordinator.triggers import (
     MAX_DRIFTED_FEATURES,
     AlarmState,
     Severity,
-    TriggerEvent,
     TriggerKind,
-    describe_validation_error,
 )
 
 ENDPOINT_RESOURCE = "aiplatform.googleapis.com/Endpoint"
@@ -64,12 +62,6 @@ _INCIDENT_STATES = {"open": AlarmState.ALARM, "closed": AlarmState.OK}
 # ---- typed access: every miss is a ValueError naming the path -------------------------------
 
 
-def _object(payload: Any, what: str) -> dict[str, Any]:
-    if not isinstance(payload, dict):
-        raise ValueError(f"{what}: expected a JSON object, got {type(payload).__name__}")
-    return payload
-
-
 def _optional_text(value: dict[str, Any], key: str) -> str | None:
     found = value.get(key)
     return found if isinstance(found, str) and found else None
@@ -84,23 +76,11 @@ def _number(value: Any, path: str) -> float:
         raise ValueError(f"{path}: not a number: {value!r}") from None
 
 
-def _event(**fields: Any) -> TriggerEvent:
-    try:
-        return TriggerEvent(**fields)
-    except ValidationError as err:
-        raise ValueError(describe_validation_error(err)) from None
-
-
-def _short_id(prefix: str, *parts: str) -> str:
-    """An event id within TriggerEvent's 200 characters, stable for the same parts."""
-    return f"{prefix}-{hashlib.sha256('/'.join(parts).encode()).hexdigest()[:40]}"
-
-
 def _message(push: Any) -> dict[str, Any]:
-    payload = _object(push, "push")
+    payload = json_object(push, "push")
     if "message" not in payload:
         raise UnknownEventShape("not a Pub/Sub push message (no 'message')")
-    return _object(payload["message"], "message")
+    return json_object(payload["message"], "message")
 
 
 def _data(message: dict[str, Any]) -> dict[str, Any] | None:
@@ -115,7 +95,7 @@ def _data(message: dict[str, Any]) -> dict[str, Any] | None:
         found = json.loads(decoded)
     except (binascii.Error, ValueError) as err:
         raise ValueError(f"message.data: not base64-encoded JSON ({err})") from None
-    return _object(found, "message.data")
+    return json_object(found, "message.data")
 
 
 def _publish_time(message: dict[str, Any]) -> datetime | None:
@@ -128,7 +108,7 @@ def _publish_time(message: dict[str, Any]) -> datetime | None:
 
 def gcs_object_finalize(push: dict[str, Any]) -> MappedEvent:
     message = _message(push)
-    attributes = _object(message.get("attributes", {}), "message.attributes")
+    attributes = json_object(message.get("attributes", {}), "message.attributes")
     event_type = attributes.get("eventType")
     if event_type != "OBJECT_FINALIZE":
         raise UnknownEventShape(f"not a Cloud Storage OBJECT_FINALIZE notification: {event_type!r}")
@@ -148,10 +128,10 @@ def gcs_object_finalize(push: dict[str, Any]) -> MappedEvent:
     metadata: dict[str, Any] = {"generation": generation}
     if etag:
         metadata["etag"] = etag
-    event = _event(
+    event = trigger_event(
         kind=TriggerKind.DATA_ARRIVED,
         source="gcp.storage",
-        event_id=_short_id("gcs", bucket, name, generation),
+        event_id=short_id("gcs", bucket, name, generation),
         occurred_at=occurred,
         metadata=metadata,
         data={"uri": uri, "size_bytes": size},
@@ -167,11 +147,11 @@ def _epoch(value: Any, path: str) -> datetime:
 
 
 def monitoring_alert(push: dict[str, Any]) -> MappedEvent:
-    payload = _object(push, "push")
+    payload = json_object(push, "push")
     notification = payload if "incident" in payload else _data(_message(payload))
     if notification is None or "incident" not in notification:
         raise UnknownEventShape("not a Cloud Monitoring incident notification")
-    incident = _object(notification["incident"], "incident")
+    incident = json_object(notification["incident"], "incident")
     state_text = text_at(incident, "state").lower()
     if state_text not in _INCIDENT_STATES:
         raise ValueError(f"incident.state: expected open or closed, got {state_text!r}")
@@ -181,17 +161,17 @@ def monitoring_alert(push: dict[str, Any]) -> MappedEvent:
     when_key = "started_at" if state is AlarmState.ALARM else "ended_at"
     when = incident.get(when_key)
     occurred = None if when is None else _epoch(when, f"incident.{when_key}")
-    resource = _object(incident.get("resource") or {}, "incident.resource")
-    labels = _object(resource.get("labels") or {}, "incident.resource.labels")
+    resource = json_object(incident.get("resource") or {}, "incident.resource")
+    labels = json_object(resource.get("labels") or {}, "incident.resource.labels")
     endpoint = labels.get("endpoint_id") if resource.get("type") == ENDPOINT_RESOURCE else None
     metadata: dict[str, Any] = {"incident_id": incident_id}
     for key in ("severity", "condition_name", "observed_value", "threshold_value", "url"):
         if isinstance(incident.get(key), str):
             metadata[key] = incident[key]
-    event = _event(
+    event = trigger_event(
         kind=TriggerKind.ALARM,
         source="gcp.monitoring",
-        event_id=_short_id("gcp-incident", incident_id, state_text),
+        event_id=short_id("gcp-incident", incident_id, state_text),
         occurred_at=occurred,
         metadata=metadata,
         alarm={"name": policy, "state": state, "reason": _optional_text(incident, "summary")},
@@ -217,7 +197,7 @@ def model_monitoring_alert(push: dict[str, Any]) -> MappedEvent:
     entry = _data(message)
     if entry is None:
         raise ValueError("message.data: missing (the anomaly log entry)")
-    payload = _object(entry.get("jsonPayload", entry), "jsonPayload")
+    payload = json_object(entry.get("jsonPayload", entry), "jsonPayload")
     if "statsAnomalies" not in payload:
         raise UnknownEventShape("not a Vertex AI Model Monitoring anomaly (no statsAnomalies)")
     job = text_at(payload, "modelDeploymentMonitoringJob")
@@ -228,7 +208,7 @@ def model_monitoring_alert(push: dict[str, Any]) -> MappedEvent:
     ratios: list[float] = []
     objectives: set[str] = set()
     for index, item in enumerate(anomalies):
-        anomaly = _object(item, f"statsAnomalies[{index}]")
+        anomaly = json_object(item, f"statsAnomalies[{index}]")
         objective = text_at(anomaly, "objective")
         if objective not in DRIFT_OBJECTIVES:
             raise ValueError(f"statsAnomalies[{index}].objective: unknown {objective!r}")
@@ -236,12 +216,12 @@ def model_monitoring_alert(push: dict[str, Any]) -> MappedEvent:
         for position, stats in enumerate(anomaly.get("featureStats") or []):
             path = f"statsAnomalies[{index}].featureStats[{position}]"
             feature = text_at(stats, "featureDisplayName")
-            threshold_value = _object(_object(stats, path).get("threshold") or {}, path).get(
-                "value"
-            )
+            limits = json_object(json_object(stats, path).get("threshold") or {}, path)
+            threshold_value = limits.get("value")
             threshold = None if threshold_value is None else _number(threshold_value, path)
             for observed in stats.get("predictionStats") or []:
-                found = _object(observed, f"{path}.predictionStats").get("distributionDeviation")
+                prediction = json_object(observed, f"{path}.predictionStats")
+                found = prediction.get("distributionDeviation")
                 if found is None:
                     continue
                 deviation = _number(found, f"{path}.predictionStats.distributionDeviation")
@@ -255,10 +235,10 @@ def model_monitoring_alert(push: dict[str, Any]) -> MappedEvent:
     occurred = rfc3339_time(timestamp, "timestamp") if timestamp else _publish_time(message)
     drifted = sorted(features, key=lambda name: (-features[name], name))
     event_parts = [job, timestamp or _optional_text(message, "messageId") or "", *drifted]
-    event = _event(
+    event = trigger_event(
         kind=TriggerKind.DRIFT,
         source="gcp.model_monitoring",
-        event_id=_short_id("vertex-anomaly", *event_parts),
+        event_id=short_id("vertex-anomaly", *event_parts),
         occurred_at=occurred,
         metadata={"objectives": sorted(objectives)},
         drift={

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from workflows.triggers import TriggerEvent
+from pydantic import ValidationError
+
+from workflows.common.models import describe_validation_error
+from workflows.coordinator.triggers import TriggerEvent
 
 
 class UnknownEventShape(ValueError):
@@ -49,3 +53,22 @@ def rfc3339_time(text: str, path: str) -> datetime:
     except ValueError:
         raise ValueError(f"{path}: not an RFC 3339 time: {text!r}") from None
     return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+
+
+def json_object(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def trigger_event(**fields: Any) -> TriggerEvent:
+    """A validated trigger event; a ValueError with one line per problem otherwise."""
+    try:
+        return TriggerEvent(**fields)
+    except ValidationError as err:
+        raise ValueError(describe_validation_error(err)) from None
+
+
+def short_id(prefix: str, *parts: str) -> str:
+    """An event id within TriggerEvent's 200 characters, stable for the same parts."""
+    return f"{prefix}-{hashlib.sha256('/'.join(parts).encode()).hexdigest()[:40]}"

@@ -59,7 +59,7 @@ from starters.gateway.metrics import CONTENT_TYPE, GatewayMetrics, Outcome
 from starters.gateway.routing import RouteKeys, SpecRouter
 from starters.gateway.sources import MAPPERS, Incoming, SnsControl
 from starters.gateway.temporal import TemporalLink
-from workflows.names import TASK_QUEUE, validate_model_name
+from workflows.common.names import TASK_QUEUE, validate_model_name
 
 logger = logging.getLogger(__name__)
 

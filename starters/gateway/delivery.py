@@ -34,8 +34,9 @@ from starters.gateway import pending
 from starters.gateway.database import DatabaseThread, now_text, transaction
 from starters.gateway.metrics import GatewayMetrics, Outcome
 from starters.gateway.temporal import TemporalLink, TemporalUnavailable
-from workflows.names import validate_model_name
-from workflows.triggers import MAX_EVENTS_PER_BATCH, TriggerEvent, describe_validation_error
+from workflows.common.models import describe_validation_error
+from workflows.common.names import validate_model_name
+from workflows.coordinator.triggers import MAX_EVENTS_PER_BATCH, TriggerEvent
 
 logger = logging.getLogger(__name__)
 K = TypeVar("K")

@@ -18,7 +18,7 @@ from starters.gateway.database import now_text, transaction
 from starters.gateway.delivery import DeliveryPolicy, Failure, parse_events, send_grouped
 from starters.gateway.routing import RouteKeys, SpecRouter
 from starters.gateway.temporal import TemporalLink
-from workflows.names import validate_model_name
+from workflows.common.names import validate_model_name
 
 
 @dataclass

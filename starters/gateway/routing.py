@@ -3,9 +3,9 @@
 In this order:
 1. a model named by the request (`?model=`) or by the payload (Alertmanager label `model`);
 2. the object's uri under a spec's `data.labelled` prefix (the longest prefix wins);
-3. the Vertex monitoring job equal to a spec's `vertex.monitoring_job` (full resource name or
-   its id);
-4. the endpoint equal to a spec's `sagemaker.endpoint_name` or `vertex.endpoint_name`.
+3. a platform monitoring job of the spec's backend settings (`vertex.monitoring_job`: the full
+   resource name or its id);
+4. the endpoint equal to the `endpoint_name` of the spec's backend settings.
 
 Two models matching equally well, or none, leave the event unrouted with the reason: it goes to
 the dead-letter store, and `retrain dlq replay` routes it again (after `retrain models
@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from activities.model_specs import SpecError, SpecStore
+from activities.specs import SpecError, SpecStore
 from starters.events.mapped import MappedEvent
-from workflows.model_spec import ModelSpec
-from workflows.names import validate_model_name
+from workflows.common.names import validate_model_name
+from workflows.spec.models import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +82,10 @@ class SpecIndex:
         self.monitoring_jobs: list[tuple[str, str]] = []
         for spec in specs:
             self.labelled.append((spec.data.labelled, spec.name))
-            for settings in (spec.sagemaker, spec.vertex):
-                if settings is not None:
-                    self.endpoints.setdefault(settings.endpoint_name, set()).add(spec.name)
-            if spec.vertex is not None and spec.vertex.monitoring_job:
-                self.monitoring_jobs.append((spec.vertex.monitoring_job, spec.name))
+            settings = spec.backend_settings
+            if settings is not None:
+                self.endpoints.setdefault(settings.endpoint_name, set()).add(spec.name)
+                self.monitoring_jobs += [(job, spec.name) for job in settings.monitoring_jobs()]
 
     def route(self, keys: RouteKeys) -> Route:
         if keys.model is not None:

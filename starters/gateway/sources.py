@@ -33,7 +33,7 @@ from starters.events.aws import (
 )
 from starters.events.gcp import gcs_object_finalize, model_monitoring_alert, monitoring_alert
 from starters.events.mapped import MappedEvent, UnknownEventShape
-from workflows.triggers import AlarmState
+from workflows.coordinator.triggers import AlarmState
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 
-from starters.client import Coordinators
+from starters.api.coordinators import Coordinators
 
 
 class TemporalUnavailable(RuntimeError):

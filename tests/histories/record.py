@@ -20,14 +20,14 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from starters.client import Coordinators
-from tests.loop_doubles import ControlledLoop, FinishLoop
-from workers.coordinator_worker import build_worker
+from starters.api.coordinators import Coordinators
+from tests.support.loop_doubles import ControlledLoop, FinishLoop
 from workers.search_attributes import dev_server_flags
-from workflows.coordinator import ModelCoordinator
-from workflows.loop_contract import LoopStatus
-from workflows.policy import TriggerPolicy
-from workflows.triggers import DataArrival, DriftSignal, TriggerEvent, TriggerKind
+from workers.worker import build_worker
+from workflows.coordinator.policy import TriggerPolicy
+from workflows.coordinator.triggers import DataArrival, DriftSignal, TriggerEvent, TriggerKind
+from workflows.coordinator.workflow import ModelCoordinator
+from workflows.loop.models import LoopStatus
 
 HERE = Path(__file__).parent
 SUGGEST_CONTINUE_AS_NEW_AT = 120

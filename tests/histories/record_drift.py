@@ -20,18 +20,18 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.model_specs import SpecStore
-from activities.registry import MlflowRegistry
-from starters.client import Coordinators
-from tests.drift_harness import production_rows, shifted, write_capture
-from tests.endpoint_harness import train_versions
-from tests.loop_harness import register, start_loop, with_changes, write_dataset
-from workers.coordinator_worker import build_worker
+from activities.local.registry import MlflowRegistry
+from activities.specs import SpecStore
+from starters.api.coordinators import Coordinators
+from tests.support.drift_harness import production_rows, shifted, write_capture
+from tests.support.endpoint_harness import train_versions
+from tests.support.loop_harness import register, start_loop, with_changes, write_dataset
 from workers.search_attributes import ensure_search_attributes
-from workflows import names
-from workflows.drift_models import CheckRequest, DriftMonitorInput, DriftReport
-from workflows.drift_monitor import DriftMonitor
-from workflows.policy import TriggerPolicy
+from workers.worker import build_worker
+from workflows.common import names
+from workflows.coordinator.policy import TriggerPolicy
+from workflows.drift.models import CheckRequest, DriftMonitorInput, DriftReport
+from workflows.drift.workflow import DriftMonitor
 
 HERE = Path(__file__).parent
 

@@ -15,10 +15,16 @@ from pathlib import Path
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import eventually
-from tests.loop_harness import awaiting_approval, register, start_loop, with_changes, write_dataset
-from workers.coordinator_worker import build_worker
+from tests.support.helpers import eventually
+from tests.support.loop_harness import (
+    awaiting_approval,
+    register,
+    start_loop,
+    with_changes,
+    write_dataset,
+)
 from workers.search_attributes import ensure_search_attributes
+from workers.worker import build_worker
 
 HERE = Path(__file__).parent
 

@@ -17,18 +17,24 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.capture_layout import capture_dir
-from activities.registry import MlflowRegistry
+from activities.local.capture import capture_dir
+from activities.local.registry import MlflowRegistry
 from serving.config import EndpointConfig
-from tests.endpoint_harness import register_estimator, running_endpoint, train_versions
-from tests.helpers import eventually
-from tests.loop_harness import manual_trigger, register, start_loop, with_changes, write_dataset
-from tests.rollout_harness import RolloutDriver, SwitchableFault, Traffic, staged_policy
-from workers.coordinator_worker import build_worker
+from tests.support.endpoint_harness import register_estimator, running_endpoint, train_versions
+from tests.support.helpers import eventually
+from tests.support.loop_harness import (
+    manual_trigger,
+    register,
+    start_loop,
+    with_changes,
+    write_dataset,
+)
+from tests.support.rollout_harness import RolloutDriver, SwitchableFault, Traffic, staged_policy
 from workers.search_attributes import ensure_search_attributes
-from workflows import names
-from workflows.rollout import StagedRollout
-from workflows.rollout_models import RolloutCommand, RolloutInput, RolloutStep
+from workers.worker import build_worker
+from workflows.common import names
+from workflows.rollout.models import RolloutCommand, RolloutInput, RolloutStep
+from workflows.rollout.workflow import StagedRollout
 
 HERE = Path(__file__).parent
 

@@ -17,16 +17,21 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from starters.training_slots import TrainingSlotsClient
-from tests.helpers import eventually
-from tests.loop_harness import register, start_loop, view, with_changes, write_dataset
-from tests.slot_doubles import SlotHolderLoop, TrainingRecorder, start_double, training_queue
-from workers.coordinator_worker import build_worker
+from starters.api.slots import TrainingSlotsClient
+from tests.support.helpers import eventually
+from tests.support.loop_harness import register, start_loop, view, with_changes, write_dataset
+from tests.support.slot_doubles import (
+    SlotHolderLoop,
+    TrainingRecorder,
+    start_double,
+    training_queue,
+)
 from workers.search_attributes import ensure_search_attributes
-from workflows.audit_record import LoopStage
-from workflows.coordinator import ModelCoordinator
-from workflows.retraining import RetrainingLoop
-from workflows.training_slots import TrainingSlots
+from workers.worker import build_worker
+from workflows.coordinator.workflow import ModelCoordinator
+from workflows.loop.audit import LoopStage
+from workflows.loop.workflow import RetrainingLoop
+from workflows.slots.workflow import TrainingSlots
 
 HERE = Path(__file__).parent
 

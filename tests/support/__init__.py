@@ -1,0 +1,1 @@
+"""Harnesses and doubles shared by the tests."""

@@ -1,0 +1,1 @@
+"""The ModelCoordinator's activities."""

@@ -1,0 +1,1 @@
+"""The DriftMonitor's activities: reference profiles, drift checks and their reports."""

@@ -1,0 +1,2 @@
+"""The RetrainingLoop's activities: data window, golden set, training, registry, evaluation,
+audit."""

@@ -1,0 +1,1 @@
+"""The StagedRollout's activities: traffic shifts and the canary analysis."""

@@ -1,0 +1,1 @@
+"""The ScheduledTrigger's activities."""

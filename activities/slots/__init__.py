@@ -1,0 +1,1 @@
+"""The TrainingSlots limiter's activities."""

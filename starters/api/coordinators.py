@@ -1,0 +1,189 @@
+"""The Python client API for coordinators; the `retrain` CLI is built on it.
+
+client = await connect()
+coordinators = Coordinators(client)
+decision = await coordinators.trigger("churn", TriggerEvent(kind="manual", event_id="x"))
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from workflows.common import names
+from workflows.coordinator.models import (
+    CoordinatorInput,
+    CoordinatorStatus,
+    Decision,
+    DecisionsQuery,
+    PauseRequest,
+)
+from workflows.coordinator.policy import TriggerPolicy
+from workflows.coordinator.triggers import TriggerBatch, TriggerEvent
+from workflows.coordinator.workflow import ModelCoordinator
+
+
+@dataclass(frozen=True)
+class CoordinatorSummary:
+    """One row of `retrain status`: what visibility knows without querying the workflow."""
+
+    model: str
+    workflow_id: str
+    status: str
+    paused: bool | None
+    active_loop: str | None
+    started: str
+
+
+# Shown in the Web UI's "Details": how to talk to the coordinator from the UI itself.
+COORDINATOR_HELP = """\
+Send a trigger: **Signal** `trigger` with a JSON event, e.g.
+`{"kind": "manual", "event_id": "ticket-42", "priority": 2}` or
+`{"kind": "drift", "drift": {"score": 0.4, "features": ["age"]}}`.
+Use **Update** `submit_trigger` with the same JSON to get the decision back.
+Queries: `status`, `decisions`. Updates: `pause`, `resume` (`{"by": "you", "reason": "..."}`),
+`set_policy` (fields to change, e.g. `{"cooldown": "2h"}`).
+"""
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Coordinators:
+    def __init__(self, client: Client, task_queue: str = names.TASK_QUEUE) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    def handle(self, model: str) -> WorkflowHandle[ModelCoordinator, None]:
+        return self.client.get_workflow_handle_for(
+            ModelCoordinator.run, names.coordinator_id(names.validate_model_name(model))
+        )
+
+    def _start_options(self, model: str) -> dict[str, Any]:
+        """Start options shared by every way in: an existing coordinator is used as it is."""
+        names.validate_model_name(model)
+        return {
+            "id": names.coordinator_id(model),
+            "task_queue": self.task_queue,
+            "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+            "search_attributes": TypedSearchAttributes(
+                [SearchAttributePair(names.MODEL_NAME, model)]
+            ),
+            "static_summary": f"Retraining coordinator for model {model}",
+            "static_details": COORDINATOR_HELP,
+        }
+
+    def _start_operation(
+        self, model: str, policy: TriggerPolicy | None = None
+    ) -> WithStartWorkflowOperation[ModelCoordinator, None]:
+        return WithStartWorkflowOperation(
+            ModelCoordinator.run,
+            CoordinatorInput(model=model, policy=policy),
+            **self._start_options(model),
+        )
+
+    async def start(self, model: str, policy: TriggerPolicy | None = None) -> None:
+        """Start the coordinator if it is not running (idempotent)."""
+        await self.client.start_workflow(
+            ModelCoordinator.run,
+            CoordinatorInput(model=model, policy=policy),
+            **self._start_options(model),
+        )
+
+    async def trigger(self, model: str, event: TriggerEvent) -> Decision:
+        """Submit a trigger and wait for its decision; starts the coordinator if needed."""
+        return await self.client.execute_update_with_start_workflow(
+            ModelCoordinator.submit_trigger,
+            event,
+            start_workflow_operation=self._start_operation(model),
+        )
+
+    async def send_trigger(self, model: str, event: TriggerEvent) -> None:
+        """Fire-and-forget (signal-with-start): for high-volume senders that need no answer."""
+        await self.client.start_workflow(
+            ModelCoordinator.run,
+            CoordinatorInput(model=model),
+            start_signal="trigger",
+            start_signal_args=[event],
+            **self._start_options(model),
+        )
+
+    async def send_triggers(
+        self, model: str, events: Sequence[TriggerEvent], per_signal: int = 200
+    ) -> None:
+        """Fire-and-forget many triggers, `per_signal` to a `trigger_batch` signal: for senders
+        of hundreds of events a second (each signal is a history event; a run takes at most
+        10,000 signals)."""
+        for start in range(0, len(events), per_signal):
+            batch = TriggerBatch(events=list(events[start : start + per_signal]))
+            await self.client.start_workflow(
+                ModelCoordinator.run,
+                CoordinatorInput(model=model),
+                start_signal="trigger_batch",
+                start_signal_args=[batch],
+                **self._start_options(model),
+            )
+
+    async def status(self, model: str) -> CoordinatorStatus:
+        return await self.handle(model).query(ModelCoordinator.status)
+
+    async def decisions(self, model: str, limit: int = 20) -> list[Decision]:
+        return await self.handle(model).query(
+            ModelCoordinator.decisions, DecisionsQuery(limit=limit)
+        )
+
+    async def pause(self, model: str, reason: str = "", by: str = "unknown") -> CoordinatorStatus:
+        return await self.client.execute_update_with_start_workflow(
+            ModelCoordinator.pause,
+            PauseRequest(reason=reason, by=by),
+            start_workflow_operation=self._start_operation(model),
+        )
+
+    async def resume(self, model: str, by: str = "unknown") -> CoordinatorStatus:
+        return await self.handle(model).execute_update(ModelCoordinator.resume, PauseRequest(by=by))
+
+    async def set_policy(self, model: str, changes: dict[str, Any]) -> CoordinatorStatus:
+        """Change policy fields (a merge patch); validated here first so bad input never
+        reaches the server. Raises ValueError listing every problem."""
+        try:
+            current = (await self.status(model)).policy
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            current = TriggerPolicy()
+        current.with_changes(changes)
+        return await self.client.execute_update_with_start_workflow(
+            ModelCoordinator.set_policy,
+            changes,
+            start_workflow_operation=self._start_operation(model),
+        )
+
+    async def list_coordinators(self) -> list[CoordinatorSummary]:
+        """Every running coordinator, from visibility (search attributes, no queries)."""
+        query = f"WorkflowType = '{names.COORDINATOR_WORKFLOW}' AND ExecutionStatus = 'Running'"
+        rows = []
+        async for execution in self.client.list_workflows(query):
+            attrs = execution.typed_search_attributes
+            rows.append(
+                CoordinatorSummary(
+                    model=attrs.get(names.MODEL_NAME) or execution.id.removeprefix("coordinator-"),
+                    workflow_id=execution.id,
+                    status=(execution.status or WorkflowExecutionStatus.RUNNING).name.lower(),
+                    paused=attrs.get(names.RETRAIN_PAUSED),
+                    active_loop=attrs.get(names.ACTIVE_LOOP),
+                    started=execution.start_time.isoformat(timespec="seconds"),
+                )
+            )
+        return sorted(rows, key=lambda r: r.model)

@@ -1,0 +1,90 @@
+"""`retrain models validate|register|list|show`: the model specs the loops retrain from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from temporalio.client import Client
+
+from activities.specs import SpecError, SpecStore, read_spec_file
+from starters.api.connection import retrain_home
+from starters.api.coordinators import Coordinators
+from starters.api.drift import DriftMonitors
+from starters.cli.common import (
+    JsonOption,
+    ModelArgument,
+    connection,
+    console,
+    fail,
+    print_json,
+    run,
+)
+from starters.cli.render import loops as render
+from workflows.common.models import format_duration
+from workflows.spec.models import ModelSpec
+
+models_app = typer.Typer(help="Validate, register and show model specs.", no_args_is_help=True)
+
+SpecFile = Annotated[
+    Path, typer.Argument(help="Model spec (.toml or .json)", exists=True, dir_okay=False)
+]
+
+
+def _read(path: Path) -> ModelSpec:
+    try:
+        return read_spec_file(path)
+    except SpecError as err:
+        raise fail(str(err), code=2) from None
+
+
+@models_app.command("validate")
+def models_validate(spec_file: SpecFile) -> None:
+    """Check a spec file and list every problem; changes nothing."""
+    spec = _read(spec_file)
+    console.print(f"[green]valid[/]: model {spec.name} ({spec.task.value}, {spec.backend})")
+
+
+@models_app.command("register")
+def models_register(ctx: typer.Context, spec_file: SpecFile) -> None:
+    """Validate and register a spec; the coordinator adopts its trigger policy and the drift
+    monitor starts."""
+    spec = _read(spec_file)
+    path = SpecStore(retrain_home()).register(spec)
+    console.print(f"registered {spec.name} ({spec.content_hash()[:12]}) at {path}")
+
+    async def adopt_policy(client: Client) -> None:
+        await Coordinators(client).set_policy(
+            spec.name, spec.trigger_policy.model_dump(mode="json")
+        )
+        await DriftMonitors(client).start(spec.name)
+
+    run(adopt_policy, connection(ctx))
+    console.print(f"coordinator-{spec.name} uses the spec's trigger policy")
+    schedule = (
+        f"checks every {format_duration(spec.drift.interval)}"
+        if spec.drift.enabled
+        else "scheduled checks off (`retrain drift check` still works)"
+    )
+    console.print(f"drift-{spec.name} monitors captured traffic: {schedule}")
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOption = False) -> None:
+    """The registered specs."""
+    store = SpecStore(retrain_home())
+    specs = [spec for name in store.names() if (spec := store.get(name)) is not None]
+    if as_json:
+        print_json([spec.model_dump(mode="json") for spec in specs])
+        return
+    console.print(render.specs_table(specs))
+
+
+@models_app.command("show")
+def models_show(model: ModelArgument) -> None:
+    """One registered spec, as JSON."""
+    spec = SpecStore(retrain_home()).get(model)
+    if spec is None:
+        raise fail(f"model {model!r} is not registered: run `retrain models register FILE`")
+    print_json(spec.model_dump(mode="json"))

@@ -1,0 +1,1 @@
+"""Rich output of the CLI, one module per command group."""

@@ -1,0 +1,1 @@
+"""`make demo`: the synthetic data, live traffic and the scenario."""

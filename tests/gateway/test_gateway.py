@@ -1,0 +1,354 @@
+"""The event gateway over HTTP: every endpoint maps and delivers to a real coordinator; bad
+credentials, bodies and shapes are refused with a clear message and counted."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.specs import SpecStore
+from starters.api.coordinators import Coordinators
+from starters.gateway.auth import SecretsError, SourceSecrets, load_secrets
+from starters.gateway.metrics import GATEWAY_METRIC_NAMES
+from tests.events.test_aws_events import ALARM_MESSAGE, ALARM_STATE_CHANGE, S3_RECORDS, sns
+from tests.events.test_gcp_events import (
+    ANOMALY_ENTRY,
+    GCS_ATTRIBUTES,
+    GCS_OBJECT,
+    INCIDENT,
+    JOB,
+    push,
+)
+from tests.support.gateway_harness import (
+    TOKEN,
+    Gateway,
+    alertmanager_payload,
+    all_secrets,
+    bearer,
+    gateway,
+    object_created,
+    register_sagemaker_model,
+    signed,
+    stored,
+    temporal_at,
+    temporal_down,
+)
+from tests.support.helpers import eventually
+from tests.support.loop_doubles import ControlledLoop
+from workflows.coordinator.models import Decision
+from workflows.coordinator.triggers import TriggerKind
+from workflows.spec.models import ModelSpec
+
+
+@pytest.fixture
+async def offline(home: Path) -> AsyncIterator[Gateway]:
+    """A gateway whose Temporal is down: enough for everything refused before delivery."""
+    async with gateway(home, temporal_down()) as running:
+        yield running
+
+
+def _vertex_spec(home: Path, model: str) -> None:
+    spec = ModelSpec.model_validate(
+        {
+            "name": model,
+            "backend": "vertex",
+            "vertex": {
+                "project": "retrain-prod",
+                "staging_bucket": "gs://retrain-data",
+                "training_image": "us-docker.pkg.dev/retrain-prod/retrain/train:1",
+                "serving_image": "us-docker.pkg.dev/retrain-prod/retrain/serve:1",
+                "endpoint_name": "churn-vertex",
+                # The id alone: routing matches it against the event's full resource name.
+                "monitoring_job": JOB.rsplit("/", 1)[-1],
+            },
+            "features": [{"name": "tenure"}, {"name": "charges"}],
+            "label": "churned",
+            "data": {
+                "labelled": "gs://retrain-data/labelled/churn",
+                "baseline_holdout": "gs://retrain-data/baseline/holdout.parquet",
+                "golden_set": "gs://retrain-data/baseline/golden.parquet",
+            },
+        }
+    )
+    SpecStore(home).register(spec)
+
+
+def _basic(token: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"sns:{token}".encode()).decode()}
+
+
+async def _decided_ids(client: Client, task_queue: str, model: str) -> set[str]:
+    try:
+        decisions: list[Decision] = await Coordinators(client, task_queue).decisions(model, 200)
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:  # the deliverer has not started it yet
+            return set()
+        raise
+    return {event_id for d in decisions for event_id in d.event_ids}
+
+
+@pytest.mark.time_skipping_only
+async def test_each_endpoint_maps_routes_and_delivers(home, client, task_queue, new_worker, model):
+    # Names of this test's own: coordinators outlive tests on the session's server.
+    aws, gcp = f"{model}-aws", f"{model}-gcp"
+    register_sagemaker_model(home, aws, "s3://churn-data/labelled", endpoint="churn")
+    _vertex_spec(home, gcp)
+    async with new_worker(ControlledLoop), gateway(home, temporal_at(client), task_queue) as gw:
+        answers = [
+            # uri under the aws model's labelled data
+            await gw.post("eventbridge", object_created("churn-data", "labelled/a.parquet", "e1")),
+            # endpoint `churn` named by the alarm's metric
+            await gw.post("eventbridge", ALARM_STATE_CHANGE),
+            await gw.post("s3", S3_RECORDS),
+            # SNS carries credentials as basic auth
+            await gw.post("sns", sns(ALARM_MESSAGE), headers=_basic(TOKEN)),
+            # Pub/Sub push carries its token in the query string
+            await gw.post("pubsub", push(GCS_OBJECT, GCS_ATTRIBUTES), {}, {"token": TOKEN}),
+            await gw.post("pubsub", push(ANOMALY_ENTRY), {}, {"token": TOKEN}),
+            # The incident names a Vertex endpoint id no spec has: the request names the model.
+            await gw.post("pubsub", push(INCIDENT), {}, {"token": TOKEN, "model": gcp}),
+        ]
+        body = json.dumps(alertmanager_payload(aws)).encode()
+        answers.append(
+            await gw.http.post("/v1/events/alertmanager", content=body, headers=signed(body))
+        )
+        assert [a.status_code for a in answers] == [202] * 8, [a.text for a in answers]
+        expected: dict[str, set[str]] = {aws: set(), gcp: set()}
+        for answer in answers:
+            for event in answer.json()["events"]:
+                assert event["outcome"] == "accepted", event
+                expected[event["model"]].add(event["event_id"])
+        assert len(expected[aws]) == 5 and len(expected[gcp]) == 3
+
+        async def delivered() -> bool:
+            for model, ids in expected.items():
+                if not ids <= await _decided_ids(client, task_queue, model):
+                    return False
+            return True
+
+        await eventually(delivered, what="every event decided by its coordinator")
+        assert stored(home) == ([], [])
+        metrics = (await gw.http.get("/metrics")).text
+    assert gw.metric(metrics, "retrain_gateway_events_total", source="pubsub", outcome="delivered")
+    assert gw.metric(metrics, "retrain_gateway_requests_total", source="sns", status="202") == 1
+
+
+async def test_credentials_are_checked_and_refusals_counted(home: Path):
+    secrets = all_secrets()
+    secrets["s3"] = SourceSecrets()  # configured for nothing: closed, not open
+    async with gateway(home, temporal_down(), secrets=secrets) as gw:
+        event = object_created("churn-data", "labelled/a.parquet", "e1")
+        body = json.dumps(alertmanager_payload("churn")).encode()
+        refused = {
+            "wrong token": await gw.post("eventbridge", event, bearer("not-the-token")),
+            "no token": await gw.post("eventbridge", event, {}),
+            "bad signature": await gw.http.post(
+                "/v1/events/alertmanager", content=body, headers=signed(body, key="wrong-key")
+            ),
+            "tampered body": await gw.http.post(
+                "/v1/events/alertmanager", content=body + b" ", headers=signed(body)
+            ),
+            # Query tokens are for Pub/Sub only: they end up in access logs.
+            "query token": await gw.post("eventbridge", event, {}, {"token": TOKEN}),
+            "unconfigured": await gw.post("s3", {"Records": []}),
+            "bad basic": await gw.post("sns", {}, {"Authorization": "Basic !!!"}),
+        }
+        for what, answer in refused.items():
+            assert answer.status_code == 401, what
+            assert "Bearer" in answer.headers["www-authenticate"], what
+        errors = {what: answer.json()["error"] for what, answer in refused.items()}
+        assert errors["wrong token"] == "eventbridge: invalid token"
+        assert errors["no token"].startswith("eventbridge: missing credentials")
+        assert (
+            errors["bad signature"] == errors["tampered body"] == "alertmanager: invalid signature"
+        )
+        assert errors["unconfigured"].startswith("no credentials configured for source s3")
+        assert "malformed basic credentials" in errors["bad basic"]
+        metrics = (await gw.http.get("/metrics")).text
+        assert stored(home) == ([], [])
+    count = gw.metric
+    assert count(metrics, "retrain_gateway_requests_total", source="eventbridge", status="401") == 3
+    assert (
+        count(metrics, "retrain_gateway_requests_total", source="alertmanager", status="401") == 2
+    )
+    assert count(metrics, "retrain_gateway_requests_total", source="s3", status="401") == 1
+
+
+async def test_oversized_bodies_are_refused_whatever_they_declare(home: Path):
+    async with gateway(home, temporal_down(), max_body_bytes=1024) as gw:
+        big = {"padding": "x" * 2048}
+        declared = await gw.post("eventbridge", big)
+        assert declared.status_code == 413
+        assert "at most 1024 bytes" in declared.json()["error"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(4):
+                yield b" " * 512  # streamed: no Content-Length to trust
+
+        streamed = await gw.http.post("/v1/events/eventbridge", content=chunks(), headers=bearer())
+        assert streamed.status_code == 413
+        metrics = (await gw.http.get("/metrics")).text
+    assert (
+        gw.metric(metrics, "retrain_gateway_requests_total", source="eventbridge", status="413")
+        == 2
+    )
+
+
+async def test_malformed_json_and_unknown_shapes_are_400_with_the_reason(offline: Gateway):
+    gw = offline
+    malformed = await gw.http.post(
+        "/v1/events/eventbridge", content=b'{"source": "aws.s3",', headers=bearer()
+    )
+    assert malformed.status_code == 400
+    assert malformed.json()["error"].startswith("malformed JSON")
+    cases: dict[str, tuple[str, Any, str]] = {
+        "eventbridge": ("eventbridge", {"source": "aws.ec2"}, "unsupported EventBridge event"),
+        "s3": ("s3", {"Records": "nope"}, "Records: expected a list"),
+        "sns": ("sns", {"Type": "Weird"}, "not an SNS message"),
+        "pubsub": (
+            "pubsub",
+            push({"hello": "world"}),
+            "not a Pub/Sub push message of a known kind",
+        ),
+        "alertmanager": ("alertmanager", {"version": "3", "alerts": []}, "version '3'"),
+        "array": ("eventbridge", [1, 2], "expected a JSON object"),
+    }
+    for what, (source, payload, message) in cases.items():
+        answer = await gw.post(source, payload)
+        assert answer.status_code == 400, what
+        assert message in answer.json()["error"], (what, answer.json())
+    bad_model = await gw.post(
+        "eventbridge", object_created("b", "k", "e"), params={"model": "Not A Name"}
+    )
+    assert bad_model.status_code == 400 and "invalid model name" in bad_model.json()["error"]
+    metrics = (await gw.http.get("/metrics")).text
+    assert (
+        gw.metric(metrics, "retrain_gateway_requests_total", source="eventbridge", status="400")
+        == 4
+    )
+    assert stored(gw.home) == ([], [])
+
+
+async def test_an_event_no_model_matches_is_dead_lettered_with_the_reason(offline: Gateway):
+    gw = offline
+    register_sagemaker_model(gw.home, "churn", "s3://churn-data/labelled")
+    outside = await gw.post("eventbridge", object_created("other-bucket", "x.parquet", "e-out"))
+    assert outside.status_code == 202
+    assert outside.json()["dead_lettered"] == 1 and outside.json()["accepted"] == 0
+    reason = outside.json()["events"][0]["reason"]
+    assert reason.startswith("no registered model matches uri='s3://other-bucket/x.parquet'")
+    # A prefix match must end at a path boundary.
+    sibling = await gw.post(
+        "eventbridge", object_created("churn-data", "labelled-old/x.parquet", "e-sib")
+    )
+    assert sibling.json()["dead_lettered"] == 1
+    # An Alertmanager `model` label that is no model name
+    body = json.dumps(alertmanager_payload("Bad Model!")).encode()
+    labelled = await gw.http.post("/v1/events/alertmanager", content=body, headers=signed(body))
+    assert labelled.status_code == 202
+    assert "invalid model name" in labelled.json()["events"][0]["reason"]
+    waiting, dead = stored(gw.home)
+    assert waiting == []
+    assert [(d.source, d.model, d.event_id, d.attempts) for d in dead] == [
+        ("eventbridge", None, "e-out", 0),
+        ("eventbridge", None, "e-sib", 0),
+        ("alertmanager", None, labelled.json()["events"][0]["event_id"], 0),
+    ]
+    assert dead[0].reason == reason and dead[0].kind == TriggerKind.DATA_ARRIVED
+    assert json.loads(dead[0].route) == {"uri": "s3://other-bucket/x.parquet"}
+    metrics = (await gw.http.get("/metrics")).text
+    assert gw.metric(metrics, "retrain_dead_letters") == 3
+    assert (
+        gw.metric(
+            metrics, "retrain_gateway_events_total", source="eventbridge", outcome="dead_lettered"
+        )
+        == 2
+    )
+
+
+async def test_sns_subscription_is_logged_for_the_operator_not_fetched(
+    offline: Gateway, caplog: pytest.LogCaptureFixture
+):
+    url = (
+        "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn="
+        "arn:aws:sns:us-east-1:123456789012:retrain-alarms&Token=2336412f37fb687f5d51e6e2425"
+    )
+    confirmation = {
+        "Type": "SubscriptionConfirmation",
+        "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
+        "Token": "2336412f37fb687f5d51e6e2425",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:retrain-alarms",
+        "Message": "You have chosen to subscribe to the topic ...",
+        "SubscribeURL": url,
+        "Timestamp": "2026-11-12T10:00:00.000Z",
+    }
+    with caplog.at_level(logging.WARNING, logger="starters.gateway.app"):
+        answer = await offline.post("sns", confirmation, _basic(TOKEN))
+    assert answer.status_code == 200 and answer.json()["url"] == url
+    assert url in caplog.text and TOKEN not in caplog.text
+    assert stored(offline.home) == ([], [])
+
+
+async def test_health_reports_temporal_down_while_events_are_still_accepted(offline: Gateway):
+    health = await offline.http.get("/healthz")
+    assert health.status_code == 200
+    body = health.json()
+    assert body["status"] == "degraded" and body["database"]["writable"] is True
+    assert body["temporal"]["reachable"] is False and body["temporal"]["error"]
+    register_sagemaker_model(offline.home, "churn", "s3://churn-data/labelled")
+    answer = await offline.post("eventbridge", object_created("churn-data", "labelled/x", "e"))
+    assert answer.status_code == 202 and answer.json()["accepted"] == 1
+
+
+async def test_metrics_expose_every_gateway_metric(offline: Gateway):
+    answer = await offline.http.get("/metrics")
+    assert answer.status_code == 200
+    for name in GATEWAY_METRIC_NAMES:
+        assert f"# TYPE {name.removesuffix('_total')}" in answer.text, name
+
+
+async def test_unknown_paths_and_methods_answer_json(offline: Gateway):
+    missing = await offline.http.post("/v1/events/kinesis", content=b"{}", headers=bearer())
+    assert missing.status_code == 404 and "error" in missing.json()
+    wrong = await offline.http.get("/v1/events/s3")
+    assert wrong.status_code == 405 and "error" in wrong.json()
+
+
+def test_secrets_come_from_the_environment_or_files(tmp_path: Path):
+    secret_file = tmp_path / "pubsub-token"
+    secret_file.write_text("from-a-file\n")
+    found = load_secrets(
+        {
+            "RETRAIN_GATEWAY_TOKEN_ALERTMANAGER": "am-token",
+            "RETRAIN_GATEWAY_HMAC_ALERTMANAGER": "am-key",
+            "RETRAIN_GATEWAY_TOKEN_PUBSUB_FILE": str(secret_file),
+            "UNRELATED": "x",
+        }
+    )
+    assert found["alertmanager"] == SourceSecrets(token=b"am-token", hmac_key=b"am-key")
+    assert found["pubsub"] == SourceSecrets(token=b"from-a-file")
+    assert not found["s3"].configured
+    refused = {
+        "RETRAIN_GATEWAY_TOKEN_KINESIS": "unknown source 'kinesis'",
+        "RETRAIN_GATEWAY_HMAC_S3": "RETRAIN_GATEWAY_HMAC_S3 is empty",
+        "RETRAIN_GATEWAY_TOKEN_SNS_FILE": "cannot read",
+    }
+    values = {
+        "RETRAIN_GATEWAY_HMAC_S3": " ",
+        "RETRAIN_GATEWAY_TOKEN_SNS_FILE": str(tmp_path / "no"),
+    }
+    for name, message in refused.items():
+        with pytest.raises(SecretsError, match=message) as caught:
+            load_secrets({name: values.get(name, "secret-value")})
+        assert "secret-value" not in str(caught.value)
+    both = {"RETRAIN_GATEWAY_TOKEN_S3": "a", "RETRAIN_GATEWAY_TOKEN_S3_FILE": str(secret_file)}
+    with pytest.raises(SecretsError, match="not both"):
+        load_secrets(both)

@@ -1,0 +1,155 @@
+"""The worker: coordinators, retraining loops, rollouts, drift monitors, and the activities of
+every backend (local, SageMaker, Vertex), routed per model by its spec."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.backends import (
+    BackendResolver,
+    CloudConnections,
+    RoutedCanary,
+    RoutedRegistry,
+    RoutedServing,
+    RoutedTraining,
+    registry_factories,
+)
+from activities.coordinator.loop_watch import LoopWatchActivities
+from activities.drift.check import DriftActivities
+from activities.local.backend import local_backend
+from activities.local.notifications import OutboxChannel
+from activities.loop.audit import AuditActivities, AuditStore
+from activities.loop.data_window import DataWindowActivities
+from activities.loop.evaluation import EvaluationActivities
+from activities.loop.golden_set import GoldenSetActivities
+from activities.loop.registry import RegistryActivities
+from activities.loop.training import TrainingActivities
+from activities.mirror import DataMirror
+from activities.notifications import LogChannel, NotificationActivities
+from activities.ports import ObjectStore
+from activities.rollout.canary import CanaryActivities
+from activities.rollout.deployment import DeploymentActivities
+from activities.scaling import ScalingLog
+from activities.schedule.checks import ScheduleCheckActivities
+from activities.slots.limiter import TrainingSlotActivities
+from activities.specs import ModelSpecActivities, SpecStore
+from workers.sandbox import workflow_runner
+from workflows.common.names import TASK_QUEUE
+from workflows.coordinator.workflow import ModelCoordinator
+from workflows.drift.workflow import DriftMonitor
+from workflows.loop.workflow import RetrainingLoop
+from workflows.rollout.workflow import StagedRollout
+from workflows.schedule.workflow import ScheduledTrigger
+from workflows.slots.workflow import TrainingSlots
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(
+    client: Client,
+    *,
+    home: Path,
+    task_queue: str = TASK_QUEUE,
+    workflows: Sequence[type] = (
+        ModelCoordinator,
+        RetrainingLoop,
+        StagedRollout,
+        DriftMonitor,
+        ScheduledTrigger,
+        TrainingSlots,
+    ),
+    activity_executor: ThreadPoolExecutor | None = None,
+    cloud: CloudConnections | None = None,
+    **worker_options: Any,
+) -> Worker:
+    """A worker for every workflow, and the activities under them: each model's on the backend
+    its spec names (local by default). Tests pass `workflows` to run doubles in place of the
+    real loop, and `cloud` to reach moto and the Vertex fake."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(workflows),
+        activities=all_activities(client, home, cloud or CloudConnections()),
+        activity_executor=activity_executor or ThreadPoolExecutor(max_workers=8),
+        workflow_runner=workflow_runner(),
+        **worker_options,
+    )
+
+
+def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[Callable[..., Any]]:
+    specs = SpecStore(home)
+    backends = BackendResolver(specs, local_backend(home), registry_factories(home, cloud))
+    mirror = DataMirror(home, lambda spec: backends.for_spec(spec).store)
+    notifications = NotificationActivities(
+        specs,
+        [LogChannel(), OutboxChannel(home / "notifications")],
+        lambda model: backends.for_model(model).notifications,
+    )
+    registry = RoutedRegistry(backends)
+    registry_activities = RegistryActivities(registry)
+    drift = DriftActivities(
+        home,
+        specs,
+        registry,
+        RoutedServing(backends),
+        platform=lambda spec: backends.for_spec(spec).drift_source,
+        mirror=mirror,
+        capture=lambda spec: backends.for_spec(spec).capture,
+    )
+    schedule_checks = ScheduleCheckActivities(
+        client, home, specs, lambda spec: backends.for_spec(spec).store
+    )
+
+    training_slots = TrainingSlotActivities(client)
+
+    def remote_audit(model: str) -> tuple[ObjectStore, str] | None:
+        backend = backends.for_model(model)
+        if backend.store is None or backend.store_root is None:
+            return None
+        return backend.store, backend.store_root
+
+    return [
+        notifications.notify,
+        notifications.notify_reviewers,
+        LoopWatchActivities(client).await_loop_result,
+        ModelSpecActivities(specs).load,
+        DataWindowActivities(home, mirror).select,
+        GoldenSetActivities(home, mirror).verify,
+        TrainingActivities(RoutedTraining(backends)).train,
+        registry_activities.register_candidate,
+        registry_activities.champion_version,
+        registry_activities.promote_candidate,
+        registry_activities.reject_candidate,
+        EvaluationActivities(home, registry.load).evaluate,
+        AuditActivities(AuditStore(home), remote_audit, ScalingLog(home)).write,
+        DeploymentActivities(RoutedServing(backends)).shift_traffic,
+        CanaryActivities(RoutedCanary(backends)).analyse,
+        drift.check,
+        drift.build_reference_profile,
+        schedule_checks.deliver,
+        schedule_checks.health,
+        schedule_checks.freshness,
+        training_slots.request_slot,
+        training_slots.find_closed,
+    ]
+
+
+async def run_until_signalled(worker: Worker) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully (finish in-flight tasks)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        log.info("worker polling task queue %r", worker.task_queue)
+        await stop.wait()
+        log.info("shutting down: finishing in-flight tasks")

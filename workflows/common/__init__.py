@@ -1,0 +1,1 @@
+"""What every workflow shares: message base classes, names, errors, metrics, notifications."""

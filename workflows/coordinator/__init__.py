@@ -1,0 +1,1 @@
+"""ModelCoordinator: one entity workflow per model that decides when to retrain."""

@@ -1,0 +1,1 @@
+"""DriftMonitor: periodic checks of captured traffic, reported to the coordinator."""

@@ -1,0 +1,1 @@
+"""RetrainingLoop: one retraining, from the data window to the audit record."""

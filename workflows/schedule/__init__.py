@@ -1,0 +1,1 @@
+"""ScheduledTrigger: what a model's Temporal Schedule starts at each scheduled time."""

@@ -1,0 +1,1 @@
+"""The model spec: everything about one model, and each backend's settings."""
