@@ -58,6 +58,11 @@ class CloudConnections:
     pubsub_endpoint: str | None = None
     # google.auth Credentials (tests: anonymous); None: Application Default Credentials.
     gcp_credentials: Any = None
+    # An azure-core TokenCredential (tests: a static token); None: DefaultAzureCredential.
+    azure_credential: Any = None
+    # What makes an azure-core transport for each Azure client (tests: one that reaches the
+    # local fake whatever Azure host a URL names); None: the SDKs' default transport.
+    azure_transport: Callable[[], Any] | None = None
     # Polling of training jobs (tests poll fast). The interval grows to `max_poll_seconds`,
     # which stays below the train activity's 30 s heartbeat timeout: each poll heartbeats.
     poll_seconds: float = 5.0

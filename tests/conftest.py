@@ -29,9 +29,10 @@ from workers.worker import build_worker
 from workflows.coordinator.workflow import ModelCoordinator
 
 # Fixtures of the cloud fakes, for every test module: moto (`moto`, `moto_server`, `moto_gaps`)
-# the Vertex fake (`vertex`) and a loopback Slack-compatible webhook (`webhook`).
+# the Vertex fake (`vertex`), the Azure fake (`azure`) and a loopback Slack-compatible webhook (`webhook`).
 pytest_plugins = (
     "tests.support.aws_harness",
+    "tests.support.azure_harness",
     "tests.support.moto_gaps",
     "tests.support.vertex_harness",
     "tests.support.webhook",

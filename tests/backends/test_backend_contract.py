@@ -35,6 +35,7 @@ from starters.demo.traffic import RowSource
 from tests.support.aws_harness import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, REGION, Moto
 from tests.support.cloud_data import BUCKET, upload_dataset
 from tests.support.cloud_traffic import (
+    AzureTraffic,
     Call,
     EndpointTraffic,
     LocalTraffic,
@@ -166,10 +167,32 @@ def vertex_contract(
     yield Contract(backend, spec, home, "", train, validation, traffic)
 
 
+def azure_contract(
+    request: pytest.FixtureRequest, home: Path, local: ModelSpec, train: str, validation: str
+) -> Iterator[Contract]:
+    from activities.azure.blob_store import BlobStore
+    from tests.support.azure_harness import ContainerEmulator as AzureContainer
+    from tests.support.azure_harness import fake_clients as azure_clients
+    from tests.support.azure_harness import fake_connections as azure_connections
+    from tests.support.cloud_data import azure_settings
+    from workflows.spec.azure import AzureSettings
+
+    fake = request.getfixturevalue("azure")
+    AzureContainer(fake.state)
+    clients = azure_clients(fake, AzureSettings.model_validate(azure_settings()))
+    spec = upload_dataset(BlobStore(clients), home, local, "az")
+    SpecStore(home).register(spec)
+    backend = build(spec, home, azure_connections(fake))
+    assert spec.azure is not None
+    traffic = AzureTraffic(fake.state, clients, spec.azure, spec, backend.registry)
+    yield Contract(backend, spec, home, "", train, validation, traffic)
+
+
 HARNESSES: dict[str, Harness] = {
     "local": local_contract,
     "sagemaker": sagemaker_contract,
     "vertex": vertex_contract,
+    "azure": azure_contract,
 }
 
 
@@ -474,10 +497,13 @@ def test_training_reports_its_cost(contract: Contract) -> None:
     assert settings is not None
     # At most the whole run at the machine's hourly price (spot or billing granularity only
     # lower it, a second's rounding aside).
-    price = (
-        contract.spec.sagemaker.training_price(contract.spec.sagemaker.training_instance_type)
-        if contract.spec.sagemaker is not None
-        else contract.spec.vertex.training_price(contract.spec.vertex.machine_type)  # type: ignore[union-attr]
-    )
+    spec = contract.spec
+    if spec.sagemaker is not None:
+        price = spec.sagemaker.training_price(spec.sagemaker.training_instance_type)
+    elif spec.vertex is not None:
+        price = spec.vertex.training_price(spec.vertex.machine_type)
+    else:
+        assert spec.azure is not None
+        price = spec.azure.training_price(spec.azure.instance_type)
     assert price is not None
     assert trained.cost <= (trained.duration_seconds + 60) * price / 3600

@@ -134,3 +134,32 @@ def vertex_log_row(
         "request_payload": [json.dumps(instance) for instance in instances],
         "response_payload": [json.dumps(prediction) for prediction in predictions],
     }
+
+
+def azure_collector_record(
+    when: datetime,
+    correlation_id: str,
+    collection: str,
+    rows: list[Any],
+    source: str,
+) -> dict[str, Any]:
+    """One record of Azure ML's data collector (a deployment's model_inputs or model_outputs):
+    CloudEvents-shaped, the rows as a pandas DataFrame's records, the whole payload in it."""
+    body = json.dumps(rows)
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": source,
+        "type": f"azureml.inference.{collection}",
+        "datacontenttype": "application/json",
+        "time": rfc3339(when),
+        "data": rows,
+        "path": "/score",
+        "method": "POST",
+        "contentrange": f"bytes 0-{len(body) - 1}/{len(body)}",
+        "correlationid": correlation_id,
+        "xrequestid": correlation_id,
+        "modelversion": "default",
+        "collectdatatype": "pandas.core.frame.DataFrame",
+        "agent": "azureml-ai-monitoring/0.1.0b4",
+    }

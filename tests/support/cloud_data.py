@@ -42,6 +42,27 @@ def vertex_settings(**changes: Any) -> dict[str, Any]:
     }
 
 
+def azure_settings(**changes: Any) -> dict[str, Any]:
+    return {
+        "subscription_id": "00000000-0000-0000-0000-000000000001",
+        "resource_group": "retrain-rg",
+        "workspace": "retrain-ws",
+        "storage_account": "retrainstore",
+        "container": BUCKET,
+        "prefix": "retrain",
+        "compute": "cpu-cluster",
+        "training_environment": "azureml:retrain-train:1",
+        "serving_environment": "azureml:retrain-serve:1",
+        "endpoint_name": ENDPOINT,
+        **changes,
+    }
+
+
+# The scheme of a cloud store -> the backend reading it and its test settings.
+BACKEND_OF_SCHEME = {"s3": "sagemaker", "gs": "vertex", "az": "azure"}
+SETTINGS_OF = {"sagemaker": sagemaker_settings, "vertex": vertex_settings, "azure": azure_settings}
+
+
 def upload_dataset(
     store: ObjectStore, source_home: Path, spec: ModelSpec, scheme: str
 ) -> ModelSpec:
@@ -58,8 +79,8 @@ def upload_dataset(
         store.upload(file, f"{root}/labelled/{file.parent.name}/{file.name}")
     store.upload(resolved(spec.data.baseline_holdout), f"{root}/baseline.parquet")
     store.upload(resolved(spec.data.golden_set), f"{root}/golden.parquet")
-    backend = "sagemaker" if scheme == "s3" else "vertex"
-    settings = sagemaker_settings() if scheme == "s3" else vertex_settings()
+    backend = BACKEND_OF_SCHEME[scheme]
+    settings = SETTINGS_OF[backend]()
     return with_changes(
         spec,
         {

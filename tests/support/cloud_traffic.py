@@ -14,6 +14,11 @@ that is the system's own job.
 - `VertexTraffic`: the same on the Vertex fake: a request-response logging row per answered
   request (inserted through the real BigQuery SDK), Vertex's prediction metrics in the fake's
   Cloud Monitoring, ground truth as Model Monitor-format files under the settings' GCS prefix.
+- `AzureTraffic`: the same on the Azure fake: routes by the endpoint's live traffic (and mirrors
+  to its mirror_traffic deployment), writes the data collector's model_inputs/model_outputs
+  blobs (a failed call's inputs are collected, its outputs are not), seeds Azure ML's
+  RequestsPerMinute and RequestLatency_P50/P99 in the fake's Azure Monitor; ground truth as
+  Model Monitor-format blobs under the settings' ground-truth prefix.
 """
 
 from __future__ import annotations
@@ -288,6 +293,105 @@ class VertexTraffic:
             return
         uri = hour_key(source, datetime.now(UTC), f"labels-{time.time_ns()}.jsonl")
         GcsStore(self.clients).put_text(uri, body, content_type="application/jsonl")
+
+
+class AzureTraffic:
+    def __init__(
+        self,
+        state: Any,
+        clients: Any,
+        settings: Any,
+        spec: ModelSpec,
+        registry: ModelRegistry,
+        seed: int = 0,
+    ) -> None:
+        self.state = state
+        self.clients = clients
+        self.settings = settings
+        self.spec = spec
+        self.models = _Models(registry, spec.name)
+        self.rng = np.random.default_rng(seed)
+
+    def send(self, calls: list[Call]) -> dict[str, str]:
+        import uuid
+
+        from activities.azure.endpoint import deployment_name, our_variants
+        from tests.support.azure_fake.blob import put_blob
+        from tests.support.capture_formats import azure_collector_record
+
+        endpoint = self.clients.ml.online_endpoints.get(self.settings.endpoint_name)
+        weights = {v: float(w) for v, w in our_variants(endpoint.traffic or {}).items()}
+        answers = _answer(self.models, calls, weights, self.rng)
+        mirrored = [v for v, p in our_variants(endpoint.mirror_traffic or {}).items() if p]
+        shadow = _answer(self.models, calls, {mirrored[0]: 100.0}, self.rng) if mirrored else []
+        now = datetime.now(UTC)
+        capture = self.settings.capture
+        by_variant: dict[str, list[_Answer]] = defaultdict(list)
+        for answer in [*answers, *shadow]:
+            by_variant[answer.variant].append(answer)
+        for variant, group in sorted(by_variant.items()):
+            deployment = deployment_name(variant)
+            source = f"{self.clients.endpoint_id}/deployments/{deployment}"
+            records: dict[str, list[dict[str, Any]]] = {"model_inputs": [], "model_outputs": []}
+            for a in group:
+                correlation = str(uuid.uuid4())
+                row = {capture.id_field: a.call.request_id, **a.call.features}
+                records["model_inputs"].append(
+                    azure_collector_record(now, correlation, "model_inputs", [row], source)
+                )
+                if a.score is not None:
+                    output = {"prediction": int(a.score >= 0.5), "score": a.score}
+                    records["model_outputs"].append(
+                        azure_collector_record(now, correlation, "model_outputs", [output], source)
+                    )
+            for collection, lines in records.items():
+                name = hour_key(
+                    f"{capture.prefix}/{self.settings.endpoint_name}/{deployment}/{collection}",
+                    now,
+                    f"{uuid.uuid4()}.jsonl",
+                )
+                put_blob(
+                    self.state,
+                    self.settings.storage_account,
+                    self.settings.container,
+                    name,
+                    jsonl(lines).encode(),
+                )
+            if variant not in mirrored:  # mirrored requests are not the endpoint's requests
+                self._metrics(deployment, group, now)
+        return {a.call.request_id: a.variant for a in answers}
+
+    def _metrics(self, deployment: str, group: list[_Answer], now: datetime) -> None:
+        from tests.support.azure_fake.monitor import seed_metric
+
+        endpoint = self.clients.endpoint_id
+        failed = sum(1 for a in group if a.score is None)
+        for status, count in (("200", len(group) - failed), ("500", failed)):
+            if count:
+                dims = {
+                    "deployment": deployment,
+                    "statusCode": status,
+                    "statusCodeClass": f"{status[0]}xx",
+                    "modelStatusCode": status,
+                }
+                seed_metric(self.state, endpoint, "RequestsPerMinute", now, count, dims)
+        latencies = [a.latency_ms for a in group if a.score is not None]
+        if latencies:
+            dims = {"deployment": deployment}
+            for metric, q in (("RequestLatency_P50", 50), ("RequestLatency_P99", 99)):
+                value = float(np.percentile(latencies, q))
+                seed_metric(self.state, endpoint, metric, now, value, dims)
+
+    def label(self, labels: dict[str, float]) -> None:
+        from tests.support.azure_fake.blob import put_blob
+
+        name = hour_key(
+            self.settings.ground_truth_prefix(), datetime.now(UTC), f"labels-{time.time_ns()}.jsonl"
+        )
+        body = jsonl(ground_truth_record(rid, _label_text(y)) for rid, y in labels.items())
+        put_blob(
+            self.state, self.settings.storage_account, self.settings.container, name, body.encode()
+        )
 
 
 def calls_from(rows: Callable[[], Any], count: int) -> tuple[list[Call], dict[str, float]]:

@@ -48,6 +48,8 @@ class ErrorType:
     AWS_REQUEST_REJECTED: Final = "AwsRequestRejected"
     GCP_UNAVAILABLE: Final = "GcpUnavailable"
     GCP_REQUEST_REJECTED: Final = "GcpRequestRejected"
+    AZURE_UNAVAILABLE: Final = "AzureUnavailable"
+    AZURE_REQUEST_REJECTED: Final = "AzureRequestRejected"
 
 
 def activity_failure(err: ActivityError) -> str:

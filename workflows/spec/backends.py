@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workflows.spec.azure import AzureSettings
 from workflows.spec.common import CloudSettings
 from workflows.spec.sagemaker import SageMakerSettings
 from workflows.spec.vertex import VertexSettings
@@ -39,6 +40,8 @@ BACKENDS: tuple[BackendInfo, ...] = (
         "activities.gcp.backend:build_backend",
         shadow_deployments=False,
     ),
+    # Managed online endpoints mirror live traffic to a deployment (`mirror_traffic`).
+    BackendInfo("azure", AzureSettings, "az://", "activities.azure.backend:build_backend"),
 )
 
 BACKEND_NAMES = tuple(backend.name for backend in BACKENDS)

@@ -24,6 +24,7 @@ from workflows.common.names import validate_model_name
 from workflows.coordinator.policy import TriggerPolicy
 from workflows.drift.models import DriftPolicy
 from workflows.rollout.models import DeploymentPolicy
+from workflows.spec.azure import AzureSettings
 from workflows.spec.backends import BACKEND_NAMES, CLOUD_BACKENDS, backend_info
 from workflows.spec.common import CloudSettings
 from workflows.spec.sagemaker import SageMakerSettings
@@ -206,6 +207,7 @@ class ModelSpec(StrictModel):
     # for the others): one per cloud backend of the registry.
     sagemaker: SageMakerSettings | None = None
     vertex: VertexSettings | None = None
+    azure: AzureSettings | None = None
     task: Task = Task.CLASSIFICATION
     features: Annotated[list[Feature], Field(min_length=1, max_length=2000)]
     label: ColumnName

@@ -28,6 +28,7 @@ from tests.support.azure_fake.models import VERSIONS
 from tests.support.azure_fake.server import (
     ARM_HOST,
     FakeState,
+    advance_pending,
     arm_error,
     lro_headers,
     not_found,
@@ -100,12 +101,20 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
     def deployments_of(endpoint: str) -> set[str]:
         return {key.partition("/")[2] for key in deployments if key.partition("/")[0] == endpoint}
 
-    def operation(request: Request, finish: Callable[[], dict[str, Any] | None]) -> dict[str, str]:
-        return lro_headers(state, start_operation(state, request, finish))
+    # The last operation started on each endpoint / "endpoint/deployment".
+    pending: dict[str, tuple[str, str]] = {}
+
+    def operation(
+        request: Request, finish: Callable[[], dict[str, Any] | None], key: str
+    ) -> dict[str, str]:
+        pending[key] = start_operation(state, request, finish)
+        return lro_headers(state, pending[key])
 
     async def endpoint(request: Request) -> Response:
         name = request.path_params["endpoint"]
         with state.lock:
+            if request.method == "GET":
+                advance_pending(state, pending.get(name))
             current = endpoints.get(name)
             if request.method == "GET":
                 if current is None:
@@ -121,7 +130,7 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
                     for key in [k for k in deployments if k.partition("/")[0] == name]:
                         del deployments[key]
 
-                return Response(status_code=202, headers=operation(request, remove))
+                return Response(status_code=202, headers=operation(request, remove, name))
             body = await request.json()
             return _put_endpoint(request, name, current, body)
 
@@ -177,7 +186,7 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
                 properties["description"] = wanted["description"]
             return None
 
-        return JSONResponse(current, status_code=status, headers=operation(request, finish))
+        return JSONResponse(current, status_code=status, headers=operation(request, finish, name))
 
     async def keys(request: Request) -> Response:
         name = request.path_params["endpoint"]
@@ -194,6 +203,8 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
         endpoint_name, name = request.path_params["endpoint"], request.path_params["deployment"]
         key = f"{endpoint_name}/{name}"
         with state.lock:
+            if request.method == "GET":
+                advance_pending(state, pending.get(key))
             owner = endpoints.get(endpoint_name)
             current = deployments.get(key)
             if owner is None:
@@ -217,7 +228,7 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
                 current["properties"]["provisioningState"] = "Deleting"
                 return Response(
                     status_code=202,
-                    headers=operation(request, lambda: deployments.pop(key, None) and None),
+                    headers=operation(request, lambda: deployments.pop(key, None) and None, key),
                 )
             body = await request.json()
             return _put_deployment(request, key, name, current, body)
@@ -257,7 +268,7 @@ def routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
             resource["properties"]["provisioningState"] = "Succeeded"
             return None
 
-        return JSONResponse(resource, status_code=status, headers=operation(request, finish))
+        return JSONResponse(resource, status_code=status, headers=operation(request, finish, key))
 
     async def deployment_list(request: Request) -> Response:
         endpoint_name = request.path_params["endpoint"]

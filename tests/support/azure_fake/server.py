@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Host, Router
 
-from tests.aws_harness import free_port
+from tests.support.aws_harness import free_port
 
 ARM_HOST = "management.azure.com"
 TOKEN = "fake-arm-token"
@@ -288,6 +288,17 @@ def _advance(state: FakeState, operation: dict[str, Any]) -> None:
     operation["status"] = "Failed" if failure else "Succeeded"
     operation["error"] = failure
     operation["ended"] = now_text()
+
+
+def advance_pending(state: FakeState, urls: tuple[str, str] | None) -> None:
+    """Advance the operation behind `urls` (from `start_operation`) by one step: reading the
+    resource shows progress as on Azure, where an operation runs whether or not anyone polls
+    it (a deployment started by one activity attempt is found finished by the next)."""
+    if urls is None:
+        return
+    operation = state.table("operations").get(urls[0].split("?")[0].rsplit("/", 1)[-1])
+    if operation is not None:
+        _advance(state, operation)
 
 
 def operation_routes(state: FakeState) -> list[tuple[str, list[BaseRoute]]]:
