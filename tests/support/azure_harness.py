@@ -11,10 +11,7 @@ helpers, so the suite loads without them (the azure tests skip).
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -23,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from activities import container_entry
 from tests.support.azure_fake import ALL_ROUTES, FakeState, RunningFake, serve
 from tests.support.azure_fake.blob import create_container, get_blob, put_blob
 from tests.support.azure_fake.jobs import RUN_JOB
@@ -78,8 +76,9 @@ class ContainerEmulator:
     Set as the fake's `run_job` hook: it resolves the job's `${{inputs.x}}` and
     `${{outputs.y}}` to a temporary directory, copies each input blob there from the fake's
     datastore container (a read-only mount), runs the job's real command (`python -m
-    activities.container_entry ...`) and copies every output folder back (a read-write mount
-    writes through). `gate` holds a job running until it is set (cancellation tests).
+    activities.container_entry ...`: its `main` with the command's arguments, in this process,
+    so a test pays no interpreter start per job) and copies every output folder back (a
+    read-write mount writes through). `gate` holds a job running until it is set.
     """
 
     def __init__(self, state: FakeState) -> None:
@@ -116,12 +115,9 @@ class ContainerEmulator:
             command = _REFERENCE.sub(
                 lambda m: str(paths[m.group(1), m.group(2)]), properties["command"]
             )
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
             argv = command.split()
             assert argv[:3] == ["python", "-m", "activities.container_entry"], argv
-            done = subprocess.run(
-                [sys.executable, *argv[1:]], env=env, capture_output=True, text=True, check=False
-            )
+            status = container_entry.main(argv[3:])
             self.runs.append(job["name"])
             for name, given in (properties.get("outputs") or {}).items():
                 container, prefix = self._location(given["uri"])
@@ -131,7 +127,7 @@ class ContainerEmulator:
                     put_blob(
                         self.state, self.state.storage_account, container, blob, file.read_bytes()
                     )
-        if done.returncode != 0:
+        if status != 0:
             # What Azure ML's run history says; the entrypoint's own error is in the failure file.
             return "Execution failed. User process 'python' exited with status code 1."
         return None
