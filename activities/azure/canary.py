@@ -5,8 +5,10 @@ Azure ML publishes on the endpoint resource (`.../onlineEndpoints/<name>`), per 
 - `RequestsPerMinute` (Count; dimensions `deployment`, `statusCodeClass`, ...): requests, of
   which `5xx` are the errors the error-rate check counts and `4xx` the callers' own;
 - `RequestLatency_P50`, `RequestLatency_P99` (Milliseconds; dimension `deployment`): each
-  minute's percentile; the window's p50 is their mean, its p99 their maximum (Azure Monitor
-  keeps no per-request samples, so these are ratios without a p-value, as on the other clouds).
+  minute's percentile; the window's p50 is their mean weighted by each minute's requests (a
+  minute of two requests, one of them a cold start, must not weigh like a busy one), its p99
+  their maximum. Azure Monitor keeps no per-request samples, so these are ratios without a
+  p-value, as on the other clouds.
 
 Each variant's window is `WindowRef.since` (its minute) to now, read at `PT1M` and summed.
 Labelled quality and the prediction shift come from the data collector's output joined with
@@ -87,6 +89,7 @@ class AzureMonitorCanary:
         deployment = deployment_name(window.variant)
         span = timespan(minute(window.since), minute(now) + timedelta(minutes=1))
         by_class: dict[str, float] = {}
+        per_minute: dict[datetime, float] = {}
         for series in self._series(
             "RequestsPerMinute",
             "Total",
@@ -94,17 +97,20 @@ class AzureMonitorCanary:
             f"deployment eq '{deployment}' and statusCodeClass eq '*'",
         ):
             values = {m.name.value: m.value for m in series.metadatavalues or []}
-            total = sum(p.total or 0.0 for p in series.data or [])
             key = values.get("statusCodeClass", "")
-            by_class[key] = by_class.get(key, 0.0) + total
-        p50 = [
-            p.average
+            for point in series.data or []:
+                by_class[key] = by_class.get(key, 0.0) + (point.total or 0.0)
+                if key == "2xx":
+                    per_minute[point.time_stamp] = point.total or 0.0
+        weighted = [
+            (p.average, per_minute.get(p.time_stamp, 0.0))
             for s in self._series(
                 "RequestLatency_P50", "Average", span, f"deployment eq '{deployment}'"
             )
             for p in s.data or []
             if p.average is not None
         ]
+        weight = sum(w for _, w in weighted)
         p99 = [
             p.maximum
             for s in self._series(
@@ -118,7 +124,11 @@ class AzureMonitorCanary:
             requests=int(sum(by_class.values())),
             errors=int(by_class.get("5xx", 0.0)),
             client_errors=int(by_class.get("4xx", 0.0)),
-            latency_p50_ms=sum(p50) / len(p50) if p50 else None,
+            latency_p50_ms=(
+                sum(v * w for v, w in weighted) / weight
+                if weight
+                else (sum(v for v, _ in weighted) / len(weighted) if weighted else None)
+            ),
             latency_p99_ms=max(p99) if p99 else None,
             # Labelled quality comes from the capture (`with_captured_quality`).
             labelled=0,

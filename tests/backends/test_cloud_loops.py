@@ -1,13 +1,14 @@
 """Whole lives of a model on each cloud backend, end to end on the time-skipping server.
 
 Through the model's coordinator: a manual trigger -> data window (mirrored from the bucket) ->
-training (a SageMaker training job / a Vertex CustomJob, whose container a test hook plays) ->
+training (a SageMaker training job / a Vertex CustomJob / an Azure ML command job, whose
+container a test hook plays) ->
 registry -> evaluation -> approval -> 100% on the cloud endpoint; then a feature drift in the
 endpoint's traffic, found by the drift monitor in the cloud's own capture (SageMaker Data
 Capture on S3, Vertex request-response logging in BigQuery) -> a retraining -> 5/25/50/100%,
 each stage decided by the canary from the captured answers joined with their ground truth plus
 the cloud's metrics -> promotion; then a bad candidate rolled back by the same canary. The
-clouds are moto's server and the Vertex fake, on loopback. The test plays only the callers and
+clouds are moto's server, the Vertex fake and the Azure fake, on loopback. The test plays only the callers and
 the labellers (tests/support/cloud_traffic.py): no test code joins feedback or publishes
 quality.
 """
@@ -205,5 +206,62 @@ async def test_a_vertex_model_from_drift_to_promotion_and_a_bad_candidate_rolled
     assert endpoint.predict_request_response_logging_config.enabled
     stored = GcsStore(clients).head(
         f"gs://{BUCKET}/retrain/audit/{model}/{names.retraining_loop_id(model, 2)}.json"
+    )
+    assert stored is not None
+
+
+async def test_an_azure_model_from_drift_to_promotion_and_a_bad_candidate_rolled_back(
+    env: WorkflowEnvironment,
+    client: Client,
+    task_queue: str,
+    home: Path,
+    model: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    from activities.azure.blob_store import BlobStore
+    from activities.azure.endpoint import our_variants
+    from activities.azure.registry import AzureRegistry
+    from tests.support.azure_harness import ContainerEmulator as AzureContainer
+    from tests.support.azure_harness import fake_clients as azure_clients
+    from tests.support.azure_harness import fake_connections as azure_connections
+    from tests.support.cloud_data import azure_settings
+    from tests.support.cloud_traffic import AzureTraffic
+    from workflows.spec.azure import AzureSettings
+
+    azure = request.getfixturevalue("azure")
+    today: date = (await env.get_current_time()).date()
+    clients = azure_clients(azure, AzureSettings.model_validate(azure_settings()))
+    emulator = AzureContainer(azure.state)
+    source = tmp_path / "source"
+    local = write_dataset(source, model, today)
+    spec = story_spec(upload_dataset(BlobStore(clients), source, local, "az"))
+    SpecStore(home).register(spec)
+    assert spec.azure is not None
+    registry = AzureRegistry(clients, spec.azure, tmp_path / "reader")
+    callers = Callers(AzureTraffic(azure.state, clients, spec.azure, spec, registry))
+
+    with env.auto_time_skipping_disabled(), Traffic(callers.tick):
+        async with build_worker(
+            client, home=home, task_queue=task_queue, cloud=azure_connections(azure)
+        ):
+            *results, report = await drift_story(env, client, task_queue, home, spec, callers)
+
+    assert report.status is ReportStatus.DRIFT, report.summary
+    assert_the_story(home, model, tuple(results), report.drifted)  # type: ignore[arg-type]
+    # Three command jobs, tagged for chargeback; their commands really ran.
+    jobs = list(clients.ml.jobs.list())
+    assert len(jobs) == 3 and len(emulator.runs) == 3
+    assert {"model", "loop-id", "trigger", "retrain.loop"} <= set(jobs[0].tags)
+    champion = registry.champion(model)
+    assert champion is not None and champion.version == "2"
+    assert "champion" in champion.aliases
+    # The endpoint serves v2 alone; the rolled-back v3 stays deployed at 0%.
+    endpoint = clients.ml.online_endpoints.get(ENDPOINT)
+    live = {v: w for v, w in our_variants(endpoint.traffic).items() if w}
+    assert live == {"v2": 100}
+    assert our_variants(endpoint.traffic).get("v3") == 0
+    stored = BlobStore(clients).head(
+        f"az://{BUCKET}/retrain/audit/{model}/{names.retraining_loop_id(model, 2)}.json"
     )
     assert stored is not None

@@ -311,6 +311,8 @@ class AzureTraffic:
         self.spec = spec
         self.models = _Models(registry, spec.name)
         self.rng = np.random.default_rng(seed)
+        # Each (deployment, minute)'s latencies: Azure's percentiles are over the whole minute.
+        self._latencies: dict[tuple[str, datetime], list[float]] = defaultdict(list)
 
     def send(self, calls: list[Call]) -> dict[str, str]:
         import uuid
@@ -362,7 +364,7 @@ class AzureTraffic:
         return {a.call.request_id: a.variant for a in answers}
 
     def _metrics(self, deployment: str, group: list[_Answer], now: datetime) -> None:
-        from tests.support.azure_fake.monitor import seed_metric
+        from tests.support.azure_fake.monitor import seed_metric, set_metric
 
         endpoint = self.clients.endpoint_id
         failed = sum(1 for a in group if a.score is None)
@@ -375,12 +377,13 @@ class AzureTraffic:
                     "modelStatusCode": status,
                 }
                 seed_metric(self.state, endpoint, "RequestsPerMinute", now, count, dims)
-        latencies = [a.latency_ms for a in group if a.score is not None]
+        latencies = self._latencies[deployment, now.replace(second=0, microsecond=0)]
+        latencies += [a.latency_ms for a in group if a.score is not None]
         if latencies:
             dims = {"deployment": deployment}
             for metric, q in (("RequestLatency_P50", 50), ("RequestLatency_P99", 99)):
                 value = float(np.percentile(latencies, q))
-                seed_metric(self.state, endpoint, metric, now, value, dims)
+                set_metric(self.state, endpoint, metric, now, value, dims)
 
     def label(self, labels: dict[str, float]) -> None:
         from tests.support.azure_fake.blob import put_blob

@@ -110,6 +110,24 @@ def seed_metric(
         )
 
 
+def set_metric(
+    state: FakeState,
+    resource_id: str,
+    metric: str,
+    when: datetime,
+    value: float,
+    dimensions: dict[str, str] | None = None,
+) -> None:
+    """Replace one minute's value (a percentile Azure computes over the whole minute's
+    requests, re-published as more of them arrive)."""
+    minute = when.astimezone(UTC).replace(second=0, microsecond=0)
+    key = (resource_id.lower().rstrip("/"), metric, minute, dict(dimensions or {}))
+    with state.lock:
+        rows = state.table(METRICS).setdefault("rows", [])
+        rows[:] = [r for r in rows if (r["resource"], r["metric"], r["time"], r["dims"]) != key]
+    seed_metric(state, resource_id, metric, when, value, dimensions)
+
+
 def _duration(text: str) -> timedelta:
     found = _DURATION.match(text.upper())
     if found is None or not any(found.groups()):
