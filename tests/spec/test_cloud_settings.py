@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tests.support.cloud_data import sagemaker_settings, vertex_settings
+from tests.support.cloud_data import azure_settings, sagemaker_settings, vertex_settings
 from tests.support.loop_harness import with_changes, write_dataset
 from workflows.spec.models import ModelSpec
 
@@ -34,6 +34,23 @@ def test_a_sagemaker_model_reads_s3_and_a_vertex_model_reads_gcs(spec: ModelSpec
     assert on_gcp.vertex is not None and on_gcp.vertex.staging_bucket.startswith("gs://")
     # Local files stay allowed on a cloud backend (they are uploaded as training inputs).
     assert changed(spec, backend="sagemaker", sagemaker=sagemaker_settings()).backend == "sagemaker"
+
+
+def test_an_azure_model_reads_blob_storage_and_may_shadow(spec: ModelSpec) -> None:
+    az = {"labelled": "az://c/l", "baseline_holdout": "az://c/b.parquet", "golden_set": "az://c/g"}
+    on_azure = changed(
+        spec,
+        backend="azure",
+        azure=azure_settings(),
+        data=az,
+        loop={"deployment": {"shadow": "10m"}},
+    )
+    settings = on_azure.azure
+    assert settings is not None and settings.store_root == "az://retrain-tests/retrain"
+    assert settings.datastore_uri("a/b") == "azureml://datastores/workspaceblobstore/paths/a/b"
+    assert settings.training_price("Standard_DS3_v2") == 0.293
+    assert settings.ground_truth_prefix() == "retrain/ground-truth"
+    assert on_azure.backend_settings is settings
 
 
 @pytest.mark.parametrize(
@@ -75,6 +92,35 @@ def test_a_sagemaker_model_reads_s3_and_a_vertex_model_reads_gcs(spec: ModelSpec
         (
             {"backend": "sagemaker", "sagemaker": sagemaker_settings(aws_secret_access_key="x")},
             "Extra inputs are not permitted",
+        ),
+        (
+            {"backend": "azure", "azure": azure_settings(), "data": {"labelled": "gs://b/x"}},
+            "cannot be read by the azure backend",
+        ),
+        (
+            {"backend": "azure", "azure": azure_settings(client_secret="x")},
+            "Extra inputs are not permitted",
+        ),
+        (
+            {"backend": "azure", "azure": azure_settings(container="Not_A_Container")},
+            "container",
+        ),
+        (
+            {"backend": "azure", "azure": azure_settings(mirror_percentage=60)},
+            "mirror_percentage",
+        ),
+        (
+            {
+                "backend": "azure",
+                "azure": azure_settings(
+                    autoscale={
+                        "scheduled": [
+                            {"name": "x", "days": ["Sunday"], "hour": 2, "minimum": 5, "maximum": 2}
+                        ]
+                    }
+                ),
+            },
+            "minimum must not exceed maximum",
         ),
     ],
 )
