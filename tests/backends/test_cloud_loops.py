@@ -2,14 +2,14 @@
 
 Through the model's coordinator: a manual trigger -> data window (mirrored from the bucket) ->
 training (a SageMaker training job / a Vertex CustomJob / an Azure ML command job, whose
-container a test hook plays) ->
-registry -> evaluation -> approval -> 100% on the cloud endpoint; then a feature drift in the
-endpoint's traffic, found by the drift monitor in the cloud's own capture (SageMaker Data
-Capture on S3, Vertex request-response logging in BigQuery) -> a retraining -> 5/25/50/100%,
-each stage decided by the canary from the captured answers joined with their ground truth plus
-the cloud's metrics -> promotion; then a bad candidate rolled back by the same canary. The
-clouds are moto's server, the Vertex fake and the Azure fake, on loopback. The test plays only the callers and
-the labellers (tests/support/cloud_traffic.py): no test code joins feedback or publishes
+container a test hook plays) -> registry -> evaluation -> approval -> 100% on the cloud
+endpoint; then a feature drift in the endpoint's traffic, found by the drift monitor in the
+cloud's own capture (SageMaker Data Capture on S3, Vertex request-response logging in BigQuery,
+Azure ML's data collector on Blob Storage) -> a retraining -> 5/25/50/100%, each stage decided
+by the canary from the captured answers joined with their ground truth plus the cloud's
+metrics -> promotion; then a bad candidate rolled back by the same canary. The clouds are
+moto's server, the Vertex fake and the Azure fake, on loopback. The test plays only the callers
+and the labellers (tests/support/cloud_traffic.py): no test code joins feedback or publishes
 quality.
 """
 
