@@ -25,6 +25,7 @@ from activities.backends import (
 )
 from activities.coordinator.loop_watch import LoopWatchActivities
 from activities.drift.check import DriftActivities
+from activities.drift.performance_check import PerformanceActivities
 from activities.local.backend import local_backend
 from activities.local.notifications import OutboxChannel
 from activities.loop.audit import AuditActivities, AuditStore
@@ -103,6 +104,8 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
         platform=lambda spec: backends.for_spec(spec).drift_source,
         mirror=mirror,
     )
+    serving = RoutedServing(backends)
+    performance = PerformanceActivities(home, specs, registry, serving.flush_capture)
     schedule_checks = ScheduleCheckActivities(
         client, home, specs, lambda spec: backends.for_spec(spec).store
     )
@@ -133,6 +136,7 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
         CanaryActivities(RoutedCanary(backends)).analyse,
         drift.check,
         drift.build_reference_profile,
+        performance.check,
         schedule_checks.deliver,
         schedule_checks.health,
         schedule_checks.freshness,

@@ -57,7 +57,7 @@ def trigger(
     rows: Annotated[int | None, typer.Option(help="data_arrived: row count")] = None,
     size_bytes: Annotated[int | None, typer.Option(help="data_arrived: size")] = None,
     score: Annotated[float | None, typer.Option(help="drift: score")] = None,
-    severity: Annotated[Severity | None, typer.Option(help="drift: severity")] = None,
+    severity: Annotated[Severity | None, typer.Option(help="drift, performance: severity")] = None,
     feature: Annotated[list[str], typer.Option("--feature", help="drift: drifted feature")] = [],  # noqa: B006
     endpoint: Annotated[str | None, typer.Option(help="drift: affected endpoint")] = None,
     window_start: Annotated[
@@ -65,6 +65,15 @@ def trigger(
     ] = None,
     window_end: Annotated[
         datetime | None, typer.Option(help="drift: anomaly window end (UTC)")
+    ] = None,
+    metric: Annotated[str | None, typer.Option(help="performance: the degraded metric")] = None,
+    reference: Annotated[
+        float | None, typer.Option(help="performance: its reference value")
+    ] = None,
+    current: Annotated[float | None, typer.Option(help="performance: its current value")] = None,
+    change_at: Annotated[
+        datetime | None,
+        typer.Option(help="drift, performance: when the change began (the new regime)"),
     ] = None,
     alarm_name: Annotated[str | None, typer.Option(help="alarm: name")] = None,
     alarm_state: Annotated[AlarmState, typer.Option(help="alarm: state")] = AlarmState.ALARM,
@@ -93,6 +102,16 @@ def trigger(
             "endpoint": endpoint,
             "window_start": utc[0],
             "window_end": utc[1],
+            "change_at": change_at.astimezone() if change_at else None,
+        }
+    elif kind is TriggerKind.PERFORMANCE:
+        fields["performance"] = {
+            "severity": severity,
+            "metric": metric,
+            "reference": reference,
+            "current": current,
+            "endpoint": endpoint,
+            "change_at": change_at.astimezone() if change_at else None,
         }
     elif kind is TriggerKind.ALARM:
         fields["alarm"] = {"name": alarm_name, "state": alarm_state}

@@ -31,6 +31,7 @@ class ActivityName:
     SHIFT_TRAFFIC: Final = "shift_traffic"
     ANALYSE_CANARY: Final = "analyse_canary"
     CHECK_DRIFT: Final = "check_drift"
+    CHECK_PERFORMANCE: Final = "check_performance"
     AWAIT_LOOP_RESULT: Final = "await_loop_result"
     DELIVER_SCHEDULED_TRIGGER: Final = "deliver_scheduled_trigger"
     CHECK_SCHEDULE_HEALTH: Final = "check_schedule_health"

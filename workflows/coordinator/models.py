@@ -21,7 +21,13 @@ from pydantic import (
 from workflows.common.models import StateModel, StrictModel
 from workflows.common.notify import Notification
 from workflows.coordinator.policy import TriggerPolicy
-from workflows.coordinator.triggers import DataArrival, DriftSignal, Severity, TriggerKind
+from workflows.coordinator.triggers import (
+    DataArrival,
+    DriftSignal,
+    PerformanceSignal,
+    Severity,
+    TriggerKind,
+)
 from workflows.loop.models import EventRef, LoopStatus, TriggerContext
 
 DECISIONS_KEPT = 200
@@ -50,6 +56,8 @@ class Reason(StrEnum):
     INVALID_TRIGGER = "invalid_trigger"
     BATCH_BUFFERED = "batch_buffered"
     DRIFT_LOW = "drift_low"
+    PERFORMANCE_LOW = "performance_low"
+    PERFORMANCE_CRITICAL = "performance_critical"
     AUTO_RETRAIN_OFF = "auto_retrain_off"
     DRIFT_CRITICAL = "drift_critical"
     HUMAN_REVIEW_PENDING = "human_review_pending"
@@ -105,6 +113,7 @@ class RetrainRequest(StateModel):
     data: list[DataArrival] = []
     drift: DriftSignal | None = None
     drift_severity: Severity | None = None
+    performance: PerformanceSignal | None = None
     alarms: list[str] = []
     requires_approval: bool = False
     approval_reasons: list[str] = []
@@ -140,6 +149,12 @@ class RetrainRequest(StateModel):
             self.drift_severity is None or other.drift_severity.rank > self.drift_severity.rank
         ):
             self.drift, self.drift_severity = other.drift, other.drift_severity
+        if other.performance is not None and (
+            self.performance is None
+            or (other.performance.severity.rank, other.performance.score)
+            > (self.performance.severity.rank, self.performance.score)
+        ):
+            self.performance = other.performance
         self.alarms.extend(a for a in other.alarms if a not in self.alarms)
         self.requires_approval = self.requires_approval or other.requires_approval
         self.approval_reasons.extend(
@@ -167,6 +182,7 @@ class RetrainRequest(StateModel):
             requires_approval=self.requires_approval,
             approval_reasons=list(self.approval_reasons),
             origin=origin,
+            performance=self.performance,
         )
 
 
@@ -252,6 +268,9 @@ class CoordinatorState(StateModel):
     # starts the loop and delivers the notifications.
     unstarted_loop: LoopStart | None = None
     outbox: list[Notification] = []
+    # The latest regime change a performance or drift trigger located (its change point): every
+    # loop started afterwards learns from the data since then.
+    regime_start: datetime | None = None
 
     @field_serializer("seen_events")
     def _compact_seen(self, seen: OrderedDict[str, datetime]) -> dict[str, Any]:

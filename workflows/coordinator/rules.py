@@ -8,10 +8,11 @@ effects the workflow must carry out (start a loop, send notifications). The rule
 3. data_arrived -> buffer into the batch; the batch fires at batch_size events, or when its
    debounce window / max wait expires (with MAX_PENDING_EVENTS already waiting for a loop,
    new data is refused: suppress / backlog_full, not remembered, so the sender can retry)
-4. drift severity: low -> ignore (logged); medium -> retrain if auto_retrain; high -> retrain
-   with approval + notify; critical -> escalate: no automatic retrain until a human's manual
-   trigger; alarms that are not firing -> ignore; data-quality alarms -> ignore + notify
-   (retraining on broken data would learn garbage)
+4. drift and performance severity: low -> ignore (logged); medium -> retrain if auto_retrain;
+   high -> retrain with approval + notify; critical -> escalate: no automatic retrain until a
+   human's manual trigger; alarms that are not firing -> ignore; data-quality alarms -> ignore
+   + notify (retraining on broken data would learn garbage). A change point a performance or
+   drift trigger carries becomes the regime start of every later loop.
 5. cooldown since the last start (drift of priority <= 2 bypasses) -> defer until it ends
 6. daily training limit (priority <= 2 passes)   7. daily budget (priority 1 passes)
 8. a loop running or awaiting approval -> coalesce into one follow-up
@@ -143,6 +144,8 @@ class CoordinatorRules:
             return self._buffer(event, ref, now)
         if event.kind is TriggerKind.DRIFT:
             return self._route_drift(event, ref, now)
+        if event.kind is TriggerKind.PERFORMANCE:
+            return self._route_performance(event, ref, now)
         if event.kind is TriggerKind.ALARM:
             assert event.alarm is not None
             if event.alarm.state is not AlarmState.ALARM:
@@ -443,6 +446,7 @@ class CoordinatorRules:
                 "medium drift but auto_retrain is off",
                 numbers=numbers,
             )
+        self._note_regime_change(drift.change_at)
         request = RetrainRequest(
             events=[ref],
             priority=event.priority,
@@ -466,6 +470,108 @@ class CoordinatorRules:
                 )
             )
         return step
+
+    def _route_performance(self, event: TriggerEvent, ref: EventRef, now: datetime) -> Step:
+        """Degraded quality on labelled traffic, routed by its severity like drift (low: logged;
+        medium: retrain if auto_retrain; high: retrain with approval; critical: human review).
+        A change point it carries becomes the regime start of every loop from now on."""
+        signal = event.performance
+        assert signal is not None
+        severity = signal.severity
+        numbers: dict[str, Number] = {
+            "metric": signal.metric,
+            "reference": signal.reference,
+            "current": signal.current,
+            "ci_low": signal.ci_low,
+            "ci_high": signal.ci_high,
+            "confidence": signal.confidence,
+            "rows": signal.rows,
+            "severity": severity.value,
+            "degradation": signal.score,
+            "basis": signal.basis.value,
+            "version": signal.version,
+            "change_at": signal.change_at.isoformat() if signal.change_at else None,
+            "mean_loss_before": signal.mean_loss_before,
+            "mean_loss_after": signal.mean_loss_after,
+            "estimated_accuracy": signal.estimated_accuracy,
+        }
+        what = f"{signal.metric} {signal.current:.4g} vs reference {signal.reference:.4g}" + (
+            f" on {signal.rows} labelled rows" if signal.rows else ""
+        )
+        if severity is Severity.LOW:
+            return self._decide(
+                now,
+                Action.IGNORE,
+                Reason.PERFORMANCE_LOW,
+                [ref],
+                f"low performance degradation ({what}): logged, no retraining",
+                numbers=numbers,
+            )
+        self._note_regime_change(signal.change_at)
+        if severity is Severity.CRITICAL:
+            self.state.review = ReviewRequest(
+                requested_at=now,
+                event_id=ref.event_id,
+                severity=severity,
+                score=signal.score,
+                features=[signal.metric],
+            )
+            step = self._decide(
+                now,
+                Action.ESCALATE,
+                Reason.PERFORMANCE_CRITICAL,
+                [ref],
+                f"critical performance degradation ({what}): automation blocked, human review "
+                "requested",
+                numbers=numbers,
+            )
+            step.notifications.append(
+                self._notification(
+                    step.decision,
+                    "critical",
+                    f"[{self.state.model}] critical performance degradation: human review needed",
+                    f"{signal.summary or what}. Automatic retraining is blocked; send a manual "
+                    "trigger to retrain (it will require approval) once reviewed.",
+                )
+            )
+            return step
+        if severity is Severity.MEDIUM and not self.policy.auto_retrain:
+            return self._decide(
+                now,
+                Action.SUPPRESS,
+                Reason.AUTO_RETRAIN_OFF,
+                [ref],
+                f"medium performance degradation ({what}) but auto_retrain is off",
+                numbers=numbers,
+            )
+        request = RetrainRequest(
+            events=[ref],
+            priority=event.priority,
+            performance=signal,
+            bypass_cooldown=event.priority <= COOLDOWN_BYPASS_PRIORITY,
+        )
+        if severity is Severity.HIGH:
+            request.requires_approval = True
+            request.approval_reasons.append(f"high performance degradation ({what})")
+        step = self._evaluate(request, now, origin="direct", context=numbers)
+        if severity is Severity.HIGH and step.decision.action in (Action.START, Action.DEFER):
+            step.notifications.append(
+                self._notification(
+                    step.decision,
+                    "warning",
+                    f"[{self.state.model}] high performance degradation: retraining needs approval",
+                    f"{signal.summary or what}. Decision: {step.decision.action.value} "
+                    f"({step.decision.message}). The candidate will wait for an approval "
+                    "before rollout.",
+                )
+            )
+        return step
+
+    def _note_regime_change(self, change_at: datetime | None) -> None:
+        if change_at is not None and (
+            self.state.regime_start is None or change_at > self.state.regime_start
+        ):
+            self.state.regime_start = change_at
 
     def _evaluate(
         self,
@@ -571,6 +677,8 @@ class CoordinatorRules:
         number = state.loops_started
         loop_id = retraining_loop_id(state.model, number)
         trigger = request.context(origin)
+        if state.regime_start is not None:
+            trigger = trigger.model_copy(update={"regime_start": state.regime_start})
         state.active_loop = ActiveLoop(
             loop_id=loop_id,
             number=number,
@@ -595,6 +703,11 @@ class CoordinatorRules:
                 "spent_today": round(state.spent_today, 6),
                 "data_uris": len(request.data),
                 "cooldown": format_duration(policy.cooldown),
+                **(
+                    {"regime_start": state.regime_start.isoformat()}
+                    if state.regime_start is not None
+                    else {}
+                ),
             },
             loop_id=loop_id,
         )

@@ -37,6 +37,8 @@ class TriggerKind(StrEnum):
     DRIFT = "drift"
     MANUAL = "manual"
     ALARM = "alarm"
+    # Quality on labelled traffic (or its label-free estimate) degraded.
+    PERFORMANCE = "performance"
 
 
 class Severity(StrEnum):
@@ -79,6 +81,8 @@ class DriftSignal(StrictModel):
     # The monitor's full report (JSON) and its HTML page, linked from the loop's audit record.
     report_uri: Annotated[str, Field(max_length=2048)] | None = None
     html_uri: Annotated[str, Field(max_length=2048)] | None = None
+    # When the monitor located the change (a change point): the loop's data window starts there.
+    change_at: AwareDatetime | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -107,10 +111,62 @@ class AlarmSignal(StrictModel):
     category: AlarmCategory = AlarmCategory.KPI
 
 
+class PerformanceBasis(StrEnum):
+    """What a degradation verdict rests on."""
+
+    # The window's realized quality against the reference.
+    REALIZED = "realized"
+    # The stretch since the detector's latest change, against the reference (or, without one,
+    # the stretch before the change).
+    CHANGE = "change"
+    # The label-free estimate against the reference (labels not there yet).
+    LABEL_FREE = "label_free"
+
+
+class PerformanceSignal(StrictModel):
+    """What a performance monitor saw: a quality metric on labelled traffic (or its label-free
+    estimate) worse than its reference, with the numbers. Severity is the monitor's (it knows
+    the model's performance cut points); `score` is the relative degradation at the
+    conservative end of the interval."""
+
+    severity: Severity
+    metric: ShortText
+    reference: float
+    current: float
+    score: Annotated[float, Field(ge=0)] = 0.0
+    basis: PerformanceBasis = PerformanceBasis.REALIZED
+    ci_low: float | None = None
+    ci_high: float | None = None
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    rows: Annotated[int, Field(ge=0)] = 0
+    version: ShortText | None = None
+    endpoint: ShortText | None = None
+    window_start: AwareDatetime | None = None
+    window_end: AwareDatetime | None = None
+    # The detector's latest change (when it made the loss worse): the new regime starts here.
+    change_at: AwareDatetime | None = None
+    detected_at: AwareDatetime | None = None
+    mean_loss_before: float | None = None
+    mean_loss_after: float | None = None
+    # The label-free estimate of accuracy beside the realized figure, when there is one.
+    estimated_accuracy: Annotated[float, Field(ge=0, le=1)] | None = None
+    summary: Annotated[str, Field(max_length=2000)] = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        low, high = self.ci_low, self.ci_high
+        if low is not None and high is not None and low > high:
+            raise ValueError("performance ci_low is above ci_high")
+        if self.window_start and self.window_end and self.window_start > self.window_end:
+            raise ValueError("performance window_start is after window_end")
+        return self
+
+
 _DETAIL_FIELD = {
     TriggerKind.DATA_ARRIVED: "data",
     TriggerKind.DRIFT: "drift",
     TriggerKind.ALARM: "alarm",
+    TriggerKind.PERFORMANCE: "performance",
 }
 
 
@@ -127,6 +183,7 @@ class TriggerEvent(StrictModel):
     data: DataArrival | None = None
     drift: DriftSignal | None = None
     alarm: AlarmSignal | None = None
+    performance: PerformanceSignal | None = None
 
     @field_validator("metadata")
     @classmethod

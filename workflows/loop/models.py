@@ -16,7 +16,13 @@ from temporalio.exceptions import CancelledError, TerminatedError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from workflows.common.models import StrictModel
-from workflows.coordinator.triggers import DataArrival, DriftSignal, Severity, TriggerKind
+from workflows.coordinator.triggers import (
+    DataArrival,
+    DriftSignal,
+    PerformanceSignal,
+    Severity,
+    TriggerKind,
+)
 from workflows.spec.models import Metric, ModelSpec
 
 
@@ -43,6 +49,24 @@ class TriggerContext(StrictModel):
     requires_approval: bool = False
     approval_reasons: list[str] = []
     origin: str
+    # Degraded quality on labelled traffic (the most severe of the events answered).
+    performance: PerformanceSignal | None = None
+    # The latest regime change the coordinator knows of (a performance or drift change point):
+    # the loop's data window starts there, the baseline is a floor, not a majority.
+    regime_start: AwareDatetime | None = None
+
+    @property
+    def change_at(self) -> datetime | None:
+        """Where this loop's own triggers located a change (performance or drift)."""
+        moments = [
+            moment
+            for moment in (
+                self.performance.change_at if self.performance else None,
+                self.drift.change_at if self.drift else None,
+            )
+            if moment is not None
+        ]
+        return max(moments, default=None)
 
 
 class RetrainingLoopInput(StrictModel):
@@ -121,6 +145,9 @@ class DataWindowRequest(StrictModel):
     as_of: AwareDatetime
     # Extra files the trigger named (data_arrived events), read besides the window.
     extra_uris: list[str] = []
+    # A regime change (change point): the window starts there, rows before it are left out,
+    # and baseline rows are a floor (`regime_baseline_share`), not a majority.
+    regime_start: AwareDatetime | None = None
 
 
 class DataWindow(StrictModel):
@@ -143,6 +170,13 @@ class DataWindow(StrictModel):
     baseline: DatasetFile | None = None
     production_rows_in_training: int = 0
     baseline_rows_in_training: int = 0
+    # The regime change the window starts at (None: the last `days` days, no change known).
+    regime_start: AwareDatetime | None = None
+    # The newest part of the holdout (the most recent labelled data, never trained on) and
+    # captured live traffic with its feedback labels (replayed), when there are enough rows.
+    recent_set: DatasetFile | None = None
+    replay_set: DatasetFile | None = None
+    notes: list[str] = []
 
 
 class GoldenSet(StrictModel):
@@ -270,6 +304,12 @@ class EvaluationRequest(StrictModel):
     baseline_eval: DatasetFile
     golden: GoldenSet
     seed: int = 0
+    # Also scored (and bootstrapped against the champion) when the window has them.
+    recent: DatasetFile | None = None
+    replay: DatasetFile | None = None
+    # Metrics bootstrapped besides the policy's (the quality a performance trigger found
+    # degraded, which the gate asks the candidate to improve).
+    extra_metrics: list[Metric] = []
 
 
 class MetricDelta(StrictModel):

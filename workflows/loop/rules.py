@@ -23,15 +23,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
-from workflows.loop.models import EvaluationReport, GateVerdict, SafetyCheck
-from workflows.spec.models import EvaluationPolicy, GuardrailPolicy, ModelSpec
+from workflows.loop.models import EvaluationReport, GateVerdict, SafetyCheck, TriggerContext
+from workflows.spec.models import EvaluationPolicy, GuardrailPolicy, Metric, ModelSpec
 
 # Dataset names: keys of `EvaluationReport.candidate`, `.champion`, `.rows`; `MetricDelta.dataset`.
 HOLDOUT = "holdout"
 BASELINE = "baseline"
 GOLDEN = "golden"
+# The newest part of the holdout (by the timestamp column): the most recent labelled data the
+# candidate never trained on; and captured live traffic replayed with its feedback labels.
+RECENT = "recent"
+REPLAY = "replay"
 
 GOLDEN_FLOOR = "golden_floor"
 BASELINE_DRIFT = "baseline_drift"
@@ -185,11 +190,36 @@ def check_golden_floor(report: EvaluationReport, policy: GuardrailPolicy) -> Saf
     )
 
 
-def check_baseline_drift(report: EvaluationReport, policy: GuardrailPolicy) -> SafetyCheck:
-    """|candidate - champion| of `baseline_metric` on the baseline set <= `max_baseline_drift`."""
+def regime_gap(report: EvaluationReport, metric: str) -> float | None:
+    """How far the champion itself moved between the old regime (the baseline set) and the new
+    one (replayed traffic, else the recent slice, else the holdout of a window that starts at
+    the change): |champion(baseline) - champion(new)|. None when not measured."""
+    if report.champion is None:
+        return None
+    old = _metric(report.champion, BASELINE, metric)
+    for dataset in (REPLAY, RECENT, HOLDOUT):
+        new = _metric(report.champion, dataset, metric)
+        if old is not None and new is not None and math.isfinite(old) and math.isfinite(new):
+            return abs(old - new)
+    return None
+
+
+def check_baseline_drift(
+    report: EvaluationReport, policy: GuardrailPolicy, *, regime_change: bool = False
+) -> SafetyCheck:
+    """|candidate - champion| of `baseline_metric` on the baseline set <= `max_baseline_drift`.
+
+    After a regime change the baseline set is the old regime, on which a model of the new one
+    is expected to differ: the limit grows by how far the champion itself moved between the
+    old regime and the new (`regime_gap`). Still a bound: a candidate that moves further on the
+    old data than the regimes differ fails."""
     metric = policy.baseline_metric.value
     limit = policy.max_baseline_drift
     numbers: dict[str, float] = {"limit": limit}
+    allowance = regime_gap(report, metric) if regime_change else None
+    if allowance is not None:
+        limit += allowance
+        numbers |= {"limit": limit, "regime_allowance": allowance}
     if report.champion is None:
         detail = "No champion: there is no baseline behaviour to drift from."
         return _safety_check(BASELINE_DRIFT, True, numbers, detail)
@@ -209,8 +239,14 @@ def check_baseline_drift(report: EvaluationReport, policy: GuardrailPolicy) -> S
     relation = "within" if bound.passed else "beyond"
     detail = (
         f"Baseline-set {metric} moved by {drift:.4g} (candidate {candidate:.4g}, champion "
-        f"{champion:.4g}), {relation} the limit {limit:.4g}."
+        f"{champion:.4g}), {relation} the limit {limit:.4g}"
     )
+    if allowance is not None:
+        detail += (
+            f" ({policy.max_baseline_drift:.4g} + {allowance:.4g}, how far the champion moved "
+            "between the old regime and the new)"
+        )
+    detail += "."
     numbers |= bound.numbers
     return _safety_check(BASELINE_DRIFT, bound.passed, numbers, detail, near_miss=bound.near_miss)
 
@@ -314,19 +350,114 @@ def find_regressions(report: EvaluationReport, policy: EvaluationPolicy) -> list
     return regressions
 
 
-def guardrail_checks(report: EvaluationReport, policy: GuardrailPolicy) -> list[SafetyCheck]:
+def live_regressions(report: EvaluationReport, policy: EvaluationPolicy) -> list[str]:
+    """One sentence per policy metric on which the candidate is *significantly* worse than the
+    champion on the most recent labelled data or on replayed live traffic (the interval of its
+    oriented delta lies wholly below min(0, min_improvement)). Noise alone does not reject: a
+    candidate must be shown worse on the newest data."""
+    if report.champion is None:
+        return []
+    floor = min(0.0, policy.min_improvement) if math.isfinite(policy.min_improvement) else 0.0
+    wanted = set(policy.metrics)
+    found = []
+    for delta in report.deltas:
+        if delta.dataset not in (RECENT, REPLAY) or delta.metric not in wanted:
+            continue
+        if math.isfinite(delta.ci_high) and delta.ci_high < floor:
+            found.append(
+                f"{delta.metric.value}: significantly worse on the {delta.dataset} data, delta "
+                f"{delta.delta:+.4g} with its {policy.confidence:.0%} interval "
+                f"[{delta.ci_low:+.4g}, {delta.ci_high:+.4g}] below {floor:+.4g} (candidate "
+                f"{delta.candidate:.4g}, champion {delta.champion:.4g})"
+            )
+    return found
+
+
+QUALITY_IMPROVEMENT = "quality_improvement"
+# Replayed traffic judges the improvement when it has at least this many rows.
+MIN_REPLAY_ROWS = 50
+
+
+def check_improvement(report: EvaluationReport, metric: Metric, confidence: float) -> SafetyCheck:
+    """The loop answers degraded quality: the candidate must improve that metric significantly
+    over the champion on the new regime's data (replayed traffic when there is enough of it,
+    else the recent slice, else the holdout): the low end of the delta's interval above 0."""
+    numbers: dict[str, float] = {"confidence": confidence}
+    if report.champion is None:
+        detail = "No champion: there is no degraded quality to improve on."
+        return _safety_check(QUALITY_IMPROVEMENT, True, numbers, detail)
+    deltas = {(d.dataset, d.metric): d for d in report.deltas}
+    order = [REPLAY] if report.rows.get(REPLAY, 0) >= MIN_REPLAY_ROWS else []
+    order += [RECENT, HOLDOUT]
+    delta = next((deltas[(name, metric)] for name in order if (name, metric) in deltas), None)
+    if delta is None:
+        detail = (
+            f"No {metric.value} delta on {', '.join(order)}: the improvement the degraded "
+            "quality asks for cannot be shown."
+        )
+        return _safety_check(QUALITY_IMPROVEMENT, False, numbers, detail)
+    numbers |= {
+        "candidate": delta.candidate,
+        "champion": delta.champion,
+        "delta": delta.delta,
+        "ci_low": delta.ci_low,
+        "ci_high": delta.ci_high,
+        "rows": float(report.rows.get(delta.dataset, 0)),
+    }
+    passed = math.isfinite(delta.ci_low) and delta.ci_low > 0
+    detail = (
+        f"{metric.value} on the {delta.dataset} data ({report.rows.get(delta.dataset, 0)} rows): "
+        f"candidate {delta.candidate:.4g} vs champion {delta.champion:.4g}, delta "
+        f"{delta.delta:+.4g} [{delta.ci_low:+.4g}, {delta.ci_high:+.4g}] at {confidence:.0%}: "
+        + ("a significant improvement." if passed else "not a significant improvement.")
+    )
+    return _safety_check(QUALITY_IMPROVEMENT, passed, numbers, detail)
+
+
+@dataclass(frozen=True)
+class GateContext:
+    """What the loop answers: a regime change (its window starts there) and, for degraded
+    quality, the metric the candidate must improve significantly."""
+
+    regime_change: bool = False
+    improve: Metric | None = None
+
+
+def improvement_metric(trigger: TriggerContext) -> Metric | None:
+    """The metric a performance trigger found degraded, as an evaluation metric (a label-free
+    estimate of accuracy asks for accuracy); None without one."""
+    if trigger.performance is None:
+        return None
+    name = trigger.performance.metric.removeprefix("estimated ").strip()
+    try:
+        return Metric(name)
+    except ValueError:
+        return None
+
+
+def guardrail_checks(
+    report: EvaluationReport, policy: GuardrailPolicy, *, regime_change: bool = False
+) -> list[SafetyCheck]:
     return [
         check_golden_floor(report, policy),
-        check_baseline_drift(report, policy),
+        check_baseline_drift(report, policy, regime_change=regime_change),
         check_prediction_shift(report, policy),
         check_error_concentration(report, policy),
     ]
 
 
-def gate_verdict(report: EvaluationReport, spec: ModelSpec) -> GateVerdict:
-    """Passed iff every guardrail passed and no policy metric regressed on the holdout."""
-    checks = guardrail_checks(report, spec.loop.guardrails)
+def gate_verdict(
+    report: EvaluationReport, spec: ModelSpec, context: GateContext | None = None
+) -> GateVerdict:
+    """Passed iff every guardrail passed, no policy metric regressed on the holdout nor is
+    significantly worse on the recent or replayed data, and, for a loop answering degraded
+    quality, that quality improved significantly."""
+    context = context or GateContext()
+    checks = guardrail_checks(report, spec.loop.guardrails, regime_change=context.regime_change)
+    if context.improve is not None:
+        checks.append(check_improvement(report, context.improve, spec.loop.evaluation.confidence))
     regressions = find_regressions(report, spec.loop.evaluation)
+    regressions += live_regressions(report, spec.loop.evaluation)
     failed = [check for check in checks if not check.passed]
     near_misses = [check.name for check in checks if check.near_miss]
     passed = not failed and not regressions

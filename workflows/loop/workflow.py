@@ -74,11 +74,16 @@ with workflow.unsafe.imports_passed_through():
         TrainingRequest,
         TrainingResult,
     )
-    from workflows.loop.rules import gate_verdict
-    from workflows.rollout.models import RolloutInput, RolloutResult, RolloutStatus
+    from workflows.loop.rules import GateContext, gate_verdict, improvement_metric
+    from workflows.rollout.models import (
+        RolloutInput,
+        RolloutResult,
+        RolloutStatus,
+        canary_improvement,
+    )
     from workflows.slots.lease import TrainingSlot
     from workflows.slots.models import SLOT_GRANTED_SIGNAL, SlotWait
-    from workflows.spec.models import FeatureKind, ModelSpec
+    from workflows.spec.models import FeatureKind, Metric, ModelSpec
 
 QUICK = timedelta(minutes=2)
 REFERENCE_PROFILE_PATCH = "reference-profile-on-promotion"
@@ -197,7 +202,11 @@ class RetrainingLoop:
         self._enter(LoopStage.EVALUATING)
         golden = await self._verify_golden_set(spec)
         report = await self._evaluate(spec, window, golden, candidate, champion)
-        verdict = self._record.verdict = gate_verdict(report, spec)
+        verdict = self._record.verdict = gate_verdict(
+            report,
+            spec,
+            GateContext(regime_change=window.regime_start is not None, improve=self._improve()),
+        )
         if not verdict.passed:
             await self._notify(
                 "warning",
@@ -243,7 +252,11 @@ class RetrainingLoop:
         window: DataWindow = await workflow.execute_activity(
             ActivityName.SELECT_DATA_WINDOW,
             DataWindowRequest(
-                loop_id=self._loop_id, spec=spec, as_of=workflow.now(), extra_uris=extra
+                loop_id=self._loop_id,
+                spec=spec,
+                as_of=workflow.now(),
+                extra_uris=extra,
+                regime_start=self._input.trigger.regime_start or self._input.trigger.change_at,
             ),
             result_type=DataWindow,
             start_to_close_timeout=timedelta(hours=1),
@@ -339,6 +352,11 @@ class RetrainingLoop:
     def training_slot_granted(self, *payload: Any) -> None:
         self._slot.granted(payload)
 
+    def _improve(self) -> Metric | None:
+        """The quality a performance trigger found degraded: the candidate must improve it
+        significantly, offline (the gate) and live (the canary). None: not-worse suffices."""
+        return improvement_metric(self._input.trigger)
+
     def _chargeback_tags(self) -> dict[str, str]:
         trigger = self._input.trigger
         return {
@@ -421,6 +439,9 @@ class RetrainingLoop:
                     baseline_eval=window.baseline_eval_set,
                     golden=golden,
                     seed=self._seed(),
+                    recent=window.recent_set,
+                    replay=window.replay_set,
+                    extra_metrics=[metric] if (metric := self._improve()) is not None else [],
                 ),
                 result_type=EvaluationReport,
                 start_to_close_timeout=timedelta(hours=1),
@@ -493,6 +514,7 @@ class RetrainingLoop:
                     champion_version=champion.version if champion else None,
                     policy=spec.loop.deployment,
                     capture_dir=spec.data.capture_location,
+                    improvement=canary_improvement(self._improve(), champion is not None),
                 ),
                 id=rollout_id,
                 result_type=RolloutResult,
@@ -763,7 +785,8 @@ class RetrainingLoop:
 
 def _dataset_hashes(window: DataWindow) -> dict[str, str]:
     hashes = {f.uri: f.sha256 for f in window.files}
-    for name in ("training_set", "holdout_set", "baseline_eval_set", "baseline"):
+    names = ("training_set", "holdout_set", "baseline_eval_set", "baseline", "recent_set")
+    for name in (*names, "replay_set"):
         dataset = getattr(window, name)
         if dataset is not None:
             hashes[dataset.uri] = dataset.sha256

@@ -269,7 +269,9 @@ class StagedRollout:
         while True:
             await self._bake(bake)
             stats = await self._analyse(champion, challenger)
-            verdict = canary_verdict(stats, self._policy.canary, min_requests)
+            verdict = canary_verdict(
+                stats, self._policy.canary, min_requests, self._input.improvement
+            )
             stage.bakes += 1
             stage.verdicts.append(verdict)
             labels = {"model": self._input.model, "verdict": verdict.outcome.value}
