@@ -284,10 +284,22 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "temporal workflow signal --workflow-id retrain-demo-credit-1 --name approve" in out
     assert "approved by demo-auto-approver" in out
     assert "promoted: version 1 promoted to champion: first deployment" in out
+    # The concept changes on live traffic: the performance monitor finds the change and sends a
+    # performance trigger; its loop learns the new regime and must improve accuracy.
+    assert "trigger      sent perf-demo-credit-v1-change-" in out
+    assert "started retrain-demo-credit-2 (approval required)" in out
+    assert "| quality_improvement | pass |" in out
     assert "v2 promoted to champion through 5% → 25% → 50% → 100%" in out
     assert "canary at 5%: fail" in out and "rolled_back: rolled back: canary failed at 5%" in out
     # The drift check on live traffic: the inputs did not move, the labels did.
     assert re.search(r"^drifted .*\blabel\b", out, re.MULTILINE)
+    # The champion at the end is right on the new concept, on its last 1,000 labelled live
+    # requests (captured answers joined with their feedback); the old one was not.
+    live = dict(re.findall(r"│ (v\d) +│ [a-z ]+ +│ (0\.\d+|1\.0+) +│", out))
+    champion = re.search(r"│ (v\d) +│ champion +│ (0\.\d+|1\.0+) +│ [^│]+│ ([\d,]+) +│", out)
+    assert champion is not None and champion.group(1) == "v2", out[-3000:]
+    assert float(champion.group(2)) >= 0.80 and champion.group(3) == "1,000"
+    assert float(live["v1"]) < 0.70
     reports = tmp_path / "drift" / "demo-credit" / "reports"
     assert len(list(reports.glob("*.html"))) == 1
     assert (tmp_path / "audit" / "demo-credit" / "retrain-demo-credit-3.json").exists()

@@ -346,8 +346,12 @@ def waiting_verdict(
 def judge_check(
     report: PerformanceReport, policy: PerformancePolicy, window_start: datetime, now: datetime
 ) -> tuple[VolumeDecision, PerformanceVerdict]:
-    """Whether the window is judged now (volume) and, if so, its verdict."""
+    """Whether the window is judged now (volume) and, if so, its verdict. Bad feedback is
+    reported whatever the volume: broken data is not a reason to wait quietly."""
     decision = volume_decision(report.rows.labelled, window_start, now, policy)
+    rows = report.rows
+    if rows.labels > 0 and rows.bad / rows.labels > policy.max_bad_label_share:
+        return decision, assess_performance(report, policy)
     if decision in (VolumeDecision.WAIT, VolumeDecision.TOO_FEW):
         return decision, waiting_verdict(decision, report.rows.labelled, window_start, policy)
     return decision, assess_performance(report, policy)

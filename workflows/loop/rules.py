@@ -14,6 +14,21 @@ Guardrails, each a `SafetyCheck` carrying every number behind its verdict:
 - `error_concentration`: the largest share of the candidate's holdout errors in one segment (or
   error type) stays within `max_error_concentration`.
 
+Loops that answer a change add to these (`GateContext`):
+
+- after a regime change (the window starts at a change point) `baseline_drift`'s limit grows by
+  `regime_gap`: how far the champion falls between the old regime (the baseline set) and the
+  new one, plus how much more of the new one the candidate knows (a model of the new concept
+  is expected to lose on the old data about what it gains on the new);
+- `quality_improvement`, when a performance trigger found a metric degraded: the candidate must
+  improve it significantly (the low end of the paired-bootstrap interval of the delta above 0)
+  on the new regime's labelled data (replayed live traffic when there is enough, else the
+  window's holdout after a change, else its recent slice); when it does, a prediction shift
+  beyond its limit is explained (the canary rule, offline).
+
+Every loop's candidate must also not be *significantly* worse than the champion on the most
+recent labelled data (`recent`) or on replayed live traffic (`replay`).
+
 A passed check whose headroom to its limit is at most `near_miss_margin` x |limit| is a near
 miss. The checks and the verdict are total: non-finite numbers, missing metrics and empty
 histograms give a failed check (or a regression) with a sentence saying why, never an exception.
@@ -190,18 +205,43 @@ def check_golden_floor(report: EvaluationReport, policy: GuardrailPolicy) -> Saf
     )
 
 
-def regime_gap(report: EvaluationReport, metric: str) -> float | None:
-    """How far the champion itself moved between the old regime (the baseline set) and the new
-    one (replayed traffic, else the recent slice, else the holdout of a window that starts at
-    the change): |champion(baseline) - champion(new)|. None when not measured."""
-    if report.champion is None:
-        return None
-    old = _metric(report.champion, BASELINE, metric)
+def _new_regime(side: Mapping[str, Mapping[str, float]], metric: str) -> float | None:
+    """A model's metric on the new regime's data: replayed traffic, else the recent slice, else
+    the holdout (of a window that starts at the change)."""
     for dataset in (REPLAY, RECENT, HOLDOUT):
-        new = _metric(report.champion, dataset, metric)
-        if old is not None and new is not None and math.isfinite(old) and math.isfinite(new):
-            return abs(old - new)
+        value = _metric(side, dataset, metric)
+        if value is not None and math.isfinite(value):
+            return value
     return None
+
+
+def regime_gap(report: EvaluationReport, metric: str) -> float | None:
+    """What a model of the new regime may lose on the old one (the baseline set): how far the
+    champion falls between the regimes, |champion(baseline) - champion(new)|, plus how much
+    more of the new regime the candidate knows, max(0, candidate(new) - champion(new)).
+
+    For a perfect model of each concept that disagree on a share d of the rows, the champion
+    falls by d and the candidate gains d: the allowance 2d covers the candidate's loss d with
+    room for imperfect models (a champion that had partly learned the change falls less, a
+    candidate trained on little new data gains less). A candidate that moves on the old data
+    without a matching gain on the new still fails. None when not measured."""
+    champion, candidate = report.champion, report.candidate
+    if champion is None:
+        return None
+    old = _metric(champion, BASELINE, metric)
+    new = _new_regime(champion, metric)
+    learned = _new_regime(candidate, metric)
+    if old is None or new is None or learned is None or not math.isfinite(old):
+        return None
+    gain = learned - new if metric_higher_is_better(metric) else new - learned
+    return abs(old - new) + max(0.0, gain)
+
+
+def metric_higher_is_better(metric: str) -> bool:
+    try:
+        return Metric(metric).higher_is_better
+    except ValueError:
+        return True
 
 
 def check_baseline_drift(
@@ -210,9 +250,9 @@ def check_baseline_drift(
     """|candidate - champion| of `baseline_metric` on the baseline set <= `max_baseline_drift`.
 
     After a regime change the baseline set is the old regime, on which a model of the new one
-    is expected to differ: the limit grows by how far the champion itself moved between the
-    old regime and the new (`regime_gap`). Still a bound: a candidate that moves further on the
-    old data than the regimes differ fails."""
+    is expected to differ: the limit grows by `regime_gap` (how far the champion falls between
+    the regimes plus how much more of the new one the candidate knows). Still a bound: a
+    candidate that moves on the old data without a matching gain on the new fails."""
     metric = policy.baseline_metric.value
     limit = policy.max_baseline_drift
     numbers: dict[str, float] = {"limit": limit}
@@ -243,8 +283,8 @@ def check_baseline_drift(
     )
     if allowance is not None:
         detail += (
-            f" ({policy.max_baseline_drift:.4g} + {allowance:.4g}, how far the champion moved "
-            "between the old regime and the new)"
+            f" ({policy.max_baseline_drift:.4g} + {allowance:.4g}: how far the champion falls "
+            "between the old regime and the new, plus what the candidate gains on the new)"
         )
     detail += "."
     numbers |= bound.numbers
@@ -378,17 +418,20 @@ QUALITY_IMPROVEMENT = "quality_improvement"
 MIN_REPLAY_ROWS = 50
 
 
-def check_improvement(report: EvaluationReport, metric: Metric, confidence: float) -> SafetyCheck:
+def check_improvement(
+    report: EvaluationReport, metric: Metric, confidence: float, *, regime_change: bool = False
+) -> SafetyCheck:
     """The loop answers degraded quality: the candidate must improve that metric significantly
-    over the champion on the new regime's data (replayed traffic when there is enough of it,
-    else the recent slice, else the holdout): the low end of the delta's interval above 0."""
+    over the champion on the new regime's data: replayed live traffic when there is enough of
+    it; else the holdout of a window that starts at the change (all new regime), or the recent
+    slice of any other window; the low end of the delta's interval above 0."""
     numbers: dict[str, float] = {"confidence": confidence}
     if report.champion is None:
         detail = "No champion: there is no degraded quality to improve on."
         return _safety_check(QUALITY_IMPROVEMENT, True, numbers, detail)
     deltas = {(d.dataset, d.metric): d for d in report.deltas}
     order = [REPLAY] if report.rows.get(REPLAY, 0) >= MIN_REPLAY_ROWS else []
-    order += [RECENT, HOLDOUT]
+    order += [HOLDOUT, RECENT] if regime_change else [RECENT, HOLDOUT]
     delta = next((deltas[(name, metric)] for name in order if (name, metric) in deltas), None)
     if delta is None:
         detail = (
@@ -412,6 +455,21 @@ def check_improvement(report: EvaluationReport, metric: Metric, confidence: floa
         + ("a significant improvement." if passed else "not a significant improvement.")
     )
     return _safety_check(QUALITY_IMPROVEMENT, passed, numbers, detail)
+
+
+def _shift_explained(check: SafetyCheck) -> SafetyCheck:
+    """A candidate answering degraded quality is expected to predict differently from the
+    degraded champion: a prediction shift beyond the limit passes when the candidate is shown
+    significantly better on the new regime's labels (as the canary's shift rule does live)."""
+    if check.name != PREDICTION_SHIFT or check.passed:
+        return check
+    return check.model_copy(
+        update={
+            "passed": True,
+            "detail": f"{check.detail} Explained: the candidate significantly improves the "
+            "degraded quality (quality_improvement).",
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -455,7 +513,15 @@ def gate_verdict(
     context = context or GateContext()
     checks = guardrail_checks(report, spec.loop.guardrails, regime_change=context.regime_change)
     if context.improve is not None:
-        checks.append(check_improvement(report, context.improve, spec.loop.evaluation.confidence))
+        improvement = check_improvement(
+            report,
+            context.improve,
+            spec.loop.evaluation.confidence,
+            regime_change=context.regime_change,
+        )
+        checks.append(improvement)
+        if improvement.passed and report.champion is not None:
+            checks = [_shift_explained(check) for check in checks]
     regressions = find_regressions(report, spec.loop.evaluation)
     regressions += live_regressions(report, spec.loop.evaluation)
     failed = [check for check in checks if not check.passed]
