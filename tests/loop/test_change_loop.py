@@ -25,7 +25,7 @@ from tests.support.loop_harness import (
 )
 from workers.worker import build_worker
 from workflows.coordinator.triggers import PerformanceSignal, Severity, TriggerKind
-from workflows.loop.models import LoopStatus
+from workflows.loop.models import LoopStatus, TriggerContext
 from workflows.loop.rules import QUALITY_IMPROVEMENT
 
 pytestmark = pytest.mark.time_skipping_only
@@ -51,7 +51,7 @@ async def worker(client: Client, task_queue: str, home: Path) -> Worker:
     return build_worker(client, home=home, task_queue=task_queue)
 
 
-def degraded(number: int, regime_start: datetime | None) -> object:
+def degraded(number: int, regime_start: datetime | None) -> TriggerContext:
     signal = PerformanceSignal(
         severity=Severity.MEDIUM,
         metric="accuracy",
