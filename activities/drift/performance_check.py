@@ -110,6 +110,15 @@ def unlabelled_answers(
     )
 
 
+def answers_served(
+    home: Path, spec: ModelSpec, version: str, start: datetime, end: datetime
+) -> int:
+    """How many answers the champion served in [start, end), labelled or not (the traffic
+    volume the adaptive policy weighs a loss rate by)."""
+    answers = read_answers(capture_dir(home, spec), start, end, versions=[version], max_rows=10**8)
+    return answers.size
+
+
 def reference_outcome(
     home: Path, spec: ModelSpec, champion: ModelVersion, load: Callable[[ModelVersion], Any]
 ) -> ClassifierOutcome | None:
@@ -272,6 +281,9 @@ def check_performance(
 
     heartbeat("quality")
     quality = _quality(current, watched, reference, policy, seed) if in_window.any() else []
+    window_losses = (
+        per_prediction_loss(current, default_loss(spec.task)) if in_window.any() else None
+    )
     detector = before = since = None
     if stream.size:
         heartbeat("detector")
@@ -292,6 +304,8 @@ def check_performance(
             )
             since = _quality(subset(stream_outcome, change), watched, reference, policy, seed)
 
+    heartbeat("served")
+    served = answers_served(home, spec, champion.version, window_start, end)
     heartbeat("label-free")
     label_free = None
     if spec.task is Task.CLASSIFICATION:
@@ -311,6 +325,10 @@ def check_performance(
         since_change=since or [],
         detector=detector,
         label_free=label_free,
+        loss=default_loss(spec.task),
+        loss_sum=float(window_losses.sum()) if window_losses is not None else 0.0,
+        loss_sq_sum=float((window_losses**2).sum()) if window_losses is not None else 0.0,
+        served=max(served, rows.labelled),
         notes=notes,
     )
 

@@ -72,6 +72,25 @@ TRAINING_COST = Metric(
     ("model", "backend"),
     buckets=(0.01, 0.1, 0.5, 1, 5, 10, 50, 100, 500),
 )
+ADAPTIVE_DECISIONS = Metric(
+    "retrain_adaptive_decisions_total",
+    "counter",
+    "Decisions of the cost-aware adaptive policy, by outcome (retrain or keep)",
+    ("model", "decision"),
+)
+ADAPTIVE_EXCESS_COST = Metric(
+    "retrain_adaptive_expected_excess_cost",
+    "gauge",
+    "The adaptive policy's latest forecast of what keeping the serving model costs beyond a "
+    "fresh one (lower confidence bound, in the cost model's currency)",
+    ("model",),
+)
+ADAPTIVE_RETRAINING_COST = Metric(
+    "retrain_adaptive_retraining_cost",
+    "gauge",
+    "What one retraining costs the adaptive policy (estimate or last real cost, plus overhead)",
+    ("model",),
+)
 APPROVALS_REQUESTED = Metric(
     "retrain_approvals_requested_total",
     "counter",
@@ -174,6 +193,9 @@ TRAINING_SLOT_WAIT = Metric(
 CATALOG: tuple[Metric, ...] = (
     TRIGGER_EVENTS,
     DECISIONS,
+    ADAPTIVE_DECISIONS,
+    ADAPTIVE_EXCESS_COST,
+    ADAPTIVE_RETRAINING_COST,
     LOOPS_FINISHED,
     DRIFT_SCORE,
     TRAINING_DURATION,

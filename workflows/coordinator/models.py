@@ -20,15 +20,17 @@ from pydantic import (
 
 from workflows.common.models import StateModel, StrictModel
 from workflows.common.notify import Notification
+from workflows.coordinator.adaptive import AdaptiveState
 from workflows.coordinator.policy import TriggerPolicy
 from workflows.coordinator.triggers import (
     DataArrival,
     DriftSignal,
+    PerformanceObservation,
     PerformanceSignal,
     Severity,
     TriggerKind,
 )
-from workflows.loop.models import EventRef, LoopStatus, TriggerContext
+from workflows.loop.models import AdaptiveRecord, EventRef, LoopStatus, TriggerContext
 
 DECISIONS_KEPT = 200
 OUTCOMES_KEPT = 50
@@ -58,6 +60,10 @@ class Reason(StrEnum):
     DRIFT_LOW = "drift_low"
     PERFORMANCE_LOW = "performance_low"
     PERFORMANCE_CRITICAL = "performance_critical"
+    # The adaptive policy: keeping the serving model is cheaper than retraining it (yet).
+    ADAPTIVE_KEEP = "adaptive_keep"
+    # An observation of a version that no longer serves (a check in flight at a promotion).
+    STALE_OBSERVATION = "stale_observation"
     AUTO_RETRAIN_OFF = "auto_retrain_off"
     DRIFT_CRITICAL = "drift_critical"
     HUMAN_REVIEW_PENDING = "human_review_pending"
@@ -114,6 +120,7 @@ class RetrainRequest(StateModel):
     drift: DriftSignal | None = None
     drift_severity: Severity | None = None
     performance: PerformanceSignal | None = None
+    adaptive: AdaptiveRecord | None = None
     alarms: list[str] = []
     requires_approval: bool = False
     approval_reasons: list[str] = []
@@ -155,6 +162,8 @@ class RetrainRequest(StateModel):
             > (self.performance.severity.rank, self.performance.score)
         ):
             self.performance = other.performance
+        if other.adaptive is not None:
+            self.adaptive = other.adaptive
         self.alarms.extend(a for a in other.alarms if a not in self.alarms)
         self.requires_approval = self.requires_approval or other.requires_approval
         self.approval_reasons.extend(
@@ -183,6 +192,7 @@ class RetrainRequest(StateModel):
             approval_reasons=list(self.approval_reasons),
             origin=origin,
             performance=self.performance,
+            adaptive=self.adaptive,
         )
 
 
@@ -271,6 +281,12 @@ class CoordinatorState(StateModel):
     # The latest regime change a performance or drift trigger located (its change point): every
     # loop started afterwards learns from the data since then.
     regime_start: datetime | None = None
+    # The adaptive policy's memory (workflows/coordinator/adaptive.py), the monitor's last
+    # observation, the last adaptive decision, and the last retraining's real cost.
+    adaptive: AdaptiveState | None = None
+    last_observation: PerformanceObservation | None = None
+    last_adaptive: Decision | None = None
+    last_training_cost: float | None = None
 
     @field_serializer("seen_events")
     def _compact_seen(self, seen: OrderedDict[str, datetime]) -> dict[str, Any]:
@@ -352,6 +368,10 @@ class CoordinatorStatus(StrictModel):
     events_accepted: int
     last_outcome: LoopOutcome | None
     recent_decisions: list[Decision]
+    # The adaptive policy's last decision (mode adaptive) and the monitor's last observation.
+    mode: str = "rules"
+    last_adaptive: Decision | None = None
+    last_observation: PerformanceObservation | None = None
 
 
 def cooldown_until(state: CoordinatorState) -> datetime | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -46,6 +46,37 @@ class CostModel(StrictModel):
         return round(self.fixed_cost + self.hourly_rate * self.instance_count * hours, 6)
 
 
+class AdaptiveSettings(StrictModel):
+    """The cost-aware policy's inputs from the model's owner (`mode = "adaptive"`).
+
+    Money is what a wrong prediction costs (`value_per_error`, per unit of the monitored loss:
+    one error of a classifier, one unit of absolute error of a regressor) times the labelled
+    traffic's loss; a retraining costs the cost model's estimate (the backend's real cost once
+    a loop reported one) plus `retraining_overhead` (evaluation, review, rollout, risk), in
+    `cost.currency`."""
+
+    value_per_error: float
+    retraining_overhead: Annotated[float, Field(ge=0)] = 0.0
+    # One-sided confidence of the lower bound on the excess loss: noise alone does not retrain.
+    confidence: Annotated[float, Field(ge=0.5, lt=1)] = 0.99
+    # How many decision periods a retraining learns from, when known (None: a retraining after
+    # a detected change learns the new regime only, its window starting at the change).
+    training_batches: Annotated[int, Field(ge=1, le=1000)] | None = None
+    # Longest forecast of a degradation's cost, in decision periods (None: as long as the
+    # evidence says).
+    max_horizon: Annotated[int, Field(ge=1)] | None = None
+
+    @field_validator("value_per_error")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError(
+                f"value_per_error must be positive (what one wrong prediction costs, in the cost "
+                f"model's currency), got {value}"
+            )
+        return value
+
+
 class TriggerPolicy(StrictModel):
     # data_arrived batching: fire at batch_size events, or batch_window after the latest event
     # (debounce), and never later than max_wait after the first event of the batch.
@@ -64,6 +95,20 @@ class TriggerPolicy(StrictModel):
     timezone: TimeZoneName = "UTC"
     dedup_window: Duration = timedelta(days=7)
     dedup_max_events: Annotated[int, Field(ge=100, le=50_000)] = 10_000
+    # rules: the routing above decides alone. adaptive: a cost function decides when retraining
+    # pays (workflows/coordinator/adaptive.py), inside the same hard limits (pause, dedup,
+    # cooldown, daily limit, budget, approvals). Default: adaptive when `adaptive` is given.
+    mode: Literal["rules", "adaptive"] = "rules"
+    adaptive: AdaptiveSettings | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_mode(cls, data: Any) -> Any:
+        # A policy that says what an error is worth and has a cost model is adaptive unless it
+        # asks for the rules.
+        if isinstance(data, dict) and data.get("mode") is None and data.get("adaptive"):
+            return {**data, "mode": "adaptive"}
+        return data
 
     @field_validator("batch_window", "max_wait", "cooldown", "dedup_window")
     @classmethod
@@ -81,7 +126,25 @@ class TriggerPolicy(StrictModel):
         medium, high, critical = self.severity_cut_points
         if not 0 <= medium < high < critical:
             raise ValueError("severity_cut_points must be increasing: medium < high < critical")
+        if self.mode == "adaptive":
+            if self.adaptive is None:
+                raise ValueError(
+                    'mode "adaptive" needs the adaptive settings: adaptive.value_per_error (what '
+                    "one wrong prediction costs)"
+                )
+            if self.retraining_cost() <= 0:
+                raise ValueError(
+                    'mode "adaptive" needs a retraining cost: the cost model has no rate '
+                    "(cost.hourly_rate and cost.fixed_cost are 0) and adaptive.retraining_overhead "
+                    "is 0; a free retraining would be asked for every period"
+                )
         return self
+
+    def retraining_cost(self, actual: float | None = None) -> float:
+        """What one retraining costs the adaptive policy: the backend's real cost when a loop
+        reported one (`actual`), else the cost model's estimate; plus the overhead."""
+        overhead = self.adaptive.retraining_overhead if self.adaptive is not None else 0.0
+        return round((self.cost.estimate(0) if actual is None else actual) + overhead, 6)
 
     def with_changes(self, changes: Any) -> TriggerPolicy:
         """This policy with some fields changed: a JSON merge patch, so nested objects change

@@ -17,6 +17,13 @@ effects the workflow must carry out (start a loop, send notifications). The rule
 6. daily training limit (priority <= 2 passes)   7. daily budget (priority 1 passes)
 8. a loop running or awaiting approval -> coalesce into one follow-up
 9. otherwise -> start a loop
+
+Adaptive mode (`policy.mode = "adaptive"`): every window of labelled traffic the performance
+monitor measures (`on_observation`), and every automatic trigger that reaches rule 5 (not a
+human's, not a business alarm), is decided by the cost-aware policy (`adaptive.py`): retrain
+only when keeping the model is expected to cost more than retraining it (`adaptive_keep`
+otherwise); what it decides still meets rules 1, 2 and 5-9, and critical degradations still
+ask a human.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Any
 from workflows.common.models import format_duration
 from workflows.common.names import retraining_loop_id
 from workflows.common.notify import Level, Notification
+from workflows.coordinator.adaptive import AdaptiveConfig, AdaptivePolicy, AdaptiveState
 from workflows.coordinator.models import (
     DECISIONS_KEPT,
     EVENT_IDS_PER_LOGGED_DECISION,
@@ -54,12 +62,13 @@ from workflows.coordinator.policy import TriggerPolicy
 from workflows.coordinator.triggers import (
     AlarmCategory,
     AlarmState,
+    PerformanceObservation,
     Severity,
     TriggerEvent,
     TriggerKind,
     severity_from_score,
 )
-from workflows.loop.models import EventRef, LoopResult
+from workflows.loop.models import AdaptiveRecord, EventRef, LoopResult, LoopStatus
 
 COOLDOWN_BYPASS_PRIORITY = 2  # drift at this priority or more urgent skips the cooldown
 DAILY_LIMIT_BYPASS_PRIORITY = 2
@@ -231,7 +240,156 @@ class CoordinatorRules:
         )
         del self.state.outcomes[:-OUTCOMES_KEPT]
         self.state.active_loop = None
+        if result.actual_cost is not None:
+            self.state.last_training_cost = result.actual_cost
+        adaptive = self._adaptive_policy()
+        if (
+            adaptive is not None
+            and result.status is LoopStatus.PROMOTED
+            and result.candidate_version is not None
+        ):
+            # A new model serves: the policy starts a new cycle, with the candidate's own loss
+            # on the newest data as what a fresh model achieves.
+            adaptive.retrained(
+                version=result.candidate_version,
+                holdout_loss=result.candidate_loss if result.candidate_loss_rows else None,
+                holdout_count=result.candidate_loss_rows or None,
+            )
         return self.on_timer(now)
+
+    def on_observation(self, observation: PerformanceObservation, now: datetime) -> Step:
+        """The monitor measured the champion on a window of labelled traffic. Rules mode: its
+        degradation trigger (if any) is routed as usual. Adaptive mode: the policy learns the
+        window's loss and decides whether retraining pays, within the same hard limits; the
+        degradation trigger brings its change point (the regime start) and, when critical, a
+        human review as always."""
+        state = self.state
+        state.last_observation = observation.model_copy(update={"event": None})
+        adaptive = self._adaptive_policy()
+        if self.policy.mode != "adaptive" or adaptive is None:
+            if adaptive is not None:
+                self._observe(adaptive, observation)
+            if observation.event is None:
+                return Step()
+            return self.on_trigger(observation.event, now)
+        state.events_received += 1
+        self._roll_day(now)
+        event = observation.event
+        event_id = (event.event_id if event is not None else None) or f"obs-{observation.check_id}"
+        ref = EventRef.model_construct(
+            event_id=event_id,
+            kind=TriggerKind.PERFORMANCE,
+            priority=event.priority if event is not None else 3,
+            source=event.source if event is not None else "performance-monitor",
+            received_at=now,
+        )
+        numbers: dict[str, Number] = {
+            "check_id": observation.check_id,
+            "observed_version": observation.version,
+            "observed_loss": round(observation.loss_sum / observation.count, 6)
+            if observation.count
+            else None,
+            "labelled": observation.count,
+            "served": observation.volume,
+        }
+        first_seen = state.seen_events.get(event_id)
+        if first_seen is not None and first_seen >= now - self.policy.dedup_window:
+            return self._decide(
+                now,
+                Action.IGNORE,
+                Reason.DUPLICATE_EVENT,
+                [ref],
+                f"observation {event_id} was already taken into account",
+                numbers={"first_seen_at": first_seen.isoformat()},
+            )
+        self._remember(event_id, now)
+        state.events_accepted += 1
+        if not self._observe(adaptive, observation):
+            return self._decide(
+                now,
+                Action.IGNORE,
+                Reason.STALE_OBSERVATION,
+                [ref],
+                f"v{observation.version} no longer serves (v{adaptive.state.version} does): "
+                "its observation is not the serving model's",
+                numbers=numbers,
+            )
+        signal = event.performance if event is not None else None
+        if signal is not None and signal.severity is not Severity.LOW:
+            self._note_regime_change(signal.change_at)
+        if signal is not None and signal.severity is Severity.CRITICAL:
+            assert event is not None
+            # A critical degradation asks a human whatever the costs say.
+            return self._route_performance(event, ref, now)
+        decision = adaptive.decide(retraining_cost=state.last_training_cost)
+        record = AdaptiveRecord(reason=decision.reason, numbers=decision.numbers())
+        numbers = {**numbers, **record.numbers}
+        if state.paused:
+            step = self._decide(
+                now,
+                Action.SUPPRESS,
+                Reason.PAUSED,
+                [ref],
+                f"coordinator is paused ({state.paused_reason or 'no reason given'}); "
+                f"the adaptive policy said: {decision.reason}",
+                numbers=numbers,
+            )
+            state.last_adaptive = step.decision
+            return step
+        if not decision.retrain:
+            step = self._decide(
+                now, Action.IGNORE, Reason.ADAPTIVE_KEEP, [ref], decision.reason, numbers=numbers
+            )
+            state.last_adaptive = step.decision
+            return step
+        request = RetrainRequest(
+            events=[ref],
+            priority=ref.priority,
+            performance=signal,
+            adaptive=record,
+            bypass_cooldown=ref.priority <= COOLDOWN_BYPASS_PRIORITY,
+        )
+        if signal is not None and signal.severity is Severity.HIGH:
+            request.requires_approval = True
+            request.approval_reasons.append(
+                f"high performance degradation ({signal.metric} {signal.current:.4g} vs "
+                f"reference {signal.reference:.4g})"
+            )
+        step = self._evaluate(request, now, origin="adaptive", context=numbers)
+        state.last_adaptive = step.decision
+        return step
+
+    def _adaptive_policy(self) -> AdaptivePolicy | None:
+        """The pure cost-aware policy over the coordinator's carried state (None without the
+        policy's adaptive settings)."""
+        settings = self.policy.adaptive
+        if settings is None:
+            return None
+        if self.state.adaptive is None:
+            self.state.adaptive = AdaptiveState()
+        return AdaptivePolicy(adaptive_config(self.policy), self.state.adaptive)
+
+    def _observe(self, adaptive: AdaptivePolicy, observation: PerformanceObservation) -> bool:
+        """Feed the window to the policy; False when it measured a version that no longer
+        serves (a check in flight while a new model was promoted)."""
+        known = {level.version for level in adaptive.state.fresh}
+        version = observation.version
+        if version is not None and version != adaptive.state.version:
+            if version in known:
+                return False
+            # A champion the coordinator did not see promoted (the first observation, or a
+            # promotion outside its loops): a new cycle without a holdout estimate.
+            adaptive.retrained(version=version)
+        loss_sq = observation.loss_sq_sum
+        if loss_sq is None and observation.loss != "zero_one" and observation.count:
+            loss_sq = None  # bounded by loss_bound instead (0/1 losses need no squares)
+        adaptive.observe(
+            loss_sum=observation.loss_sum,
+            count=observation.count,
+            volume=float(max(observation.volume, observation.count)),
+            loss_sq_sum=loss_sq,
+        )
+        return True
 
     def on_loop_id_taken(self, start: LoopStart) -> LoopStart:
         """The loop id is held by an older execution: take the next number for the same loop."""
@@ -311,6 +469,9 @@ class CoordinatorRules:
             events_accepted=state.events_accepted,
             last_outcome=state.outcomes[-1] if state.outcomes else None,
             recent_decisions=state.decisions[-5:],
+            mode=policy.mode,
+            last_adaptive=state.last_adaptive,
+            last_observation=state.last_observation,
         )
 
     # ---------------------------------------------------------------- rules
@@ -591,6 +752,10 @@ class CoordinatorRules:
             numbers: dict[str, Number],
             loop_id: str | None = None,
         ) -> Step:
+            if request.adaptive is not None and reason is not Reason.ADAPTIVE_KEEP:
+                # The adaptive policy's reason first: why retraining pays, then what the
+                # limits made of it.
+                message = f"{request.adaptive.reason}; {message}"
             return self._decide(
                 now,
                 action,
@@ -611,6 +776,16 @@ class CoordinatorRules:
                 "only a manual trigger can start a loop",
                 {"review_requested_at": state.review.requested_at.isoformat()},
             )
+        adaptive = self._adaptive_policy() if policy.mode == "adaptive" else None
+        if adaptive is not None and origin != "adaptive" and self._automatic(request):
+            # Adaptive mode: an automatic trigger retrains only when retraining pays now.
+            verdict = adaptive.decide(retraining_cost=state.last_training_cost)
+            request.adaptive = AdaptiveRecord(reason=verdict.reason, numbers=verdict.numbers())
+            context = {**(context or {}), **request.adaptive.numbers}
+            if not verdict.retrain:
+                step = decide(Action.SUPPRESS, Reason.ADAPTIVE_KEEP, verdict.reason, {})
+                state.last_adaptive = step.decision
+                return step
         until = cooldown_until(state)
         if until is not None and now < until and not request.bypass_cooldown:
             if state.deferred is None:
@@ -715,6 +890,11 @@ class CoordinatorRules:
             loop_id=loop_id, number=number, trigger=trigger, estimated_cost=estimate
         )
         return step
+
+    @staticmethod
+    def _automatic(request: RetrainRequest) -> bool:
+        """Triggers the adaptive policy decides on: not a human's, not a business alarm."""
+        return not request.from_human and not request.alarms
 
     def _affordable(self, request: RetrainRequest, estimate: float) -> bool:
         within = self.state.spent_today + estimate <= self.policy.daily_budget
@@ -831,6 +1011,21 @@ def _pending_view(request: RetrainRequest | None, until: datetime | None) -> Pen
         kinds=request.kinds,
         requires_approval=request.requires_approval,
         until=until,
+    )
+
+
+def adaptive_config(policy: TriggerPolicy) -> AdaptiveConfig:
+    """The pure policy's configuration from a trigger policy with adaptive settings."""
+    settings = policy.adaptive
+    assert settings is not None
+    return AdaptiveConfig(
+        value_per_loss=settings.value_per_error,
+        retraining_cost=policy.cost.estimate(0),
+        retraining_overhead=settings.retraining_overhead,
+        currency=policy.cost.currency,
+        confidence=settings.confidence,
+        training_batches=settings.training_batches,
+        max_horizon=settings.max_horizon,
     )
 
 

@@ -207,6 +207,48 @@ class TriggerEvent(StrictModel):
         return self
 
 
+class PerformanceObservation(StrictModel):
+    """One performance check's labelled traffic, as the monitor reports it to the coordinator
+    after every check it judged (signal `performance_observed`): what the adaptive policy
+    learns from. `event` is the degradation trigger of the same check, when there is one."""
+
+    check_id: ShortText
+    # The champion whose answers were measured.
+    version: ShortText | None = None
+    window_start: AwareDatetime | None = None
+    window_end: AwareDatetime | None = None
+    # The per-prediction loss summed over `count` labelled answers (0/1 error of a classifier,
+    # absolute error of a regressor), its sum of squares, and the answers served in the
+    # window, labelled or not.
+    loss: ShortText = "zero_one"
+    loss_sum: Annotated[float, Field(ge=0)]
+    loss_sq_sum: Annotated[float, Field(ge=0)] | None = None
+    count: Annotated[int, Field(ge=0)]
+    volume: Annotated[int, Field(ge=0)]
+    status: ShortText | None = None
+    event: TriggerEvent | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.count == 0 and self.loss_sum > 0:
+            raise ValueError("an observation without labelled answers cannot have a loss")
+        if self.event is not None and self.event.kind is not TriggerKind.PERFORMANCE:
+            raise ValueError("an observation's event must be a performance trigger")
+        return self
+
+
+def parse_observation(raw: Any) -> PerformanceObservation:
+    """Validate an untrusted observation; raises ValueError with every error."""
+    if isinstance(raw, PerformanceObservation):
+        return raw
+    if not isinstance(raw, dict):
+        raise ValueError(f"an observation must be a JSON object, got {type(raw).__name__}")
+    try:
+        return PerformanceObservation.model_validate(raw)
+    except ValidationError as err:
+        raise ValueError(describe_validation_error(err)) from None
+
+
 MAX_EVENTS_PER_BATCH = 500
 
 

@@ -33,7 +33,12 @@ with workflow.unsafe.imports_passed_through():
         PauseRequest,
     )
     from workflows.coordinator.rules import CoordinatorRules, Step, new_state
-    from workflows.coordinator.triggers import MAX_EVENTS_PER_BATCH, TriggerKind, parse_trigger
+    from workflows.coordinator.triggers import (
+        MAX_EVENTS_PER_BATCH,
+        TriggerKind,
+        parse_observation,
+        parse_trigger,
+    )
     from workflows.loop.models import LoopResult, RetrainingLoopInput, result_from_failure
 
 LOOP_WATCH_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5))
@@ -115,6 +120,24 @@ class ModelCoordinator:
         for raw in events:
             self._receive(raw, now)
 
+    @workflow.signal(name="performance_observed")
+    def performance_observed(self, *payload: Any) -> None:
+        """What the performance monitor measured on a window of labelled traffic (and its
+        degradation trigger, if any): the adaptive policy's input. Untyped like `trigger`: a
+        malformed payload is recorded as an ignored decision."""
+        now = workflow.now()
+        try:
+            if len(payload) != 1:
+                raise ValueError(f"expected one observation object, got {len(payload)} arguments")
+            observation = parse_observation(payload[0])
+        except ValueError as err:
+            raw = payload[0] if len(payload) == 1 else None
+            self._apply(self._rules.on_invalid_trigger(raw, str(err), now))
+            return
+        if observation.event is not None:
+            self._count_trigger(observation.event.kind)
+        self._apply(self._rules.on_observation(observation, now))
+
     def _receive(self, raw: Any, now: datetime) -> None:
         try:
             event = parse_trigger(raw)
@@ -181,12 +204,27 @@ class ModelCoordinator:
                     "reason": decision.reason.value,
                 },
             )
+            self._record_adaptive(decision)
         if step.start is not None:
             state.unstarted_loop = step.start
         state.outbox.extend(step.notifications)
         self._details_stale = True
         self._refresh_search_attributes()
         return step
+
+    def _record_adaptive(self, decision: Decision) -> None:
+        """The adaptive policy's numbers as metrics: what keeping the model is expected to cost
+        beyond a fresh one, and what a retraining costs (the dashboard plots both)."""
+        numbers = decision.numbers
+        excess, cost = numbers.get("expected_excess_cost"), numbers.get("retraining_cost")
+        if not isinstance(excess, float | int) or not isinstance(cost, float | int):
+            return
+        meter, model = workflow.metric_meter(), self._rules.state.model
+        labels = {"model": model}
+        metrics.set_gauge(meter, metrics.ADAPTIVE_EXCESS_COST, labels, float(excess))
+        metrics.set_gauge(meter, metrics.ADAPTIVE_RETRAINING_COST, labels, float(cost))
+        verdict = "retrain" if numbers.get("retrain") else "keep"
+        metrics.count(meter, metrics.ADAPTIVE_DECISIONS, {"model": model, "decision": verdict})
 
     def _needs_attention(self) -> bool:
         state = self._rules.state

@@ -309,6 +309,13 @@ class PerformanceReport(StrictModel):
     label_free: LabelFreeEstimate | None = None
     # The stretch the detector read (labels received since then, the champion's answers).
     detection_start: AwareDatetime | None = None
+    # The window's per-prediction loss (the detector's kind, unscaled) summed over its
+    # labelled answers, its sum of squares, and the answers served in the window: what the
+    # coordinator's adaptive policy learns from.
+    loss: LossKind | None = None
+    loss_sum: Annotated[float, Field(ge=0)] = 0.0
+    loss_sq_sum: Annotated[float, Field(ge=0)] = 0.0
+    served: Count = 0
     notes: list[str] = []
 
     @model_validator(mode="after")

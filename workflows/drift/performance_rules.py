@@ -31,6 +31,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from workflows.coordinator.triggers import (
+    PerformanceObservation,
     Severity,
     TriggerEvent,
     TriggerKind,
@@ -385,6 +386,36 @@ def performance_trigger(
         priority=2 if signal.severity.rank >= Severity.HIGH.rank else 3,
         performance=signal,
         metadata={"check_id": report.check_id},
+    )
+
+
+def observation_of(
+    check_id: str,
+    report: PerformanceReport,
+    verdict: PerformanceVerdict,
+    volume: VolumeDecision,
+    event: TriggerEvent | None,
+) -> PerformanceObservation | None:
+    """What the coordinator learns from a judged window: its loss, labelled and served answers,
+    and the degradation trigger when there is one. None for a window not judged (waiting for
+    labels, too few) or broken feedback (its losses would be wrong): the policy learns nothing
+    from them."""
+    if volume in (VolumeDecision.WAIT, VolumeDecision.TOO_FEW) or report.loss is None:
+        return None
+    if verdict.status in (PerformanceStatus.DATA_QUALITY, PerformanceStatus.INSUFFICIENT_DATA):
+        return None
+    return PerformanceObservation(
+        check_id=check_id,
+        version=report.version,
+        window_start=report.window_start,
+        window_end=report.window_end,
+        loss=report.loss.value,
+        loss_sum=report.loss_sum,
+        loss_sq_sum=report.loss_sq_sum,
+        count=report.rows.labelled,
+        volume=max(report.served, report.rows.labelled),
+        status=verdict.status.value,
+        event=event,
     )
 
 

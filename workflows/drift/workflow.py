@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.drift.performance_rules import (
         judge_check,
         next_window_start,
+        observation_of,
         performance_trigger,
     )
     from workflows.drift.rules import monitor_trigger, repeats_data_quality
@@ -320,18 +321,26 @@ class DriftMonitor:
         if event is not None and event.event_id in perf.sent:
             note = f"same degradation as an earlier check ({event.event_id}): not sent again"
             event = None
-        if event is not None:
-            assert event.event_id is not None
+        observation = observation_of(check_id, report, verdict, volume, event)
+        if notify and observation is not None:
+            # Every judged window reaches the coordinator (the adaptive policy learns from its
+            # loss), with the degradation trigger when there is one.
             try:
                 coordinator = workflow.get_external_workflow_handle(
                     names.coordinator_id(self._model)
                 )
-                await coordinator.signal("trigger", event)
-                delivery, note = Delivery.SENT, f"performance -> {coordinator.id}"
-                perf.sent.append(event.event_id)
-                del perf.sent[:-SENT_KEPT]
+                await coordinator.signal("performance_observed", observation)
+                if event is not None:
+                    assert event.event_id is not None
+                    delivery, note = Delivery.SENT, f"performance -> {coordinator.id}"
+                    perf.sent.append(event.event_id)
+                    del perf.sent[:-SENT_KEPT]
+                elif not note:
+                    note = f"observation -> {coordinator.id}"
             except FailureError as error:
                 delivery, note = Delivery.FAILED, f"coordinator unreachable: {error.message}"
+                if event is None:
+                    delivery = Delivery.NOT_SENT
         perf.window_start = next_window_start(volume, perf.window_start, now)
         perf.last_error = None
         result = PerformanceCheck(

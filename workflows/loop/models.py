@@ -36,6 +36,14 @@ class EventRef(StrictModel):
     received_at: AwareDatetime
 
 
+class AdaptiveRecord(StrictModel):
+    """The adaptive policy's decision behind a loop: its sentence ("retrain v7: excess loss
+    since v7: 412 EUR; expected excess cost ... >= retraining cost 380 EUR") and its numbers."""
+
+    reason: Annotated[str, Field(max_length=2000)]
+    numbers: dict[str, float | int | str | bool | None] = {}
+
+
 class TriggerContext(StrictModel):
     """Why a loop runs: every event it answers, merged (highest priority, union of the data)."""
 
@@ -54,6 +62,8 @@ class TriggerContext(StrictModel):
     # The latest regime change the coordinator knows of (a performance or drift change point):
     # the loop's data window starts there, the baseline is a floor, not a majority.
     regime_start: AwareDatetime | None = None
+    # The adaptive policy's decision, when the coordinator decides adaptively.
+    adaptive: AdaptiveRecord | None = None
 
     @property
     def change_at(self) -> datetime | None:
@@ -100,6 +110,11 @@ class LoopResult(StrictModel):
     dataset_hashes: dict[str, str] = {}
     candidate_version: str | None = None
     audit_uri: str | None = None
+    # The promoted candidate's loss per labelled prediction (0/1 error of a classifier, absolute
+    # error of a regressor) on the newest data of its evaluation, and over how many rows: what
+    # a fresh model achieves, for the adaptive policy.
+    candidate_loss: Annotated[float, Field(ge=0)] | None = None
+    candidate_loss_rows: Annotated[int, Field(ge=0)] | None = None
 
 
 def result_from_failure(loop_id: str, error: BaseException) -> LoopResult:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from workflows.loop.models import EvaluationReport, GateVerdict, SafetyCheck, TriggerContext
-from workflows.spec.models import EvaluationPolicy, GuardrailPolicy, Metric, ModelSpec
+from workflows.spec.models import EvaluationPolicy, GuardrailPolicy, Metric, ModelSpec, Task
 
 # Dataset names: keys of `EvaluationReport.candidate`, `.champion`, `.rows`; `MetricDelta.dataset`.
 HOLDOUT = "holdout"
@@ -455,6 +455,22 @@ def check_improvement(
         + ("a significant improvement." if passed else "not a significant improvement.")
     )
     return _safety_check(QUALITY_IMPROVEMENT, passed, numbers, detail)
+
+
+def candidate_loss(report: EvaluationReport | None, task: Task) -> tuple[float, int] | None:
+    """The candidate's loss per labelled prediction (the performance monitor's: 0/1 error of a
+    classifier, absolute error of a regressor) on the newest data it was evaluated on (replayed
+    traffic, else the recent slice, else the holdout), and over how many rows: what a fresh
+    model achieves, for the coordinator's adaptive policy. None when not measured."""
+    if report is None:
+        return None
+    metric, loss = ("accuracy", True) if task is Task.CLASSIFICATION else ("mae", False)
+    for dataset in (REPLAY, RECENT, HOLDOUT):
+        value = _metric(report.candidate, dataset, metric)
+        rows = report.rows.get(dataset, 0)
+        if value is not None and math.isfinite(value) and rows > 0:
+            return (max(0.0, 1.0 - value) if loss else max(0.0, value)), rows
+    return None
 
 
 def _shift_explained(check: SafetyCheck) -> SafetyCheck:

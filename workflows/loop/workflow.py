@@ -74,7 +74,12 @@ with workflow.unsafe.imports_passed_through():
         TrainingRequest,
         TrainingResult,
     )
-    from workflows.loop.rules import GateContext, gate_verdict, improvement_metric
+    from workflows.loop.rules import (
+        GateContext,
+        candidate_loss,
+        gate_verdict,
+        improvement_metric,
+    )
     from workflows.rollout.models import (
         RolloutInput,
         RolloutResult,
@@ -758,6 +763,11 @@ class RetrainingLoop:
         if status in _NOT_PROMOTED and candidate is not None and workflow.patched(REJECTION_PATCH):
             summary = await self._mark_rejected(candidate, status, summary)
         window = self._record.data_window
+        fresh = (
+            candidate_loss(self._record.evaluation, self._spec.task)
+            if status is LoopStatus.PROMOTED and self._spec is not None
+            else None
+        )
         result = LoopResult(
             loop_id=self._loop_id,
             status=status,
@@ -767,6 +777,8 @@ class RetrainingLoop:
             retrieval_query=window.query if window else "",
             dataset_hashes=_dataset_hashes(window) if window else {},
             candidate_version=self._record.candidate.version if self._record.candidate else None,
+            candidate_loss=fresh[0] if fresh else None,
+            candidate_loss_rows=fresh[1] if fresh else None,
         )
         self._record.outcome = result
         self._enter(LoopStage.DONE)
