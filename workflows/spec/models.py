@@ -230,6 +230,11 @@ class ModelSpec(StrictModel):
         wrong = sorted({m.value for m in metrics if m.task is not self.task})
         if wrong:
             raise ValueError(f"metrics {wrong} do not apply to a {self.task.value} model")
+        if self.trigger_policy.mode == "adaptive" and not self.performance.enabled:
+            raise ValueError(
+                'trigger_policy.mode "adaptive" learns from the performance monitor\'s labelled '
+                "traffic: performance.enabled must be true (or use mode \"rules\")"
+            )
         return self
 
     def _check_backend(self) -> None:
