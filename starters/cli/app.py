@@ -22,6 +22,7 @@ from starters.cli import (
     schedule,
     serve,
     server,
+    simulate,
     slots,
 )
 from starters.cli.common import CliError, Connection, errors
@@ -64,6 +65,7 @@ for command in (
     coordinator.pause,
     coordinator.resume,
     demo.demo,
+    simulate.simulate,
 ):
     app.command()(command)
 app.add_typer(coordinator.policy_app, name="policy")
