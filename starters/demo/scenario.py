@@ -13,10 +13,11 @@ live traffic from a generator that sends requests and, a second later, their tru
    traffic it answered: as good as at its promotion;
 3. the concept changes on the live traffic; the pipeline lands the new regime's labelled rows;
    the performance monitor finds v1's accuracy collapsed (ADWIN on the per-prediction loss
-   locates the change) and sends a `performance` trigger with its numbers; the coordinator
-   routes it by severity (high: retrain, approval required). Meanwhile the drift monitor shows
-   why feature drift alone would not have caught it (a pure concept change: only the labels
-   moved);
+   locates the change) and sends a `performance` trigger with its numbers; the coordinator's
+   adaptive policy weighs what keeping v1 costs against what a retraining costs ("excess loss
+   since v1: ... EUR >= retraining cost 23 EUR") and retrains, with a human's approval (a high
+   degradation). Meanwhile the drift monitor shows why feature drift alone would not have
+   caught it (a pure concept change: only the labels moved);
 4. the loop answers the change: its data window starts at the change point (the baseline a
    10% floor, not 30% of old-regime rows), the candidate is evaluated on the most recent
    labelled data and on the captured traffic replayed with its feedback, and must *improve*
@@ -74,7 +75,7 @@ from starters.demo.synthetic import (
 from starters.demo.traffic import TrafficGenerator
 from workers.worker import build_worker
 from workflows.common.names import coordinator_id, retraining_loop_id
-from workflows.coordinator.policy import TriggerPolicy
+from workflows.coordinator.policy import AdaptiveSettings, CostModel, TriggerPolicy
 from workflows.coordinator.triggers import TriggerEvent, TriggerKind
 from workflows.drift.models import (
     CheckRequest,
@@ -180,6 +181,9 @@ def demo_spec(spec: ModelSpec, endpoint_url: str) -> ModelSpec:
     )
     return spec.model_copy(
         update={
+            # Adaptive: an error costs 0.50 EUR, a retraining 3 EUR of compute plus 20 EUR of
+            # review and rollout; the coordinator retrains when keeping the model is expected
+            # to cost more than that (the rules' limits still apply).
             "trigger_policy": TriggerPolicy(
                 batch_size=8,
                 batch_window=timedelta(seconds=20),
@@ -187,6 +191,8 @@ def demo_spec(spec: ModelSpec, endpoint_url: str) -> ModelSpec:
                 cooldown=timedelta(seconds=5),
                 max_daily_trainings=10,
                 daily_budget=100.0,
+                cost=CostModel(currency="EUR", hourly_rate=3.0),
+                adaptive=AdaptiveSettings(value_per_error=0.5, retraining_overhead=20.0),
             ),
             "loop": loop,
             # Jensen-Shannon distance as the score: the label shift of this concept change
@@ -312,11 +318,15 @@ class Scenario:
         )
         for line in performance_check_lines(check):
             self.console.print(line, highlight=False)
-        if check.event_id is not None:
+        # The coordinator's adaptive decision on what the monitor observed (and its trigger).
+        ids = {f"obs-{check.check_id}", *([check.event_id] if check.event_id else [])}
+        for _ in range(20):
             decisions = await self.coordinators.decisions(MODEL, limit=10)
-            answered = [d for d in decisions if check.event_id in d.event_ids]
-            for decision in answered[-1:]:
-                self.console.print(render.decision_panel(decision))
+            answered = [d for d in decisions if ids.intersection(d.event_ids)]
+            if answered:
+                self.console.print(render.decision_panel(answered[-1]))
+                break
+            await asyncio.sleep(0.5)
         return check
 
     async def drift_check(self) -> None:

@@ -287,7 +287,12 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     # The concept changes on live traffic: the performance monitor finds the change and sends a
     # performance trigger; its loop learns the new regime and must improve accuracy.
     assert "trigger      sent perf-demo-credit-v1-change-" in out
-    assert "started retrain-demo-credit-2 (approval required)" in out
+    # The coordinator decides adaptively: keep v1 while it is good, retrain once keeping it
+    # costs more than a retraining (23 EUR), each decision with its numbers.
+    assert "reason  adaptive_keep" in out and "message keep v1: " in out
+    assert "message retrain v1: excess loss since v1: " in out
+    assert "retraining_cost=23.0" in out and "expected_excess_cost=" in out
+    assert "loop    retrain-demo-credit-2" in out
     assert "| quality_improvement | pass |" in out
     assert "v2 promoted to champion through 5% → 25% → 50% → 100%" in out
     assert "canary at 5%: fail" in out and "rolled_back: rolled back: canary failed at 5%" in out
