@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from activities.backends import (
     RoutedTraining,
     registry_factories,
 )
+from activities.coordinator.decisions import DecisionArchiveActivities
 from activities.coordinator.loop_watch import LoopWatchActivities
 from activities.drift.check import DriftActivities
 from activities.local.backend import local_backend
@@ -41,6 +43,7 @@ from activities.rollout.deployment import DeploymentActivities
 from activities.schedule.checks import ScheduleCheckActivities
 from activities.slots.limiter import TrainingSlotActivities
 from activities.specs import ModelSpecActivities, SpecStore
+from workers.converter import with_worker_converter
 from workers.sandbox import workflow_runner
 from workflows.common.names import TASK_QUEUE
 from workflows.coordinator.workflow import ModelCoordinator
@@ -51,6 +54,12 @@ from workflows.schedule.workflow import ScheduledTrigger
 from workflows.slots.workflow import TrainingSlots
 
 log = logging.getLogger(__name__)
+
+# `retrain worker` on SIGTERM: running activities get this long to finish before they are
+# cancelled; compose grants the container 60 s (`stop_grace_period`) before SIGKILL, and the
+# rest lets the cancelled ones report back and the process exit. (Tests build workers without
+# it: their teardown cancels at once.)
+GRACEFUL_SHUTDOWN = timedelta(seconds=50)
 
 
 def build_worker(
@@ -74,7 +83,9 @@ def build_worker(
     its spec names (local by default). Tests pass `workflows` to run doubles in place of the
     real loop, and `cloud` to reach moto and the Vertex fake."""
     return Worker(
-        client,
+        # Workflow messages decode tolerantly: an undecodable signal or update is refused with
+        # a reason by its handler instead of being dropped (workers/converter.py).
+        with_worker_converter(client),
         task_queue=task_queue,
         workflows=list(workflows),
         activities=all_activities(client, home, cloud or CloudConnections()),
@@ -119,6 +130,7 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
         notifications.notify,
         notifications.notify_reviewers,
         LoopWatchActivities(client).await_loop_result,
+        DecisionArchiveActivities(home).archive,
         ModelSpecActivities(specs).load,
         DataWindowActivities(home, mirror).select,
         GoldenSetActivities(home, mirror).verify,

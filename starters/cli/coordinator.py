@@ -13,6 +13,8 @@ import typer
 from pydantic import ValidationError
 from temporalio.client import Client
 
+from activities.coordinator.decisions import DecisionStore
+from starters.api.connection import retrain_home
 from starters.api.coordinators import Coordinators, new_event_id
 from starters.cli.common import (
     JsonOption,
@@ -124,7 +126,12 @@ def status(
     model: Annotated[
         str | None, typer.Argument(help="Model (omit to list all coordinators)")
     ] = None,
-    decisions: Annotated[int, typer.Option(help="How many recent decisions to show")] = 15,
+    decisions: Annotated[
+        int, typer.Option(help="How many recent decisions to show (older ones: the archive)")
+    ] = 15,
+    before_seq: Annotated[
+        int | None, typer.Option(help="Only decisions before this sequence number", min=1)
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """All coordinators (visibility), or one coordinator's state and recent decisions."""
@@ -139,7 +146,9 @@ def status(
                 console.print(render.coordinators_table(rows))
             return
         state = await coordinators.status(model)
-        recent = await coordinators.decisions(model, limit=decisions)
+        recent = await coordinators.decisions(
+            model, limit=decisions, before_seq=before_seq, archive=DecisionStore(retrain_home())
+        )
         if as_json:
             print_json(
                 {

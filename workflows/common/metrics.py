@@ -39,6 +39,13 @@ TRIGGER_EVENTS = Metric(
     "Trigger events received by coordinators, by kind",
     ("model", "kind"),
 )
+EVENT_LATENCY = Metric(
+    "retrain_event_latency_seconds",
+    "histogram",
+    "From a trigger's occurred_at (as its sender says) to the coordinator's decision on it",
+    ("model", "kind"),
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400),
+)
 DECISIONS = Metric(
     "retrain_decisions_total",
     "counter",
@@ -173,6 +180,7 @@ TRAINING_SLOT_WAIT = Metric(
 
 CATALOG: tuple[Metric, ...] = (
     TRIGGER_EVENTS,
+    EVENT_LATENCY,
     DECISIONS,
     LOOPS_FINISHED,
     DRIFT_SCORE,

@@ -32,6 +32,7 @@ class ActivityName:
     ANALYSE_CANARY: Final = "analyse_canary"
     CHECK_DRIFT: Final = "check_drift"
     AWAIT_LOOP_RESULT: Final = "await_loop_result"
+    ARCHIVE_DECISIONS: Final = "archive_decisions"
     DELIVER_SCHEDULED_TRIGGER: Final = "deliver_scheduled_trigger"
     CHECK_SCHEDULE_HEALTH: Final = "check_schedule_health"
     CHECK_DATA_FRESHNESS: Final = "check_data_freshness"
