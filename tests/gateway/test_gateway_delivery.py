@@ -4,6 +4,7 @@ cleanly), across restarts (pending events), or in a burst of 10,000 events (batc
 from __future__ import annotations
 
 import asyncio
+import functools
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
@@ -294,7 +295,7 @@ async def test_a_storm_through_the_gateway_loses_and_doubles_nothing(
         while len(seen) < STORM_EVENTS:
             number += 1
             loop_input = await eventually(
-                lambda n=number: _nth_loop(client, model, n),
+                functools.partial(_nth_loop, client, model, number),
                 timeout=120,
                 what=f"loop {number} ({len(seen)} events in loops so far)",
             )
