@@ -193,13 +193,17 @@ class Coordinators:
                         refused.append(index)
                     else:
                         final[index] = verdict
+                if answer.retry:
+                    # The backlog is full: the rest would be refused too. Wait, then resend.
+                    refused.extend(waiting[start + per_update :])
+                    break
             if len(refused) < len(waiting):
                 progress_at, delay = loop.time(), backoff
             elif loop.time() - progress_at > patience.total_seconds():
                 raise TimeoutError(
                     f"{len(refused)} events still refused after {patience} without progress"
                 )
-            waiting = refused
+            waiting = sorted(refused)
             if waiting:
                 await asyncio.sleep(delay.total_seconds())
                 delay = min(delay * 2, max_backoff)

@@ -249,6 +249,12 @@ async def send_grouped(
                 )
             else:
                 delivered.append(key)
+        if later:
+            # The coordinator's backlog is full: the rest would be refused too; try later.
+            rest = [key for after in groups[index + 1 :] for key, _, _ in after]
+            later += [(key, "not sent: the coordinator's backlog is full") for key in rest]
+            await on_sent(Outcomes(delivered, later, failed_keys))
+            return
         await on_sent(Outcomes(delivered, later, failed_keys))
 
 
