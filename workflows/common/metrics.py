@@ -64,6 +64,13 @@ DRIFT_SCORE = Metric(
     "Latest drift score per feature (PSI for numeric, Jensen-Shannon for categorical)",
     ("model", "feature"),
 )
+DRIFT_CHECKED = Metric(
+    "retrain_drift_checked_timestamp_seconds",
+    "gauge",
+    "When this worker last set retrain_drift_score for the model (Unix time): dashboards read "
+    "the replica that checked last",
+    ("model",),
+)
 TRAINING_DURATION = Metric(
     "retrain_training_duration_seconds",
     "histogram",
@@ -152,6 +159,13 @@ DATA_STALE = Metric(
     "1 when the model's newest data was older than its schedule allows at the last check",
     ("model",),
 )
+DATA_CHECKED = Metric(
+    "retrain_data_checked_timestamp_seconds",
+    "gauge",
+    "When this worker last set retrain_data_stale for the model (Unix time): alerts read the "
+    "replica that checked last",
+    ("model",),
+)
 TRAINING_SLOTS_LIMIT = Metric(
     "retrain_training_slots_limit",
     "gauge",
@@ -170,6 +184,13 @@ TRAINING_SLOTS_WAITING = Metric(
     "Loops waiting for a training slot now",
     (),
 )
+TRAINING_SLOTS_UPDATED = Metric(
+    "retrain_training_slots_updated_timestamp_seconds",
+    "gauge",
+    "When this worker last set the training-slot gauges (Unix time): dashboards read the "
+    "replica that updated last",
+    (),
+)
 TRAINING_SLOT_WAIT = Metric(
     "retrain_training_slot_wait_seconds",
     "histogram",
@@ -184,6 +205,7 @@ CATALOG: tuple[Metric, ...] = (
     DECISIONS,
     LOOPS_FINISHED,
     DRIFT_SCORE,
+    DRIFT_CHECKED,
     TRAINING_DURATION,
     TRAINING_COST,
     APPROVALS_REQUESTED,
@@ -198,9 +220,11 @@ CATALOG: tuple[Metric, ...] = (
     SCHEDULE_MISSED,
     SCHEDULE_SKIPPED,
     DATA_STALE,
+    DATA_CHECKED,
     TRAINING_SLOTS_LIMIT,
     TRAINING_SLOTS_IN_USE,
     TRAINING_SLOTS_WAITING,
+    TRAINING_SLOTS_UPDATED,
     TRAINING_SLOT_WAIT,
 )
 

@@ -144,5 +144,7 @@ def _record_metrics(report: ScheduledRunReport) -> None:
         metrics.count(meter, metrics.SCHEDULE_SKIPPED, model, report.skipped_new)
     if report.stale is not None:
         metrics.set_gauge(meter, metrics.DATA_STALE, model, 1.0 if report.stale else 0.0)
+        checked = workflow.now().timestamp()
+        metrics.set_gauge(meter, metrics.DATA_CHECKED, model, checked)
     if report.newest_data_at is not None:
         metrics.set_gauge(meter, metrics.DATA_NEWEST, model, report.newest_data_at.timestamp())

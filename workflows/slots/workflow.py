@@ -219,6 +219,8 @@ class TrainingSlots:
             metrics.set_gauge(meter, metrics.TRAINING_SLOTS_LIMIT, {}, float(state.limit))
             metrics.set_gauge(meter, metrics.TRAINING_SLOTS_IN_USE, {}, float(len(state.holders)))
             metrics.set_gauge(meter, metrics.TRAINING_SLOTS_WAITING, {}, float(len(state.waiting)))
+            updated = workflow.now().timestamp()
+            metrics.set_gauge(meter, metrics.TRAINING_SLOTS_UPDATED, {}, updated)
             details = render_slots(self.status())
             if details != shown:
                 shown = details
