@@ -81,7 +81,7 @@ def worker(
     from workers.fleet_metrics import ApprovalGauges
     from workers.search_attributes import ensure_search_attributes
     from workers.telemetry import metrics_runtime
-    from workers.worker import GRACEFUL_SHUTDOWN, build_worker, run_until_signalled
+    from workers.worker import GRACEFUL_SHUTDOWN, run_worker
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -116,13 +116,11 @@ def worker(
             gauges = ApprovalGauges(client, runtime.metric_meter)
             background.append(asyncio.create_task(gauges.run()))
         try:
-            await run_until_signalled(
-                build_worker(
-                    client,
-                    home=retrain_home(),
-                    task_queue=task_queue,
-                    graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-                )
+            await run_worker(
+                client,
+                home=retrain_home(),
+                task_queue=task_queue,
+                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             )
         finally:
             for task in background:

@@ -19,6 +19,7 @@ from temporalio.exceptions import ActivityError
 
 from workflows.common.models import StrictModel
 from workflows.common.names import ActivityName
+from workflows.common.retries import LIVENESS
 
 Level = Literal["info", "warning", "critical"]
 # Loops and rollouts used `notify_reviewers` before this pipeline; their histories replay it.
@@ -70,6 +71,7 @@ async def notify(notification: Notification) -> bool:
             activity,
             notification,
             start_to_close_timeout=NOTIFY_TIMEOUT,
+            heartbeat_timeout=LIVENESS,
             retry_policy=NOTIFY_RETRY,
         )
     except ActivityError as err:

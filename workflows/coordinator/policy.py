@@ -7,10 +7,12 @@ from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo
 
 from pydantic import (
+    BaseModel,
     Field,
     StrictBool,
     StrictFloat,
     StrictInt,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -97,6 +99,15 @@ class TriggerPolicy(StrictModel):
         except ValidationError as err:
             raise ValueError(describe_validation_error(err, TriggerPolicy)) from None
 
+    @classmethod
+    def check_changes(cls, changes: dict[str, Any]) -> None:
+        """Each changed field checked on its own (type, range, duration bounds), before any
+        coordinator is asked: what depends on the current policy (max_wait >= batch_window)
+        is left to `with_changes`. Raises ValueError listing every problem."""
+        problems = _field_problems(cls, changes, "")
+        if problems:
+            raise ValueError("invalid policy changes: " + "; ".join(problems))
+
     def local_day(self, moment: datetime) -> date:
         """The policy's calendar day for `moment`: daily limits and budgets roll over here."""
         return moment.astimezone(ZoneInfo(self.timezone)).date()
@@ -108,3 +119,25 @@ class TriggerPolicy(StrictModel):
             return datetime.max.replace(tzinfo=zone)
         tomorrow = today + timedelta(days=1)
         return datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=zone)
+
+
+def _field_problems(model: type[BaseModel], changes: dict[str, Any], prefix: str) -> list[str]:
+    problems = []
+    for key, value in changes.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            expected = ", ".join(model.model_fields)
+            problems.append(f"{prefix}{key}: unknown field; expected {{{expected}}}")
+            continue
+        nested = field.annotation
+        if isinstance(value, dict) and isinstance(nested, type) and issubclass(nested, BaseModel):
+            problems += _field_problems(nested, value, f"{prefix}{key}.")
+            continue
+        try:
+            # The field's type with its constraints (ge/le, the duration bounds), alone.
+            annotated: Any = Annotated[(field.annotation, *field.metadata)]
+            TypeAdapter(annotated).validate_python(value)
+        except ValidationError as err:
+            for item in err.errors(include_url=False):
+                problems.append(f"{prefix}{key}: {item['msg']}")
+    return problems

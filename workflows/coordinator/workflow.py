@@ -19,6 +19,7 @@ from temporalio.common import RawValue, RetryPolicy, SearchAttributePair, TypedS
 from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 from workflows.common.names import ActivityName
+from workflows.common.retries import LIVENESS
 
 with workflow.unsafe.imports_passed_through():
     from workflows.common import metrics, names
@@ -319,7 +320,7 @@ class ModelCoordinator:
             loop_id,
             result_type=LoopResult,
             start_to_close_timeout=timedelta(days=365),
-            heartbeat_timeout=timedelta(minutes=1),
+            heartbeat_timeout=LIVENESS,
             retry_policy=LOOP_WATCH_RETRY,
         )
         self._loop_closed(result)
@@ -359,6 +360,7 @@ class ModelCoordinator:
                     ActivityName.ARCHIVE_DECISIONS,
                     DecisionArchive(model=state.model, decisions=batch),
                     start_to_close_timeout=timedelta(seconds=30),
+                    heartbeat_timeout=LIVENESS,
                     retry_policy=ARCHIVE_RETRY,
                 )
             except ActivityError as err:  # kept: the next batch tries again

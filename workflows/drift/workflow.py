@@ -21,7 +21,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from workflows.common.errors import ErrorType
 from workflows.common.names import ActivityName
-from workflows.common.retries import SPEC_RETRY
+from workflows.common.retries import LIVENESS, SPEC_RETRY
 
 with workflow.unsafe.imports_passed_through():
     from workflows.common import names
@@ -52,7 +52,7 @@ CHECK_RETRY = RetryPolicy(
     ],
 )
 CHECK_TIMEOUT = timedelta(minutes=15)
-CHECK_HEARTBEAT = timedelta(minutes=1)
+CHECK_HEARTBEAT = LIVENESS
 
 
 @workflow.defn(name=names.DRIFT_MONITOR_WORKFLOW)
@@ -143,6 +143,7 @@ class DriftMonitor:
                 self._model,
                 result_type=ModelSpec,
                 start_to_close_timeout=timedelta(minutes=1),
+                heartbeat_timeout=LIVENESS,
                 retry_policy=SPEC_RETRY,
             )
         except ActivityError as error:

@@ -27,7 +27,7 @@ from temporalio.workflow import ParentClosePolicy
 
 from workflows.common.errors import ErrorType
 from workflows.common.names import ActivityName
-from workflows.common.retries import QUICK_RETRY
+from workflows.common.retries import LIVENESS, QUICK_RETRY
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -99,7 +99,7 @@ TRAINING_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
     non_retryable_error_types=[ErrorType.TRAINING_ENTRYPOINT],
 )
-TRAINING_HEARTBEAT = timedelta(seconds=30)
+TRAINING_HEARTBEAT = LIVENESS
 EVALUATION_RETRY = RetryPolicy(
     maximum_attempts=3,
     non_retryable_error_types=[
@@ -234,6 +234,7 @@ class RetrainingLoop:
             self._input.model,
             result_type=ModelSpec,
             start_to_close_timeout=QUICK,
+            heartbeat_timeout=LIVENESS,
             retry_policy=DATA_RETRY,
         )
         return spec
@@ -247,7 +248,7 @@ class RetrainingLoop:
             ),
             result_type=DataWindow,
             start_to_close_timeout=timedelta(hours=1),
-            heartbeat_timeout=timedelta(minutes=5),
+            heartbeat_timeout=LIVENESS,
             retry_policy=DATA_RETRY,
         )
         self._record.data_window = window
@@ -260,6 +261,7 @@ class RetrainingLoop:
                 spec,
                 result_type=GoldenSet,
                 start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=LIVENESS,
                 retry_policy=RetryPolicy(
                     maximum_attempts=5, non_retryable_error_types=[ErrorType.GOLDEN_SET_CHANGED]
                 ),
@@ -362,6 +364,7 @@ class RetrainingLoop:
             spec.name,
             result_type=ModelVersion | None,  # type: ignore[arg-type]
             start_to_close_timeout=QUICK,
+            heartbeat_timeout=LIVENESS,
             retry_policy=QUICK_RETRY,
         )
         self._record.champion = champion
@@ -395,6 +398,7 @@ class RetrainingLoop:
             ),
             result_type=ModelVersion,
             start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=LIVENESS,
             retry_policy=QUICK_RETRY,
         )
         self._record.candidate = candidate
@@ -424,7 +428,7 @@ class RetrainingLoop:
                 ),
                 result_type=EvaluationReport,
                 start_to_close_timeout=timedelta(hours=1),
-                heartbeat_timeout=timedelta(minutes=5),
+                heartbeat_timeout=LIVENESS,
                 retry_policy=EVALUATION_RETRY,
             )
         except ActivityError as err:
@@ -441,6 +445,7 @@ class RetrainingLoop:
             PromoteRequest(model=spec.name, version=candidate.version, loop_id=self._loop_id),
             result_type=Promotion,
             start_to_close_timeout=QUICK,
+            heartbeat_timeout=LIVENESS,
             retry_policy=QUICK_RETRY,
         )
         self._record.deployment = DeploymentRecord(
@@ -463,6 +468,7 @@ class RetrainingLoop:
                 result_type=ProfileSummary,
                 # Seconds of work (a model load and a pass over the training set), bounded.
                 start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=LIVENESS,
                 schedule_to_close_timeout=timedelta(minutes=30),
                 retry_policy=QUICK_RETRY,
             )
@@ -723,6 +729,7 @@ class RetrainingLoop:
                 ),
                 result_type=ModelVersion,
                 start_to_close_timeout=QUICK,
+                heartbeat_timeout=LIVENESS,
                 retry_policy=QUICK_RETRY,
             )
         except ActivityError as err:
@@ -753,6 +760,7 @@ class RetrainingLoop:
             self._record,
             result_type=str,
             start_to_close_timeout=QUICK,
+            heartbeat_timeout=LIVENESS,
             retry_policy=QUICK_RETRY,
         )
         result = result.model_copy(update={"audit_uri": audit_uri})

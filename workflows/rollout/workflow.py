@@ -31,7 +31,7 @@ from temporalio.exceptions import ActivityError
 
 from workflows.common.errors import ErrorType
 from workflows.common.names import ActivityName
-from workflows.common.retries import QUICK_RETRY
+from workflows.common.retries import LIVENESS, QUICK_RETRY
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -252,6 +252,7 @@ class StagedRollout:
             result_type=EndpointState,
             # Two admin calls of at most 10 s each; a worker lost mid-call is retried soon.
             start_to_close_timeout=timedelta(seconds=30),
+            heartbeat_timeout=LIVENESS,
             retry_policy=retry,
         )
         self._weights, self._shadow = dict(state.weights), state.shadow
@@ -309,7 +310,7 @@ class StagedRollout:
             result_type=CanaryStatistics,
             start_to_close_timeout=timedelta(minutes=10),
             # It heartbeats between its steps: a lost worker is noticed in seconds, not minutes.
-            heartbeat_timeout=timedelta(seconds=30),
+            heartbeat_timeout=LIVENESS,
             retry_policy=ANALYSIS_RETRY,
         )
         await self._act_on_commands()
@@ -370,6 +371,7 @@ class StagedRollout:
             PromoteRequest(model=self._input.model, version=version, loop_id=self._id),
             result_type=Promotion,
             start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=LIVENESS,
             retry_policy=QUICK_RETRY,
         )
         return promotion

@@ -21,6 +21,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError
 
 from workflows.common.errors import ErrorType
+from workflows.common.retries import LIVENESS
 
 with workflow.unsafe.imports_passed_through():
     from workflows.common import metrics, names
@@ -125,6 +126,7 @@ async def _attempt(
             request,
             result_type=result_type,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
+            heartbeat_timeout=LIVENESS,
             retry_policy=retry,
         )
     except ActivityError as error:

@@ -26,6 +26,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, FailureError
 
 from workflows.common.names import ActivityName
+from workflows.common.retries import LIVENESS
 from workflows.slots.details import render_slots
 
 with workflow.unsafe.imports_passed_through():
@@ -194,7 +195,7 @@ class TrainingSlots:
                 LoopsToCheck(loop_ids=candidates),
                 result_type=ClosedLoops,
                 start_to_close_timeout=timedelta(minutes=2),
-                heartbeat_timeout=timedelta(seconds=30),
+                heartbeat_timeout=LIVENESS,
                 retry_policy=RECLAIM_RETRY,
             )
         except ActivityError as err:
