@@ -13,7 +13,7 @@ from temporalio.client import Client, RPCError
 from starters.api.connection import retrain_home
 from starters.api.dev_server import DevServer, stop
 from starters.cli.common import connection, console, errors, fail, run
-from workflows.common.names import TASK_QUEUE
+from workflows.common.names import SEARCH_ATTRIBUTES, TASK_QUEUE
 
 
 def server(
@@ -101,7 +101,7 @@ def worker(
         except RPCError as err:
             errors.print(
                 f"[yellow]warning:[/] could not check search attributes ({err.message}); "
-                "register ModelName, TriggerKind, LoopStage, RetrainPaused, ActiveLoop yourself"
+                "register " + ", ".join(key.name for key in SEARCH_ATTRIBUTES) + " yourself"
             )
         target = client.service_client.config.target_host
         console.print(f"worker on task queue [bold]{task_queue}[/] at {target}")

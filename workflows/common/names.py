@@ -95,5 +95,14 @@ TRIGGER_KIND = SearchAttributeKey.for_keyword_list("TriggerKind")
 LOOP_STAGE = SearchAttributeKey.for_keyword("LoopStage")
 RETRAIN_PAUSED = SearchAttributeKey.for_bool("RetrainPaused")
 ACTIVE_LOOP = SearchAttributeKey.for_keyword("ActiveLoop")
+# How a loop ended (promoted, rolled_back, rejected_by_gate, ...): the list finds them.
+RETRAIN_OUTCOME = SearchAttributeKey.for_keyword("RetrainOutcome")
 
-SEARCH_ATTRIBUTES = (MODEL_NAME, TRIGGER_KIND, LOOP_STAGE, RETRAIN_PAUSED, ACTIVE_LOOP)
+SEARCH_ATTRIBUTES = (
+    MODEL_NAME,
+    TRIGGER_KIND,
+    LOOP_STAGE,
+    RETRAIN_PAUSED,
+    ACTIVE_LOOP,
+    RETRAIN_OUTCOME,
+)

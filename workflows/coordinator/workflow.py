@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         TriggerEvent,
         parse_trigger,
     )
+    from workflows.loop.details import STATIC_DETAILS as LOOP_STATIC_DETAILS
     from workflows.loop.models import LoopResult, RetrainingLoopInput, result_from_failure
 
 LOOP_WATCH_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5))
@@ -294,6 +295,7 @@ class ModelCoordinator:
                 static_summary=f"{state.model}: retraining #{start.number} "
                 f"({', '.join(k.value for k in start.trigger.kinds)}, "
                 f"priority {start.trigger.priority})",
+                static_details=LOOP_STATIC_DETAILS,
             )
         except WorkflowAlreadyStartedError:
             # An older execution holds the id (e.g. a coordinator recreated from scratch):

@@ -30,11 +30,9 @@ from workflows.common.names import ActivityName
 from workflows.common.retries import LIVENESS, QUICK_RETRY
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
     from workflows.common import metrics, names
     from workflows.common.errors import activity_failure
-    from workflows.common.models import describe_validation_error
+    from workflows.common.messages import one_message
     from workflows.common.notify import Notification, notify
     from workflows.drift.models import ProfileSummary
     from workflows.loop.approval import (
@@ -53,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
         ReviewVerb,
         StageEntry,
     )
-    from workflows.loop.details import render_loop_details
+    from workflows.loop.details import STATIC_DETAILS, render_loop_details
     from workflows.loop.models import (
         DataWindow,
         DataWindowRequest,
@@ -78,12 +76,15 @@ with workflow.unsafe.imports_passed_through():
     from workflows.rollout.models import RolloutInput, RolloutResult, RolloutStatus
     from workflows.slots.lease import TrainingSlot
     from workflows.slots.models import SLOT_GRANTED_SIGNAL, SlotWait
+    from workflows.spec.backends import backend_info
     from workflows.spec.models import FeatureKind, ModelSpec
 
 QUICK = timedelta(minutes=2)
 REFERENCE_PROFILE_PATCH = "reference-profile-on-promotion"
 REJECTION_PATCH = "candidate-rejected-in-registry"
 TRAINING_SLOT_PATCH = "training-slot"
+# Added with the outcome search attribute (RetrainOutcome): loops started before do not set it.
+OUTCOME_PATCH = "loop-outcome-attribute"
 DATA_RETRY = RetryPolicy(
     maximum_attempts=5,
     maximum_interval=timedelta(minutes=2),
@@ -499,8 +500,11 @@ class RetrainingLoop:
                     champion_version=champion.version if champion else None,
                     policy=spec.loop.deployment,
                     capture_dir=spec.data.capture_location,
+                    mirror_champion=backend_info(spec.backend).shadow_deployments,
                 ),
                 id=rollout_id,
+                static_summary=f"{spec.name}: rollout of version {candidate.version}",
+                static_details=STATIC_DETAILS,
                 result_type=RolloutResult,
                 search_attributes=TypedSearchAttributes(
                     [SearchAttributePair(names.MODEL_NAME, spec.name)]
@@ -617,21 +621,19 @@ class RetrainingLoop:
     def _review_signal(self, verb: ReviewVerb, payload: tuple[Any, ...]) -> None:
         reviewer = None
         try:
-            if len(payload) != 1:
-                raise ValueError(f"expected one object {{reviewer, comment}}, got {len(payload)}")
-            review = ReviewDecision.model_validate(payload[0])
+            review = one_message(payload, ReviewDecision, verb)
             reviewer = review.reviewer
             refusal = self._review_refusal(review)
-        except ValidationError as err:
-            refusal = f"malformed {verb}: {describe_validation_error(err)}"
         except ValueError as err:
-            refusal = f"malformed {verb}: {err}"
+            refusal = f"malformed {err}"
         if refusal is None:
             self._accept_review(verb, review, "signal")
             return
         workflow.logger.warning("ignored %s signal: %s", verb, refusal)
         self._record.approval.ignored.append(
-            IgnoredReview(decision=verb, reviewer=reviewer, at=workflow.now(), reason=refusal)
+            IgnoredReview(
+                decision=verb, reviewer=reviewer, at=workflow.now(), reason=refusal[:2000]
+            )
         )
         del self._record.approval.ignored[:-50]
         self._refresh_details()
@@ -645,21 +647,27 @@ class RetrainingLoop:
     def reject_signal(self, *payload: Any) -> None:
         self._review_signal("reject", payload)
 
+    # Updates are untyped too: the validator explains a wrong payload in the Web UI ("unknown
+    # field 'reason'; expected {reviewer, comment}") instead of "Failed decoding arguments".
     @workflow.update(name="approve")
-    def approve(self, review: ReviewDecision) -> ReviewRecord:
-        return self._accept_review("approve", review, "update")
+    def approve(self, *payload: Any) -> ReviewRecord:
+        return self._accept_review(
+            "approve", one_message(payload, ReviewDecision, "approve"), "update"
+        )
 
     @approve.validator
-    def _validate_approve(self, review: ReviewDecision) -> None:
-        self._validate_review(review)
+    def _validate_approve(self, *payload: Any) -> None:
+        self._validate_review(one_message(payload, ReviewDecision, "approve"))
 
     @workflow.update(name="reject")
-    def reject(self, review: ReviewDecision) -> ReviewRecord:
-        return self._accept_review("reject", review, "update")
+    def reject(self, *payload: Any) -> ReviewRecord:
+        return self._accept_review(
+            "reject", one_message(payload, ReviewDecision, "reject"), "update"
+        )
 
     @reject.validator
-    def _validate_reject(self, review: ReviewDecision) -> None:
-        self._validate_review(review)
+    def _validate_reject(self, *payload: Any) -> None:
+        self._validate_review(one_message(payload, ReviewDecision, "reject"))
 
     def _validate_review(self, review: ReviewDecision) -> None:
         if (refusal := self._review_refusal(review)) is not None:
@@ -754,6 +762,8 @@ class RetrainingLoop:
             candidate_version=self._record.candidate.version if self._record.candidate else None,
         )
         self._record.outcome = result
+        if workflow.patched(OUTCOME_PATCH):
+            workflow.upsert_search_attributes([names.RETRAIN_OUTCOME.value_set(status.value)])
         self._enter(LoopStage.DONE)
         audit_uri: str = await workflow.execute_activity(
             ActivityName.WRITE_AUDIT_RECORD,

@@ -256,6 +256,9 @@ class RolloutInput(StrictModel):
     champion_version: str | None
     policy: DeploymentPolicy
     capture_dir: str
+    # The backend can mirror traffic to a shadow variant: at 100% and during the watch the
+    # champion answers mirrored traffic, so the canary compares both in the same period.
+    mirror_champion: bool = False
 
 
 class RolloutStatus(StrEnum):
