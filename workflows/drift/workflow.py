@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -25,6 +26,7 @@ from workflows.common.retries import LIVENESS, SPEC_RETRY
 
 with workflow.unsafe.imports_passed_through():
     from workflows.common import names
+    from workflows.common.messages import one_message
     from workflows.coordinator.triggers import Severity
     from workflows.drift.models import (
         CheckRecord,
@@ -98,8 +100,10 @@ class DriftMonitor:
     # ------------------------------------------------------------------ messages
 
     @workflow.update(name="check")
-    async def check(self, request: CheckRequest) -> DriftReport:
-        """Check now; returns the report (or fails with why the check could not run)."""
+    async def check(self, *payload: Any) -> DriftReport:
+        """Check now; returns the report (or fails with why the check could not run).
+        Untyped: the validator refuses a missing, doubled, null or malformed payload."""
+        request = one_message(payload, CheckRequest, "check")
         self._queued += 1
         try:
             async with self._lock:
@@ -114,7 +118,8 @@ class DriftMonitor:
         return report
 
     @check.validator
-    def _validate_check(self, request: CheckRequest) -> None:
+    def _validate_check(self, *payload: Any) -> None:
+        one_message(payload, CheckRequest, "check")
         if self._queued >= MAX_QUEUED_CHECKS:
             raise ValueError(f"{self._queued} checks are already queued; try again later")
 
