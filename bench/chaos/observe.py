@@ -72,6 +72,9 @@ class WeightsPoller:
             self.invalid.append(f"unreadable: {err}")
             return
         problems = []
+        if not state.weights and state.generation == 0:
+            self.last = state  # nothing deployed yet: no split at all is the valid answer
+            return
         if sum(state.weights.values()) != 100:
             problems.append(f"weights sum to {sum(state.weights.values())}")
         if any(weight < 0 for weight in state.weights.values()):

@@ -141,6 +141,8 @@ class Chaos:
         self.proxy = AdminProxy(self.endpoint.url)
         self.client: Client | None = None
         self._measuring: set[asyncio.Task[None]] = set()
+        # Between two storm requests (50 events each): the storm lasts about two minutes.
+        self.post_pause = 120 / max(1, run.storm_events / 50)
 
     def _keep(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -453,9 +455,9 @@ class Chaos:
         return base.model_copy(update={"name": name})
 
     async def _storm_kills(self) -> None:
-        """Two worker kills and a server kill while the storm is being delivered. Progress
-        after each: the gateway's store shrinking (deliveries need a worker to answer)."""
-        for target in ("worker", "server", "worker"):
+        """Worker and server kills while the storm is being delivered. Progress after each: the
+        gateway's store shrinking (deliveries need a worker to answer)."""
+        for target in ("worker", "server", "worker", "server", "worker"):
             await asyncio.sleep(self.rng.uniform(2, 6))
             kill = Kill(f"storm {target} kill", target, 0, "coordinator-" + STORM_MODELS[0])
             kill.killed_at = time.time()
@@ -512,7 +514,7 @@ class Chaos:
                 }
                 for i in range(first, min(count, first + per_request))
             ]
-            await asyncio.sleep(0.3)  # a storm that lasts long enough to be killed in
+            await asyncio.sleep(self.post_pause)  # a storm long enough to be killed in
             while True:
                 answer = await http.post(
                     "/v1/events/s3",
@@ -543,7 +545,7 @@ class Chaos:
         assert self.client is not None
         events = 300
         async with self._gateway() as (http, app):
-            # Fast retries while it is down (a real gateway backs off to a minute).
+            self.post_pause = 0.2
             self.server.stop()
             stopped = time.monotonic()
             await self._post_events(http, OUTAGE_MODEL, events)
