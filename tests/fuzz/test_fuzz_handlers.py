@@ -35,7 +35,6 @@ from temporalio.worker import Worker
 
 from tests.fuzz.strategies import (
     COMMAND_NEAR,
-    OVERSIZED,
     PAUSE_NEAR,
     POLICY_NEAR,
     REVIEW_NEAR,
@@ -285,7 +284,7 @@ async def test_coordinator_trigger_batch_signal(targets: dict[str, Target], args
 
 
 @FUZZ
-@given(args=arguments(TRIGGER_NEAR, OVERSIZED))
+@given(args=arguments(TRIGGER_NEAR, oversized=True))
 async def test_coordinator_submit_trigger_update(targets: dict[str, Target], args: tuple[Any, ...]):
     if len(args) == 1 and valid(lambda: parse_trigger(decoded(args[0]))):
         COUNTS["submit_trigger update (valid, skipped)"] += 1
@@ -294,7 +293,7 @@ async def test_coordinator_submit_trigger_update(targets: dict[str, Target], arg
 
 
 @FUZZ
-@given(args=arguments(OVERSIZED, st.just({"events": []}), st.just({"events": "x"})))
+@given(args=arguments(st.just({"events": []}), st.just({"events": "x"}), oversized=True))
 async def test_coordinator_submit_triggers_update(
     targets: dict[str, Target], args: tuple[Any, ...]
 ):
@@ -305,7 +304,7 @@ async def test_coordinator_submit_triggers_update(
 
 
 @FUZZ
-@given(args=arguments(POLICY_NEAR, OVERSIZED), name=st.sampled_from(["set_policy"]))
+@given(args=arguments(POLICY_NEAR, oversized=True), name=st.sampled_from(["set_policy"]))
 async def test_coordinator_set_policy_update(
     targets: dict[str, Target], args: tuple[Any, ...], name: str
 ):
@@ -316,7 +315,7 @@ async def test_coordinator_set_policy_update(
 
 
 @FUZZ
-@given(args=arguments(PAUSE_NEAR, OVERSIZED), name=st.sampled_from(["pause", "resume"]))
+@given(args=arguments(PAUSE_NEAR, oversized=True), name=st.sampled_from(["pause", "resume"]))
 async def test_coordinator_pause_resume_updates(
     targets: dict[str, Target], args: tuple[Any, ...], name: str
 ):
@@ -350,7 +349,7 @@ async def ignored_reviews(target: Target) -> Any:
 
 
 @FUZZ
-@given(args=arguments(REVIEW_NEAR, OVERSIZED), name=st.sampled_from(["approve", "reject"]))
+@given(args=arguments(REVIEW_NEAR, oversized=True), name=st.sampled_from(["approve", "reject"]))
 async def test_loop_review_updates(targets: dict[str, Target], args: tuple[Any, ...], name: str):
     """Refused whatever they carry: malformed (the reason names the fields), or well formed
     but the loop is not awaiting approval."""
@@ -387,7 +386,7 @@ async def refused_commands(target: Target) -> Any:
 
 
 @FUZZ
-@given(args=arguments(COMMAND_NEAR, OVERSIZED), name=st.sampled_from(ROLLOUT_VERBS))
+@given(args=arguments(COMMAND_NEAR, oversized=True), name=st.sampled_from(ROLLOUT_VERBS))
 async def test_rollout_command_updates(
     targets: dict[str, Target], args: tuple[Any, ...], name: str
 ):
@@ -413,7 +412,7 @@ async def test_rollout_command_signals(
 
 
 @FUZZ
-@given(args=arguments(st.just({"notify_coordinator": "yes"}), OVERSIZED))
+@given(args=arguments(st.just({"notify_coordinator": "yes"}), oversized=True))
 async def test_drift_check_update(targets: dict[str, Target], args: tuple[Any, ...]):
     if valid(lambda: one_message(args, CheckRequest, "check")):
         COUNTS["drift check update (valid, skipped)"] += 1
@@ -448,7 +447,7 @@ async def test_slots_signals(targets: dict[str, Target], args: tuple[Any, ...], 
 
 
 @FUZZ
-@given(args=arguments(st.just({"limit": 0}), st.just({"limit": "3"}), OVERSIZED))
+@given(args=arguments(st.just({"limit": 0}), st.just({"limit": "3"}), oversized=True))
 async def test_slots_set_limit_update(targets: dict[str, Target], args: tuple[Any, ...]):
     if valid(lambda: one_message(args, SetLimit, "set_limit")):
         COUNTS["slots set_limit update (valid, skipped)"] += 1
