@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format bench histories clean lock compose-check
+.PHONY: demo test test-fast lint format bench histories clean lock compose-check promtool chaos
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,22 @@ demo: $(STAMP)
 
 # Two processes (pytest-xdist), each with its own Temporal servers: most tests wait on servers,
 # timers and subprocesses, so two share the two cores well. `worksteal` rebalances the slow
-# tail (CLI, restarts, storms).
-test: lint compose-check
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
+# tail (CLI, restarts, storms). The alert rules' promtool tests must run here, not be skipped.
+test: lint compose-check promtool
+	RETRAIN_REQUIRE_PROMTOOL=1 $(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
+
+# promtool (the alert rules' unit tests) from Debian's `prometheus` package, when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+promtool:
+	@command -v promtool >/dev/null || { \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends prometheus; }
+	promtool test rules ops/prometheus/tests/alerts_test.yml
+
+# Fault injection over full loops (bench/chaos): kill -9 of workers, the Temporal server and
+# the endpoint; prints the table and writes chaos-report.json. ARGS=--quick for a short run.
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos $(ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not slow"

@@ -18,6 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from workflows.common.errors import ErrorType
+from workflows.common.messages import check_value
 from workflows.common.models import describe_validation_error
 from workflows.common.names import ActivityName, validate_model_name
 from workflows.spec.models import ModelSpec
@@ -29,13 +30,25 @@ class SpecError(ValueError):
 
 def read_spec_file(path: Path) -> ModelSpec:
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as err:
         raise SpecError(f"cannot read {path}: {err.strerror}") from None
+    kind = path.suffix.lstrip(".").upper() or "JSON"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError(
+            f"{path} is not UTF-8 text (byte {err.start}: {data[err.start : err.start + 1]!r}); "
+            "save it as UTF-8"
+        ) from None
     try:
         raw: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
-        raise SpecError(f"{path} is not valid {path.suffix.lstrip('.').upper()}: {err}") from None
+        check_value(raw, str(path))
+    except RecursionError:
+        raise SpecError(f"{path} is not valid {kind}: nested too deeply") from None
+    except (tomllib.TOMLDecodeError, ValueError) as err:
+        # JSONDecodeError, an integer beyond Python's digit limit, our depth/surrogate checks
+        raise SpecError(f"{path} is not valid {kind}: {err}") from None
     try:
         return ModelSpec.model_validate(raw)
     except ValidationError as err:

@@ -7,9 +7,11 @@ decision = await coordinators.trigger("churn", TriggerEvent(kind="manual", event
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import (
@@ -21,17 +23,32 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.coordinator.decisions import DecisionStore
 from workflows.common import names
 from workflows.coordinator.models import (
+    DECISIONS_KEPT,
     CoordinatorInput,
     CoordinatorStatus,
     Decision,
     DecisionsQuery,
+    EventVerdict,
     PauseRequest,
+    TriggerVerdicts,
 )
 from workflows.coordinator.policy import TriggerPolicy
 from workflows.coordinator.triggers import TriggerBatch, TriggerEvent
 from workflows.coordinator.workflow import ModelCoordinator
+
+# Update failures that a resend fixes: FAILED_PRECONDITION is the server's WorkflowNotReady (the
+# workflow task that was to take the update failed or timed out), the others its load shedding.
+TRANSIENT_UPDATE_ERRORS = frozenset(
+    {
+        RPCStatusCode.FAILED_PRECONDITION,
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -136,13 +153,104 @@ class Coordinators:
                 **self._start_options(model),
             )
 
+    async def submit_triggers(
+        self, model: str, events: Sequence[TriggerEvent], rpc_timeout: timedelta | None = None
+    ) -> TriggerVerdicts:
+        """Up to MAX_EVENTS_PER_BATCH triggers in one `submit_triggers` update, answered with a
+        verdict per event (starts the coordinator if needed). Unlike `send_triggers`, the
+        sender learns which events were refused for now (`verdicts.retry`: the backlog is
+        full) and resends only those."""
+        batch = TriggerBatch(events=list(events))
+        handle = self.handle(model)
+        try:
+            return await handle.execute_update(
+                ModelCoordinator.submit_triggers, batch, rpc_timeout=rpc_timeout
+            )
+        except RPCError as err:
+            # No coordinator yet, or a closed one: start it, then ask again. (Update-with-start
+            # would do it in one call, but the time-skipping test server lacks it.)
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
+        await self.start(model)
+        return await handle.execute_update(
+            ModelCoordinator.submit_triggers, batch, rpc_timeout=rpc_timeout
+        )
+
+    async def deliver_triggers(
+        self,
+        model: str,
+        events: Sequence[TriggerEvent],
+        per_update: int = 200,
+        backoff: timedelta = timedelta(milliseconds=200),
+        max_backoff: timedelta = timedelta(seconds=5),
+        patience: timedelta = timedelta(minutes=10),
+    ) -> list[EventVerdict]:
+        """Deliver every event, resending those refused for now until each has a final
+        verdict (in the events' order). Waits `backoff` (doubling up to `max_backoff`) between
+        rounds that still had refusals; gives up (TimeoutError) only after `patience` without
+        a single event accepted, i.e. when the coordinator stopped draining its backlog."""
+        final: list[EventVerdict | None] = [None] * len(events)
+        waiting = list(range(len(events)))
+        delay = backoff
+        loop = asyncio.get_running_loop()
+        progress_at = loop.time()
+        while waiting:
+            refused: list[int] = []
+            for start in range(0, len(waiting), per_update):
+                chunk = waiting[start : start + per_update]
+                try:
+                    answer = await self.submit_triggers(model, [events[i] for i in chunk])
+                except RPCError as err:
+                    # The task meant to take the update failed or timed out (a busy worker, a
+                    # 1 MB state after continue-as-new): transient. Resending is safe, the
+                    # dedup window answers `duplicate_event` for what was already accepted.
+                    if err.status not in TRANSIENT_UPDATE_ERRORS:
+                        raise
+                    refused.extend(waiting[start:])
+                    break
+                for index, verdict in zip(chunk, answer.verdicts, strict=True):
+                    if verdict.retry:
+                        refused.append(index)
+                    else:
+                        final[index] = verdict
+                if answer.retry:
+                    # The backlog is full: the rest would be refused too. Wait, then resend.
+                    refused.extend(waiting[start + per_update :])
+                    break
+            if len(refused) < len(waiting):
+                progress_at, delay = loop.time(), backoff
+            elif loop.time() - progress_at > patience.total_seconds():
+                raise TimeoutError(
+                    f"{len(refused)} events still refused after {patience} without progress"
+                )
+            waiting = sorted(refused)
+            if waiting:
+                await asyncio.sleep(delay.total_seconds())
+                delay = min(delay * 2, max_backoff)
+        return [verdict for verdict in final if verdict is not None]
+
     async def status(self, model: str) -> CoordinatorStatus:
         return await self.handle(model).query(ModelCoordinator.status)
 
-    async def decisions(self, model: str, limit: int = 20) -> list[Decision]:
-        return await self.handle(model).query(
-            ModelCoordinator.decisions, DecisionsQuery(limit=limit)
-        )
+    async def decisions(
+        self,
+        model: str,
+        limit: int = 20,
+        before_seq: int | None = None,
+        archive: DecisionStore | None = None,
+    ) -> list[Decision]:
+        """The `limit` latest decisions (before `before_seq`), oldest first. The coordinator holds
+        the last DECISIONS_KEPT; with the `archive` (the workers' home), older ones come from
+        there."""
+        query = DecisionsQuery(limit=min(limit, DECISIONS_KEPT), before_seq=before_seq)
+        found = await self.handle(model).query(ModelCoordinator.decisions, query)
+        if archive is None or len(found) >= limit:
+            return found[-limit:]
+        oldest = found[0].seq if found else before_seq
+        if oldest is not None and oldest <= 1:
+            return found
+        older = archive.read(model, before_seq=oldest, limit=limit - len(found))
+        return [*older, *found]
 
     async def pause(self, model: str, reason: str = "", by: str = "unknown") -> CoordinatorStatus:
         return await self.client.execute_update_with_start_workflow(

@@ -4,7 +4,6 @@ to a model's coordinator, inspect and steer it."""
 from __future__ import annotations
 
 import getpass
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +12,8 @@ import typer
 from pydantic import ValidationError
 from temporalio.client import Client
 
+from activities.coordinator.decisions import DecisionStore
+from starters.api.connection import retrain_home
 from starters.api.coordinators import Coordinators, new_event_id
 from starters.cli.common import (
     JsonOption,
@@ -24,7 +25,9 @@ from starters.cli.common import (
     run,
 )
 from starters.cli.render import coordinators as render
+from workflows.common.messages import loads_bounded
 from workflows.common.models import describe_validation_error
+from workflows.coordinator.policy import TriggerPolicy
 from workflows.coordinator.triggers import AlarmState, Severity, TriggerEvent, TriggerKind
 
 policy_app = typer.Typer(help="Show or change a model's trigger policy.", no_args_is_help=True)
@@ -37,11 +40,8 @@ def _parse_metadata(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise fail(f"--metadata takes KEY=VALUE, got {pair!r}", code=2)
-        try:
-            metadata[key] = json.loads(value)
-        except json.JSONDecodeError:
-            metadata[key] = value
+            raise fail(f"--metadata takes KEY=VALUE, got {pair[:100]!r}", code=2)
+        metadata[key] = _parse_value(value, f"--metadata {key[:50]}")
     return metadata
 
 
@@ -143,7 +143,12 @@ def status(
     model: Annotated[
         str | None, typer.Argument(help="Model (omit to list all coordinators)")
     ] = None,
-    decisions: Annotated[int, typer.Option(help="How many recent decisions to show")] = 15,
+    decisions: Annotated[
+        int, typer.Option(help="How many recent decisions to show (older ones: the archive)")
+    ] = 15,
+    before_seq: Annotated[
+        int | None, typer.Option(help="Only decisions before this sequence number", min=1)
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """All coordinators (visibility), or one coordinator's state and recent decisions."""
@@ -158,7 +163,9 @@ def status(
                 console.print(render.coordinators_table(rows))
             return
         state = await coordinators.status(model)
-        recent = await coordinators.decisions(model, limit=decisions)
+        recent = await coordinators.decisions(
+            model, limit=decisions, before_seq=before_seq, archive=DecisionStore(retrain_home())
+        )
         if as_json:
             print_json(
                 {
@@ -236,9 +243,11 @@ def policy_set(
     patch: dict[str, Any] = {}
     if file is not None:
         try:
-            loaded = json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise fail(f"cannot read {file}: {err}", code=2) from None
+            loaded = loads_bounded(file.read_bytes(), str(file))
+        except OSError as err:
+            raise fail(f"cannot read {file}: {err.strerror}", code=2) from None
+        except ValueError as err:
+            raise fail(str(err), code=2) from None
         if not isinstance(loaded, dict):
             raise fail(f"{file} must hold a JSON object", code=2)
         patch.update(loaded)
@@ -246,9 +255,13 @@ def policy_set(
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise fail(f"expected FIELD=VALUE, got {pair!r}", code=2)
-        _set_path(patch, key.split("."), _parse_value(value))
+        _set_path(patch, key.split("."), _parse_value(value, key[:100]))
     if not patch:
         raise fail("nothing to change: give FIELD=VALUE pairs or --file", code=2)
+    try:
+        TriggerPolicy.check_changes(patch)
+    except ValueError as err:
+        raise fail(str(err), code=2) from None
 
     async def act(client: Client) -> None:
         coordinators = Coordinators(client)
@@ -259,11 +272,15 @@ def policy_set(
     run(act, connection(ctx))
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(text: str, what: str) -> Any:
+    """JSON (numbers, true, objects), else the text itself (durations "2h", time zones,
+    currencies); JSON we refuse (5,000 digits, nested too deeply) is an error, not a traceback."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text  # durations ("2h"), time zones, currencies
+        return loads_bounded(text.encode("utf-8", "surrogatepass"), what)
+    except ValueError as err:
+        if str(err).startswith(f"{what}: not valid JSON") and "digits" not in str(err):
+            return text
+        raise fail(str(err), code=2) from None
 
 
 def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:

@@ -13,7 +13,7 @@ from temporalio.client import Client, RPCError
 from starters.api.connection import retrain_home
 from starters.api.dev_server import DevServer, stop
 from starters.cli.common import connection, console, errors, fail, run
-from workflows.common.names import TASK_QUEUE
+from workflows.common.names import SEARCH_ATTRIBUTES, TASK_QUEUE
 
 
 def server(
@@ -81,7 +81,7 @@ def worker(
     from workers.fleet_metrics import ApprovalGauges
     from workers.search_attributes import ensure_search_attributes
     from workers.telemetry import metrics_runtime
-    from workers.worker import build_worker, run_until_signalled
+    from workers.worker import GRACEFUL_SHUTDOWN, run_worker
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -101,7 +101,7 @@ def worker(
         except RPCError as err:
             errors.print(
                 f"[yellow]warning:[/] could not check search attributes ({err.message}); "
-                "register ModelName, TriggerKind, LoopStage, RetrainPaused, ActiveLoop yourself"
+                "register " + ", ".join(key.name for key in SEARCH_ATTRIBUTES) + " yourself"
             )
         target = client.service_client.config.target_host
         console.print(f"worker on task queue [bold]{task_queue}[/] at {target}")
@@ -116,8 +116,11 @@ def worker(
             gauges = ApprovalGauges(client, runtime.metric_meter)
             background.append(asyncio.create_task(gauges.run()))
         try:
-            await run_until_signalled(
-                build_worker(client, home=retrain_home(), task_queue=task_queue)
+            await run_worker(
+                client,
+                home=retrain_home(),
+                task_queue=task_queue,
+                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             )
         finally:
             for task in background:

@@ -37,11 +37,12 @@ from starlette.routing import Route
 from temporalio.client import Client
 
 from serving.http_json import error_response, http_error, internal_error, read_capped_body
-from serving.schemas import BadRequest
+from serving.schemas import BadRequest, parse_json
 from starters.gateway import dead_letters, pending
 from starters.gateway.auth import (
     REALM,
     SOURCES,
+    ReplayGuard,
     SourceSecrets,
     Unauthorized,
     authenticate,
@@ -54,7 +55,7 @@ from starters.gateway.database import (
     open_database,
 )
 from starters.gateway.delivery import Deliverer, DeliveryPolicy
-from starters.gateway.intake import Intake, IntakeClosed, IntakeFailed
+from starters.gateway.intake import Intake, IntakeClosed, IntakeFailed, IntakeFull
 from starters.gateway.metrics import CONTENT_TYPE, GatewayMetrics, Outcome
 from starters.gateway.routing import RouteKeys, SpecRouter
 from starters.gateway.sources import MAPPERS, Incoming, SnsControl
@@ -64,6 +65,8 @@ from workflows.common.names import TASK_QUEUE, validate_model_name
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# What a refused sender is told to wait when the store is full.
+RETRY_AFTER_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -74,10 +77,14 @@ class GatewayConfig:
     task_queue: str = TASK_QUEUE
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     health_timeout_seconds: float = 2.0
+    # Undelivered events the store may hold; beyond, requests are answered 503 + Retry-After.
+    max_pending: int = 200_000
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
+        if self.max_pending < 1:
+            raise ValueError("max_pending must be positive")
 
 
 class Refused(Exception):
@@ -126,7 +133,8 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.router = SpecRouter(config.home)
         self.deliverer = Deliverer(self.db, link, config.delivery, self.metrics)
-        self.intake = Intake(self.db, self._committed)
+        self.intake = Intake(self.db, self._committed, max_pending=config.max_pending)
+        self.replays = ReplayGuard()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -178,7 +186,13 @@ class Gateway:
             raise Refused(err.status, err.message) from None
         found = credentials(source, request.headers, request.query_params)
         try:
-            authenticate(source, self.config.secrets.get(source, SourceSecrets()), found, body)
+            authenticate(
+                source,
+                self.config.secrets.get(source, SourceSecrets()),
+                found,
+                body,
+                replays=self.replays,
+            )
         except Unauthorized as err:
             challenge = f'Bearer realm="{REALM}", Basic realm="{REALM}"'
             raise Refused(401, str(err), {"WWW-Authenticate": challenge}) from None
@@ -189,18 +203,26 @@ class Gateway:
             except ValueError as err:
                 raise Refused(400, f"?model=: {err}") from None
         try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise Refused(400, f"malformed JSON: {err}") from None
+            payload = parse_json(body)
+        except BadRequest as err:
+            raise Refused(400, f"malformed JSON: {err.message}") from None
         try:
             mapped = MAPPERS[source](payload)
+            if isinstance(mapped, SnsControl):
+                return self._sns_handshake(mapped)
+            events = [self._new_event(source, item, explicit) for item in mapped]
         except ValueError as err:
             raise Refused(400, f"{source}: {err}") from None
-        if isinstance(mapped, SnsControl):
-            return self._sns_handshake(mapped)
-        events = [self._new_event(source, item, explicit) for item in mapped]
+        # The mappers read untrusted JSON: whatever they trip over (a list where a string was
+        # expected, a timestamp past year 9999) is the sender's malformed event, not our 500.
+        except (TypeError, KeyError, AttributeError, OverflowError, ArithmeticError) as err:
+            logger.info("%s: unreadable event", source, exc_info=err)
+            message = f"{source}: cannot read this event ({type(err).__name__}: {err})"
+            raise Refused(400, message[:2000]) from None
         try:
             await self.intake.submit(events)
+        except IntakeFull as err:
+            return error_response(503, str(err), {"Retry-After": str(RETRY_AFTER_SECONDS)})
         except (IntakeClosed, IntakeFailed) as err:
             return error_response(503, str(err))
         answers = [_answer(event) for event in events]

@@ -273,7 +273,13 @@ class Harness:
             case SetPolicy(policy):
                 self.record(rules.set_policy(policy, self.now))
             case Invalid():
-                exclude = {"decisions", "decision_seq", "events_received"}
+                exclude = {
+                    "decisions",
+                    "decision_seq",
+                    "events_received",
+                    "unarchived",
+                    "decisions_dropped",
+                }
                 before = rules.state.model_dump(exclude=exclude)
                 step = self.record(rules.on_invalid_trigger({"event_id": "bad"}, "bad", self.now))
                 assert [(d.action, d.reason) for d in step.decisions] == [

@@ -117,7 +117,8 @@ def test_a_year_of_daily_decisions_and_the_hard_limits() -> None:
     slow = simulate(POLICY.with_changes({"cooldown": "12d"}), year, ends)
     deferred = [d for d in slow.decisions if d.reason == Reason.COOLDOWN.value]
     assert (
-        deferred and min(b - a for a, b in zip(slow.schedule, slow.schedule[1:], strict=False)) >= 12
+        deferred
+        and min(b - a for a, b in zip(slow.schedule, slow.schedule[1:], strict=False)) >= 12
     )
 
 

@@ -125,6 +125,7 @@ def metric_names(expr: str) -> set[str]:
     stripped = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
     stripped = re.sub(r"\{[^}]*\}", "", stripped)
     stripped = re.sub(r"\[[^\]]*\]", "", stripped)
+    stripped = re.sub(r"\boffset\s+[0-9]+[smhdwy]+", "", stripped)
     stripped = re.sub(
         r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", stripped
     )

@@ -14,11 +14,12 @@ from typing import Annotated, Any
 from pydantic import (
     Field,
     PrivateAttr,
+    StrictInt,
     field_serializer,
     field_validator,
 )
 
-from workflows.common.models import StateModel, StrictModel
+from workflows.common.models import StateModel, StrictModel, later
 from workflows.common.notify import Notification
 from workflows.coordinator.adaptive import AdaptiveState
 from workflows.coordinator.policy import TriggerPolicy
@@ -33,6 +34,11 @@ from workflows.coordinator.triggers import (
 from workflows.loop.models import AdaptiveRecord, EventRef, LoopStatus, TriggerContext
 
 DECISIONS_KEPT = 200
+# Decisions are archived (`archive_decisions`) in chunks of this many, so `retrain decisions`
+# reaches back past the DECISIONS_KEPT the state holds; at most DECISIONS_UNARCHIVED wait for
+# the archive (a worker or store down), the oldest beyond that are counted and dropped.
+DECISIONS_PER_ARCHIVE = 100
+DECISIONS_UNARCHIVED = 500
 OUTCOMES_KEPT = 50
 # Events waiting for a loop (batch + deferred + follow-up) are carried through continue-as-new
 # and into the loop's input, both under Temporal's 2 MB payload limit: beyond this many the
@@ -213,7 +219,9 @@ class PendingBatch(StateModel):
         self.last_event_at = now
 
     def fires_at(self, policy: TriggerPolicy) -> datetime:
-        return min(self.last_event_at + policy.batch_window, self.opened_at + policy.max_wait)
+        return min(
+            later(self.last_event_at, policy.batch_window), later(self.opened_at, policy.max_wait)
+        )
 
 
 class ActiveLoop(StrictModel):
@@ -287,6 +295,9 @@ class CoordinatorState(StateModel):
     last_observation: PerformanceObservation | None = None
     last_adaptive: Decision | None = None
     last_training_cost: float | None = None
+    # Decisions not yet in the archive (oldest first), and how many were dropped unarchived.
+    unarchived: list[Decision] = []
+    decisions_dropped: int = 0
 
     @field_serializer("seen_events")
     def _compact_seen(self, seen: OrderedDict[str, datetime]) -> dict[str, Any]:
@@ -327,7 +338,41 @@ class PauseRequest(StrictModel):
 
 
 class DecisionsQuery(StrictModel):
-    limit: Annotated[int, Field(ge=1, le=DECISIONS_KEPT)] = 20
+    limit: Annotated[StrictInt, Field(ge=1, le=DECISIONS_KEPT)] = 20
+    # Only decisions before this sequence number (page back; older ones are in the archive).
+    before_seq: Annotated[StrictInt, Field(ge=1)] | None = None
+
+
+class DecisionArchive(StrictModel):
+    """Decisions leaving the state for the archive (`archive_decisions`), oldest first."""
+
+    model: str
+    decisions: list[Decision]
+
+
+class EventVerdict(StrictModel):
+    """What became of one event of a `submit_triggers` batch (in the batch's order)."""
+
+    event_id: str | None
+    action: Action
+    reason: Reason
+    # The decision that answered it (0: refused before any decision, see `error`).
+    seq: int
+    # Refused for now (the backlog is full): send it again later; nothing was remembered.
+    retry: bool = False
+    error: str | None = None
+
+
+class TriggerVerdicts(StrictModel):
+    """The answer to `submit_triggers`: one verdict per event, so a sender resends exactly the
+    events refused for now and nothing else."""
+
+    verdicts: list[EventVerdict]
+
+    @property
+    def retry(self) -> list[int]:
+        """Indexes of the events to send again."""
+        return [i for i, verdict in enumerate(self.verdicts) if verdict.retry]
 
 
 class BatchView(StrictModel):
@@ -377,4 +422,4 @@ class CoordinatorStatus(StrictModel):
 def cooldown_until(state: CoordinatorState) -> datetime | None:
     if state.last_started_at is None or state.policy.cooldown <= timedelta(0):
         return None
-    return state.last_started_at + state.policy.cooldown
+    return later(state.last_started_at, state.policy.cooldown)

@@ -28,17 +28,19 @@ ask a human.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from workflows.common.models import format_duration
+from workflows.common.models import earlier, format_duration
 from workflows.common.names import retraining_loop_id
 from workflows.common.notify import Level, Notification
 from workflows.coordinator.adaptive import AdaptiveConfig, AdaptivePolicy, AdaptiveState
 from workflows.coordinator.models import (
     DECISIONS_KEPT,
+    DECISIONS_UNARCHIVED,
     EVENT_IDS_PER_LOGGED_DECISION,
     MAX_PENDING_EVENTS,
     OUTCOMES_KEPT,
@@ -70,6 +72,11 @@ from workflows.coordinator.triggers import (
 )
 from workflows.loop.models import AdaptiveRecord, EventRef, LoopResult, LoopStatus
 
+# Metadata carried with each accepted event (into the loop and its audit record); larger
+# metadata is summarised (its size and keys), so a thousand waiting events stay small.
+CARRIED_METADATA_BYTES = 512
+# Features named in a notification; the rest are counted and the decision has them all.
+FEATURES_IN_NOTIFICATIONS = 10
 COOLDOWN_BYPASS_PRIORITY = 2  # drift at this priority or more urgent skips the cooldown
 DAILY_LIMIT_BYPASS_PRIORITY = 2
 BUDGET_BYPASS_PRIORITY = 1
@@ -118,6 +125,9 @@ class CoordinatorRules:
             priority=event.priority,
             source=event.source,
             received_at=now,
+            occurred_at=event.occurred_at,
+            metadata=carried_metadata(event.metadata),
+            summary=event_summary(event),
         )
         if state.paused:
             return self._decide(
@@ -128,7 +138,7 @@ class CoordinatorRules:
                 f"coordinator is paused: {state.paused_reason or 'no reason given'}",
             )
         first_seen = state.seen_events.get(event_id)
-        if first_seen is not None and first_seen >= now - self.policy.dedup_window:
+        if first_seen is not None and first_seen >= earlier(now, self.policy.dedup_window):
             return self._decide(
                 now,
                 Action.IGNORE,
@@ -592,7 +602,7 @@ class CoordinatorRules:
                     "critical",
                     f"[{self.state.model}] critical drift: human review needed",
                     f"Drift score {drift.score} ({severity.value}) on "
-                    f"{', '.join(drift.features) or 'n/a'} at "
+                    f"{features_text(drift.features)} at "
                     f"{drift.endpoint or 'unknown endpoint'}. Automatic retraining is blocked; "
                     f"send a manual trigger to retrain (it will require approval) once reviewed.",
                 )
@@ -625,7 +635,7 @@ class CoordinatorRules:
                     step.decision,
                     "warning",
                     f"[{self.state.model}] high drift: retraining needs approval",
-                    f"Drift score {drift.score} on {', '.join(drift.features) or 'n/a'}. "
+                    f"Drift score {drift.score} on {features_text(drift.features)}. "
                     f"Decision: {step.decision.action.value} ({step.decision.message}). "
                     "The candidate will wait for an approval before rollout.",
                 )
@@ -958,6 +968,11 @@ class CoordinatorRules:
             logged = decision.model_copy(update={"event_ids": ids[:EVENT_IDS_PER_LOGGED_DECISION]})
         self.state.decisions.append(logged)
         del self.state.decisions[:-DECISIONS_KEPT]
+        unarchived = self.state.unarchived
+        unarchived.append(logged)
+        if len(unarchived) > DECISIONS_UNARCHIVED:
+            self.state.decisions_dropped += len(unarchived) - DECISIONS_UNARCHIVED
+            del unarchived[:-DECISIONS_UNARCHIVED]
         return Step(decisions=[decision])
 
     def _notification(
@@ -976,7 +991,7 @@ class CoordinatorRules:
         seen = self.state.seen_events
         seen[event_id] = now
         seen.move_to_end(event_id)  # an id seen again after its window expired is newest now
-        horizon = now - self.policy.dedup_window
+        horizon = earlier(now, self.policy.dedup_window)
         while seen and (
             len(seen) > self.policy.dedup_max_events or next(iter(seen.values())) < horizon
         ):
@@ -1000,6 +1015,48 @@ class CoordinatorRules:
             self.state.day = today
             self.state.trainings_today = 0
             self.state.spent_today = 0.0
+
+
+def carried_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata as carried with the event: whole up to CARRIED_METADATA_BYTES, else a note
+    of its size and first keys (the sender's log has the rest)."""
+    if not metadata:
+        return {}
+    size = len(json.dumps(metadata, separators=(",", ":")))
+    if size <= CARRIED_METADATA_BYTES:
+        return metadata
+    return {"truncated_bytes": size, "keys": [key[:50] for key in list(metadata)[:10]]}
+
+
+def event_summary(event: TriggerEvent) -> str | None:
+    """One line about an event for the loop and its audit record."""
+    if event.alarm is not None:
+        text = f"alarm {event.alarm.name} {event.alarm.state.value}"
+        if event.alarm.reason:
+            text += f": {event.alarm.reason}"
+        return text[:500]
+    if event.drift is not None:
+        drift = event.drift
+        parts = [f"drift score {drift.score}" if drift.score is not None else "drift"]
+        if drift.severity is not None:
+            parts.append(drift.severity.value)
+        if drift.endpoint:
+            parts.append(f"at {drift.endpoint}")
+        parts.append(f"on {len(drift.features)} features")
+        return " ".join(parts)[:500]
+    if event.data is not None:
+        return f"data {event.data.uri}"[:500]
+    return None
+
+
+def features_text(features: list[str]) -> str:
+    """At most FEATURES_IN_NOTIFICATIONS feature names: notifications carry references (the
+    decision has them all), never a copy of a thousand names."""
+    if not features:
+        return "n/a"
+    shown = ", ".join(name[:60] for name in features[:FEATURES_IN_NOTIFICATIONS])
+    rest = len(features) - FEATURES_IN_NOTIFICATIONS
+    return shown + (f" and {rest} more (see the decision)" if rest > 0 else "")
 
 
 def _pending_view(request: RetrainRequest | None, until: datetime | None) -> PendingView | None:

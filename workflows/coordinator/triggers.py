@@ -18,6 +18,8 @@ from pydantic import (
     AwareDatetime,
     Field,
     JsonValue,
+    StrictFloat,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -65,14 +67,14 @@ class DataArrival(StrictModel):
     """A new labelled-data object (file, S3/GCS object, table partition)."""
 
     uri: Annotated[str, Field(min_length=1, max_length=2048)]
-    rows: Annotated[int, Field(ge=0)] | None = None
-    size_bytes: Annotated[int, Field(ge=0)] | None = None
+    rows: Annotated[StrictInt, Field(ge=0)] | None = None
+    size_bytes: Annotated[StrictInt, Field(ge=0)] | None = None
 
 
 class DriftSignal(StrictModel):
     """What a drift monitor saw. Either `score` or `severity` (or both) must be given."""
 
-    score: Annotated[float, Field(ge=0)] | None = None
+    score: Annotated[StrictFloat, Field(ge=0)] | None = None
     severity: Severity | None = None
     features: Annotated[list[ShortText], Field(max_length=MAX_DRIFTED_FEATURES)] = []
     endpoint: ShortText | None = None
@@ -177,8 +179,8 @@ class TriggerEvent(StrictModel):
     # the event cannot be deduplicated.
     event_id: ShortText | None = None
     occurred_at: AwareDatetime | None = None
-    # 1 is the most urgent, 5 the least.
-    priority: Annotated[int, Field(ge=1, le=5)] = 3
+    # 1 is the most urgent, 5 the least. Strict: `"1"` or `true` is refused, not read as 1.
+    priority: Annotated[StrictInt, Field(ge=1, le=5)] = 3
     metadata: dict[Annotated[str, Field(max_length=200)], JsonValue] = {}
     data: DataArrival | None = None
     drift: DriftSignal | None = None
@@ -268,7 +270,7 @@ def parse_trigger(raw: Any) -> TriggerEvent:
     try:
         return TriggerEvent.model_validate(raw)
     except ValidationError as err:
-        raise ValueError(describe_validation_error(err)) from None
+        raise ValueError(describe_validation_error(err, TriggerEvent)) from None
 
 
 def severity_from_score(score: float, cut_points: tuple[float, float, float]) -> Severity:

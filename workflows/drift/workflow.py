@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -28,10 +29,11 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from workflows.common.errors import ErrorType
 from workflows.common.names import ActivityName
-from workflows.common.retries import SPEC_RETRY
+from workflows.common.retries import LIVENESS, SPEC_RETRY
 
 with workflow.unsafe.imports_passed_through():
     from workflows.common import names
+    from workflows.common.messages import one_message
     from workflows.coordinator.triggers import Severity, TriggerEvent
     from workflows.drift.models import (
         CheckRecord,
@@ -69,7 +71,7 @@ CHECK_RETRY = RetryPolicy(
     ],
 )
 CHECK_TIMEOUT = timedelta(minutes=15)
-CHECK_HEARTBEAT = timedelta(minutes=1)
+CHECK_HEARTBEAT = LIVENESS
 # Added with performance monitoring: monitors already running do not know the check.
 PERFORMANCE_PATCH = "performance-check"
 # Event ids of performance triggers remembered, so a change found again is not sent again.
@@ -123,8 +125,10 @@ class DriftMonitor:
     # ------------------------------------------------------------------ messages
 
     @workflow.update(name="check")
-    async def check(self, request: CheckRequest) -> DriftReport:
-        """Check now; returns the report (or fails with why the check could not run)."""
+    async def check(self, *payload: Any) -> DriftReport:
+        """Check now; returns the report (or fails with why the check could not run).
+        Untyped: the validator refuses a missing, doubled, null or malformed payload."""
+        request = one_message(payload, CheckRequest, "check")
         self._queued += 1
         try:
             async with self._lock:
@@ -139,14 +143,16 @@ class DriftMonitor:
         return report
 
     @check.validator
-    def _validate_check(self, request: CheckRequest) -> None:
+    def _validate_check(self, *payload: Any) -> None:
+        one_message(payload, CheckRequest, "check")
         if self._queued >= MAX_QUEUED_CHECKS:
             raise ValueError(f"{self._queued} checks are already queued; try again later")
 
     @workflow.update(name="check_performance")
-    async def check_performance(self, request: CheckRequest) -> PerformanceCheck:
+    async def check_performance(self, *payload: Any) -> PerformanceCheck:
         """Measure the champion's quality on its labelled traffic now; returns the check (or
-        fails with why it could not run)."""
+        fails with why it could not run). Untyped and validated like `check`."""
+        request = one_message(payload, CheckRequest, "check_performance")
         self._queued += 1
         try:
             async with self._lock:
@@ -163,8 +169,10 @@ class DriftMonitor:
         return result
 
     @check_performance.validator
-    def _validate_check_performance(self, request: CheckRequest) -> None:
-        self._validate_check(request)
+    def _validate_check_performance(self, *payload: Any) -> None:
+        one_message(payload, CheckRequest, "check_performance")
+        if self._queued >= MAX_QUEUED_CHECKS:
+            raise ValueError(f"{self._queued} checks are already queued; try again later")
 
     @workflow.query(name="status")
     def status(self) -> MonitorStatus:
@@ -196,6 +204,7 @@ class DriftMonitor:
                 self._model,
                 result_type=ModelSpec,
                 start_to_close_timeout=timedelta(minutes=1),
+                heartbeat_timeout=LIVENESS,
                 retry_policy=SPEC_RETRY,
             )
         except ActivityError as error:

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, JsonValue
 from temporalio.exceptions import CancelledError, TerminatedError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
@@ -34,6 +34,14 @@ class EventRef(StrictModel):
     priority: int
     source: str
     received_at: AwareDatetime
+    # When the sender says it happened (event latency is received_at - occurred_at).
+    occurred_at: AwareDatetime | None = None
+    # The sender's metadata (labels, endpoints, violation counts), up to
+    # CARRIED_METADATA_BYTES per event; larger metadata is replaced by a note of its size and
+    # keys (a thousand waiting events must fit through continue-as-new and into the loop).
+    metadata: dict[str, JsonValue] = {}
+    # One line about it: an alarm's reason, a drift's score and endpoint.
+    summary: Annotated[str, Field(max_length=500)] | None = None
 
 
 class AdaptiveRecord(StrictModel):

@@ -27,14 +27,12 @@ from temporalio.workflow import ParentClosePolicy
 
 from workflows.common.errors import ErrorType
 from workflows.common.names import ActivityName
-from workflows.common.retries import QUICK_RETRY
+from workflows.common.retries import LIVENESS, QUICK_RETRY
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
     from workflows.common import metrics, names
     from workflows.common.errors import activity_failure
-    from workflows.common.models import describe_validation_error
+    from workflows.common.messages import one_message
     from workflows.common.notify import Notification, notify
     from workflows.drift.models import ProfileSummary
     from workflows.loop.approval import (
@@ -53,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
         ReviewVerb,
         StageEntry,
     )
-    from workflows.loop.details import render_loop_details
+    from workflows.loop.details import STATIC_DETAILS, render_loop_details
     from workflows.loop.models import (
         DataWindow,
         DataWindowRequest,
@@ -88,12 +86,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.slots.lease import TrainingSlot
     from workflows.slots.models import SLOT_GRANTED_SIGNAL, SlotWait
+    from workflows.spec.backends import backend_info
     from workflows.spec.models import FeatureKind, Metric, ModelSpec
 
 QUICK = timedelta(minutes=2)
 REFERENCE_PROFILE_PATCH = "reference-profile-on-promotion"
 REJECTION_PATCH = "candidate-rejected-in-registry"
 TRAINING_SLOT_PATCH = "training-slot"
+# Added with the outcome search attribute (RetrainOutcome): loops started before do not set it.
+OUTCOME_PATCH = "loop-outcome-attribute"
 DATA_RETRY = RetryPolicy(
     maximum_attempts=5,
     maximum_interval=timedelta(minutes=2),
@@ -109,7 +110,7 @@ TRAINING_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
     non_retryable_error_types=[ErrorType.TRAINING_ENTRYPOINT],
 )
-TRAINING_HEARTBEAT = timedelta(seconds=30)
+TRAINING_HEARTBEAT = LIVENESS
 EVALUATION_RETRY = RetryPolicy(
     maximum_attempts=3,
     non_retryable_error_types=[
@@ -248,6 +249,7 @@ class RetrainingLoop:
             self._input.model,
             result_type=ModelSpec,
             start_to_close_timeout=QUICK,
+            heartbeat_timeout=LIVENESS,
             retry_policy=DATA_RETRY,
         )
         return spec
@@ -265,7 +267,7 @@ class RetrainingLoop:
             ),
             result_type=DataWindow,
             start_to_close_timeout=timedelta(hours=1),
-            heartbeat_timeout=timedelta(minutes=5),
+            heartbeat_timeout=LIVENESS,
             retry_policy=DATA_RETRY,
         )
         self._record.data_window = window
@@ -278,6 +280,7 @@ class RetrainingLoop:
                 spec,
                 result_type=GoldenSet,
                 start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=LIVENESS,
                 retry_policy=RetryPolicy(
                     maximum_attempts=5, non_retryable_error_types=[ErrorType.GOLDEN_SET_CHANGED]
                 ),
@@ -385,6 +388,7 @@ class RetrainingLoop:
             spec.name,
             result_type=ModelVersion | None,  # type: ignore[arg-type]
             start_to_close_timeout=QUICK,
+            heartbeat_timeout=LIVENESS,
             retry_policy=QUICK_RETRY,
         )
         self._record.champion = champion
@@ -418,6 +422,7 @@ class RetrainingLoop:
             ),
             result_type=ModelVersion,
             start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=LIVENESS,
             retry_policy=QUICK_RETRY,
         )
         self._record.candidate = candidate
@@ -450,7 +455,7 @@ class RetrainingLoop:
                 ),
                 result_type=EvaluationReport,
                 start_to_close_timeout=timedelta(hours=1),
-                heartbeat_timeout=timedelta(minutes=5),
+                heartbeat_timeout=LIVENESS,
                 retry_policy=EVALUATION_RETRY,
             )
         except ActivityError as err:
@@ -467,6 +472,7 @@ class RetrainingLoop:
             PromoteRequest(model=spec.name, version=candidate.version, loop_id=self._loop_id),
             result_type=Promotion,
             start_to_close_timeout=QUICK,
+            heartbeat_timeout=LIVENESS,
             retry_policy=QUICK_RETRY,
         )
         self._record.deployment = DeploymentRecord(
@@ -489,6 +495,7 @@ class RetrainingLoop:
                 result_type=ProfileSummary,
                 # Seconds of work (a model load and a pass over the training set), bounded.
                 start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=LIVENESS,
                 schedule_to_close_timeout=timedelta(minutes=30),
                 retry_policy=QUICK_RETRY,
             )
@@ -520,8 +527,11 @@ class RetrainingLoop:
                     policy=spec.loop.deployment,
                     capture_dir=spec.data.capture_location,
                     improvement=canary_improvement(self._improve(), champion is not None),
+                    mirror_champion=backend_info(spec.backend).shadow_deployments,
                 ),
                 id=rollout_id,
+                static_summary=f"{spec.name}: rollout of version {candidate.version}",
+                static_details=STATIC_DETAILS,
                 result_type=RolloutResult,
                 search_attributes=TypedSearchAttributes(
                     [SearchAttributePair(names.MODEL_NAME, spec.name)]
@@ -638,21 +648,19 @@ class RetrainingLoop:
     def _review_signal(self, verb: ReviewVerb, payload: tuple[Any, ...]) -> None:
         reviewer = None
         try:
-            if len(payload) != 1:
-                raise ValueError(f"expected one object {{reviewer, comment}}, got {len(payload)}")
-            review = ReviewDecision.model_validate(payload[0])
+            review = one_message(payload, ReviewDecision, verb)
             reviewer = review.reviewer
             refusal = self._review_refusal(review)
-        except ValidationError as err:
-            refusal = f"malformed {verb}: {describe_validation_error(err)}"
         except ValueError as err:
-            refusal = f"malformed {verb}: {err}"
+            refusal = f"malformed {err}"
         if refusal is None:
             self._accept_review(verb, review, "signal")
             return
         workflow.logger.warning("ignored %s signal: %s", verb, refusal)
         self._record.approval.ignored.append(
-            IgnoredReview(decision=verb, reviewer=reviewer, at=workflow.now(), reason=refusal)
+            IgnoredReview(
+                decision=verb, reviewer=reviewer, at=workflow.now(), reason=refusal[:2000]
+            )
         )
         del self._record.approval.ignored[:-50]
         self._refresh_details()
@@ -666,21 +674,27 @@ class RetrainingLoop:
     def reject_signal(self, *payload: Any) -> None:
         self._review_signal("reject", payload)
 
+    # Updates are untyped too: the validator explains a wrong payload in the Web UI ("unknown
+    # field 'reason'; expected {reviewer, comment}") instead of "Failed decoding arguments".
     @workflow.update(name="approve")
-    def approve(self, review: ReviewDecision) -> ReviewRecord:
-        return self._accept_review("approve", review, "update")
+    def approve(self, *payload: Any) -> ReviewRecord:
+        return self._accept_review(
+            "approve", one_message(payload, ReviewDecision, "approve"), "update"
+        )
 
     @approve.validator
-    def _validate_approve(self, review: ReviewDecision) -> None:
-        self._validate_review(review)
+    def _validate_approve(self, *payload: Any) -> None:
+        self._validate_review(one_message(payload, ReviewDecision, "approve"))
 
     @workflow.update(name="reject")
-    def reject(self, review: ReviewDecision) -> ReviewRecord:
-        return self._accept_review("reject", review, "update")
+    def reject(self, *payload: Any) -> ReviewRecord:
+        return self._accept_review(
+            "reject", one_message(payload, ReviewDecision, "reject"), "update"
+        )
 
     @reject.validator
-    def _validate_reject(self, review: ReviewDecision) -> None:
-        self._validate_review(review)
+    def _validate_reject(self, *payload: Any) -> None:
+        self._validate_review(one_message(payload, ReviewDecision, "reject"))
 
     def _validate_review(self, review: ReviewDecision) -> None:
         if (refusal := self._review_refusal(review)) is not None:
@@ -750,6 +764,7 @@ class RetrainingLoop:
                 ),
                 result_type=ModelVersion,
                 start_to_close_timeout=QUICK,
+                heartbeat_timeout=LIVENESS,
                 retry_policy=QUICK_RETRY,
             )
         except ActivityError as err:
@@ -781,12 +796,15 @@ class RetrainingLoop:
             candidate_loss_rows=fresh[1] if fresh else None,
         )
         self._record.outcome = result
+        if workflow.patched(OUTCOME_PATCH):
+            workflow.upsert_search_attributes([names.RETRAIN_OUTCOME.value_set(status.value)])
         self._enter(LoopStage.DONE)
         audit_uri: str = await workflow.execute_activity(
             ActivityName.WRITE_AUDIT_RECORD,
             self._record,
             result_type=str,
             start_to_close_timeout=QUICK,
+            heartbeat_timeout=LIVENESS,
             retry_policy=QUICK_RETRY,
         )
         result = result.model_copy(update={"audit_uri": audit_uri})

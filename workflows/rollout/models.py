@@ -281,6 +281,9 @@ class RolloutInput(StrictModel):
     policy: DeploymentPolicy
     capture_dir: str
     improvement: QualityImprovement | None = None
+    # The backend can mirror traffic to a shadow variant: at 100% and during the watch the
+    # champion answers mirrored traffic, so the canary compares both in the same period.
+    mirror_champion: bool = False
 
 
 class RolloutStatus(StrEnum):

@@ -233,7 +233,7 @@ class ModelSpec(StrictModel):
         if self.trigger_policy.mode == "adaptive" and not self.performance.enabled:
             raise ValueError(
                 'trigger_policy.mode "adaptive" learns from the performance monitor\'s labelled '
-                "traffic: performance.enabled must be true (or use mode \"rules\")"
+                'traffic: performance.enabled must be true (or use mode "rules")'
             )
         return self
 
