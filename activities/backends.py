@@ -13,6 +13,7 @@ import importlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 from activities.ports import (
     Backend,
     BackendFactory,
+    CaptureSync,
     ModelRegistry,
 )
 from activities.specs import SpecError, SpecStore
@@ -52,6 +54,8 @@ class CloudConnections:
     vertex_api_endpoint: str | None = None
     gcs_endpoint: str | None = None
     monitoring_endpoint: str | None = None
+    bigquery_endpoint: str | None = None
+    pubsub_endpoint: str | None = None
     # google.auth Credentials (tests: anonymous); None: Application Default Credentials.
     gcp_credentials: Any = None
     # Polling of training jobs (tests poll fast). The interval grows to `max_poll_seconds`,
@@ -184,6 +188,21 @@ class RoutedCanary:
 
     def analyse(self, request: CanaryRequest, heartbeat: Callable[[str], None]) -> CanaryStatistics:
         return self.resolver.for_model(request.model).canary.analyse(request, heartbeat)
+
+
+class RoutedCapture:
+    """Each model's cloud capture brought into its capture directory before a reader runs (the
+    drift check, the performance monitor, the canary); a local model's endpoint writes the
+    layout itself, so there is nothing to bring."""
+
+    def __init__(self, resolver: BackendResolver) -> None:
+        self.resolver = resolver
+
+    def sync(
+        self, spec: ModelSpec, start: datetime, end: datetime, heartbeat: Callable[[str], None]
+    ) -> CaptureSync | None:
+        source = self.resolver.for_spec(spec).capture
+        return None if source is None else source.sync(spec, start, end, heartbeat)
 
 
 def run_prefix(backend: Backend, model: str, loop_id: str) -> str:

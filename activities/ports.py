@@ -31,6 +31,41 @@ from workflows.rollout.models import (
 from workflows.spec.models import ModelSpec
 
 
+@dataclass
+class CaptureSync:
+    """What one capture sync read into the model's capture directory."""
+
+    directory: Path
+    sources_read: int = 0
+    answers: int = 0
+    labels: int = 0
+    # Partitions already read completely before: skipped.
+    partitions_skipped: int = 0
+    problems: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class CaptureSource(Protocol):
+    """A cloud endpoint's captured answers and their ground truth (SageMaker Data Capture and
+    Model Monitor ground truth on S3, Vertex request-response logging in BigQuery), read into
+    the model's capture directory in the capture layout (`activities/local/capture.py`), so the
+    drift check, the performance monitor and the canary read them like the local endpoint's.
+    """
+
+    name: str
+
+    def sync(
+        self,
+        spec: ModelSpec,
+        start: datetime,
+        end: datetime,
+        heartbeat: Callable[[str], None],
+    ) -> CaptureSync:
+        """Read what was captured, and the ground truth received, in [start, end) that the
+        directory does not hold yet: partition by partition, never the window at once."""
+        ...
+
+
 class CanarySource(Protocol):
     def analyse(self, request: CanaryRequest, heartbeat: Callable[[str], None]) -> CanaryStatistics:
         """Both variants' numbers since their window started (`request.champion.since`...)."""
@@ -51,6 +86,9 @@ class Backend:
     notifications: Sequence[NotificationChannel] = field(default_factory=tuple)
     # Drift the platform measures itself (Vertex Model Monitoring), instead of our checks.
     drift_source: DriftSignalSource | None = None
+    # Where a cloud endpoint's capture is read from; None: the local endpoint writes the
+    # capture layout itself.
+    capture: CaptureSource | None = None
 
 
 BackendFactory = Callable[[ModelSpec], Backend]

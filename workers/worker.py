@@ -108,6 +108,7 @@ def all_activities(
     from activities.ports import ObjectStore
     from activities.rollout.canary import CanaryActivities
     from activities.rollout.deployment import DeploymentActivities
+    from activities.scaling import ScalingLog
     from activities.schedule.checks import ScheduleCheckActivities
     from activities.slots.limiter import TrainingSlotActivities
     from activities.specs import ModelSpecActivities, SpecStore
@@ -130,9 +131,16 @@ def all_activities(
         RoutedServing(backends),
         platform=lambda spec: backends.for_spec(spec).drift_source,
         mirror=mirror,
+        capture=lambda spec: backends.for_spec(spec).capture,
     )
     serving = RoutedServing(backends)
-    performance = PerformanceActivities(home, specs, registry, serving.flush_capture)
+    performance = PerformanceActivities(
+        home,
+        specs,
+        registry,
+        serving.flush_capture,
+        capture=lambda spec: backends.for_spec(spec).capture,
+    )
     schedule_checks = ScheduleCheckActivities(
         client, home, specs, lambda spec: backends.for_spec(spec).store
     )
@@ -159,7 +167,7 @@ def all_activities(
         registry_activities.promote_candidate,
         registry_activities.reject_candidate,
         EvaluationActivities(home, registry.load).evaluate,
-        AuditActivities(AuditStore(home), remote_audit).write,
+        AuditActivities(AuditStore(home), remote_audit, ScalingLog(home)).write,
         DeploymentActivities(RoutedServing(backends)).shift_traffic,
         CanaryActivities(RoutedCanary(backends)).analyse,
         drift.check,

@@ -6,11 +6,17 @@ settings' scheduled actions. The endpoint calls it before the variant takes any 
 challenger at 5% already scales when its share grows. Every call is a put (same name, same
 values), so a retried activity re-applies the same configuration instead of adding a second.
 `retire` removes a variant's target before the variant leaves the endpoint (AWS refuses to
-remove a variant that still has one). `recent_events` reads what the scaler did, for the logs.
+remove a variant that still has one). `events` reads what the scaler did (as `ScalingEvent`s the
+endpoint records in the scaling log, and as log lines).
+
+CPU and GPU targets are in the metrics' own units: SageMaker's `CPUUtilization` and
+`GPUUtilization` in `/aws/sagemaker/Endpoints` are summed over the instance's cores / GPUs
+(0-400% on 4 vCPUs), so the settings' targets are too (`AwsAutoscaling`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,9 +24,12 @@ from botocore.exceptions import ClientError
 
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, call, error_code, translate
+from workflows.rollout.models import ScalingEvent
 from workflows.spec.sagemaker import AwsAutoscaling
 
 NAMESPACE = "sagemaker"
+# "Setting desired instance count to 3." -> 3
+_DESIRED = re.compile(r"desired instance count to (\d+)")
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 # Where SageMaker publishes the instances' CPU and GPU utilisation.
 INSTANCE_METRICS_NAMESPACE = "/aws/sagemaker/Endpoints"
@@ -132,7 +141,7 @@ class VariantAutoscaling:
                 raise translate(error, "DeregisterScalableTarget") from error
         self.log(f"autoscaling {resource_id(endpoint, variant)}: deregistered")
 
-    def recent_events(self, endpoint: str, variant: str) -> list[str]:
+    def events(self, model: str, endpoint: str, variant: str) -> list[ScalingEvent]:
         """The scaler's latest activities on the variant, newest first, each also logged."""
         with aws_call("DescribeScalingActivities"):
             response = self.clients.autoscaling.describe_scaling_activities(
@@ -140,15 +149,36 @@ class VariantAutoscaling:
                 ResourceId=resource_id(endpoint, variant),
                 ScalableDimension=DIMENSION,
             )
-        events = [
-            f"{activity['StartTime'].isoformat()} {activity['StatusCode']}: "
-            f"{activity['Description']}"
-            + (f" ({activity['StatusMessage']})" if activity.get("StatusMessage") else "")
-            for activity in response.get("ScalingActivities", [])
-        ]
-        for event in events:
-            self.log(f"autoscaling {resource_id(endpoint, variant)}: {event}")
-        return events
+        found = []
+        for activity in response.get("ScalingActivities", []):
+            description = str(activity["Description"]) + (
+                f" ({activity['StatusMessage']})" if activity.get("StatusMessage") else ""
+            )
+            desired = _DESIRED.search(str(activity["Description"]))
+            cause = str(activity.get("Cause", "")).lower()
+            event = ScalingEvent(
+                event_id=str(activity["ActivityId"]),
+                model=model,
+                backend="sagemaker",
+                endpoint=endpoint,
+                variant=variant,
+                at=activity["StartTime"],
+                kind="scheduled" if "scheduled action" in cause else "policy",
+                status=str(activity["StatusCode"]),
+                description=description,
+                desired=int(desired.group(1)) if desired else None,
+            )
+            self.log(f"autoscaling {resource_id(endpoint, variant)}: {event_text(event)}")
+            found.append(event)
+        return found
+
+    def recent_events(self, endpoint: str, variant: str) -> list[str]:
+        """The same activities as log lines."""
+        return [event_text(e) for e in self.events("-", endpoint, variant)]
+
+
+def event_text(event: ScalingEvent) -> str:
+    return f"{event.at.isoformat()} {event.status}: {event.description}"
 
 
 def _no_target(error: ClientError) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from activities.aws.autoscaling import VariantAutoscaling
 from activities.aws.canary import CloudWatchCanary
+from activities.aws.capture import S3CaptureSource
 from activities.aws.clients import AwsClients
 from activities.aws.endpoint import SageMakerEndpoint
 from activities.aws.notifications import SnsChannel
@@ -15,6 +16,7 @@ from activities.aws.s3_store import S3Store
 from activities.aws.training import SageMakerTraining
 from activities.backends import CloudConnections
 from activities.ports import Backend
+from activities.scaling import ScalingLog
 from workflows.spec.models import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ def build_backend(spec: ModelSpec, home: Path, connections: CloudConnections) ->
         else None
     )
     notifications = [SnsChannel(clients, settings.sns_topic_arn)] if settings.sns_topic_arn else []
+    capture = S3CaptureSource(clients, settings, home) if settings.capture else None
     return Backend(
         name="sagemaker",
         training=SageMakerTraining(
@@ -46,9 +49,12 @@ def build_backend(spec: ModelSpec, home: Path, connections: CloudConnections) ->
             max_poll_seconds=connections.max_poll_seconds,
         ),
         registry=registry,
-        serving=SageMakerEndpoint(clients, settings, autoscaling, registry.package_arn),
-        canary=CloudWatchCanary(clients, settings),
+        serving=SageMakerEndpoint(
+            clients, settings, autoscaling, registry.package_arn, ScalingLog(home)
+        ),
+        canary=CloudWatchCanary(clients, settings, capture, home),
         store=S3Store(clients),
         store_root=f"s3://{settings.bucket}/{settings.prefix}",
         notifications=notifications,
+        capture=capture,
     )

@@ -10,12 +10,16 @@ into `activities.rollout.counts.VariantCounts`, from counts and sums instead of 
   InvocationModelErrors would count client errors too).
 - Latency p50 / p99 from GetMetricStatistics ExtendedStatistics over the same single period;
   where percentiles are absent (moto has none) the mean latency stands in.
-- Our quality metrics in `settings.metrics_namespace`, same dimensions, written by
-  `publish_quality` (what a feedback joiner calls): LabelledPredictions, CorrectPredictions,
-  LogLossCount, LogLossSum, LogLossSquaredSum and PredictionBin00..PredictionBin19, a
-  histogram of the positive-class score in 20 equal bins on [0, 1].
+- Labelled quality (accuracy, log loss) and the prediction shift from the endpoint's Data
+  Capture joined with Model Monitor ground truth (`activities.rollout.captured`), so a stage
+  decides with no feedback job of the user's.
+- Optionally, quality metrics in `settings.metrics_namespace`, same dimensions, published by
+  `publish_quality` (LabelledPredictions, CorrectPredictions, LogLossCount, LogLossSum,
+  LogLossSquaredSum and PredictionBin00..PredictionBin19, a histogram of the positive-class
+  score in 20 equal bins on [0, 1]): used where the capture has no answer of a variant.
 
-The tests on these counts are `activities.rollout.counts.count_statistics`. CloudWatch rounds a
+The tests on these counts are `activities.rollout.counts.count_statistics`, combined with the
+captured rows' by `with_captured_quality`. CloudWatch rounds a
 start time down to the minute, so a window may take in up to a minute of the previous stage's
 traffic.
 """
@@ -25,12 +29,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, call
-from activities.ports import MetricSource
-from activities.rollout.counts import VariantCounts, count_statistics, score_histogram
+from activities.ports import CaptureSource, MetricSource
+from activities.rollout.captured import captured_comparison
+from activities.rollout.counts import (
+    VariantCounts,
+    count_statistics,
+    score_histogram,
+    with_captured_quality,
+)
 from activities.rollout.statistics import SHIFT_BINS
 from workflows.rollout.models import CanaryRequest, CanaryStatistics, WindowRef
 from workflows.spec.sagemaker import SageMakerSettings
@@ -95,17 +106,29 @@ def publish_quality(
 
 
 class CloudWatchCanary:
-    def __init__(self, clients: AwsClients, settings: SageMakerSettings) -> None:
+    def __init__(
+        self,
+        clients: AwsClients,
+        settings: SageMakerSettings,
+        capture: CaptureSource | None = None,
+        home: Path | None = None,
+    ) -> None:
         self.clients = clients
         self.settings = settings
+        self.capture = capture
+        self.home = home
 
     def analyse(self, request: CanaryRequest, heartbeat: Callable[[str], None]) -> CanaryStatistics:
         now = datetime.now(UTC)
         champion = self._counts(request.champion, now, heartbeat)
         challenger = self._counts(request.challenger, now, heartbeat)
-        return count_statistics(
+        counted = count_statistics(
             champion, challenger, shadow=request.challenger.shadow, source=SOURCE
         )
+        if self.capture is None or self.home is None:
+            return counted
+        captured = captured_comparison(self.capture, self.home, request, heartbeat)
+        return counted if captured is None else with_captured_quality(counted, captured)
 
     # ---- reading CloudWatch --------------------------------------------------------------
 

@@ -1,5 +1,9 @@
 """Traffic on a SageMaker real-time endpoint: one production variant per registry version.
 
+Every endpoint config carries the settings' `DataCaptureConfig` (activities/aws/capture.py), so
+capture stays on through every rollout and rollback; an endpoint found without it is moved to a
+config that has it.
+
 `SageMakerEndpoint` implements `ServingBackend`. A change whose variants the endpoint does not
 have yet first changes the endpoint's layout: a SageMaker model per new variant (from the
 registry version's model package), an endpoint config named after the change id, and
@@ -29,9 +33,11 @@ from botocore.exceptions import ClientError
 from temporalio.exceptions import ApplicationError
 
 from activities.aws.autoscaling import VariantAutoscaling
+from activities.aws.capture import data_capture_config
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, call, error_code, translate
 from activities.ports import EndpointUnavailable, TrafficRefused
+from activities.scaling import ScalingLog
 from workflows.rollout.models import EndpointState, TrafficChange
 from workflows.spec.sagemaker import SageMakerSettings
 
@@ -53,10 +59,13 @@ class SageMakerEndpoint:
         settings: SageMakerSettings,
         autoscaling: VariantAutoscaling | None,
         model_package: Callable[[str, str], str],
+        scaling_log: ScalingLog | None = None,
     ) -> None:
         self.clients = clients
         self.settings = settings
         self.autoscaling = autoscaling
+        # Where the scaler's activities seen at each shift are recorded.
+        self.scaling_log = scaling_log
         # (model, version) -> the model package ARN the registry holds for that version.
         self.model_package = model_package
 
@@ -81,6 +90,7 @@ class SageMakerEndpoint:
             not wanted <= set(production)
             or (change.shadow and change.shadow not in shadow)
             or (set(shadow) - {change.shadow})
+            or not self._capturing(endpoint)
         ):
             self._update(change, endpoint, production)
             raise EndpointUnavailable(
@@ -101,7 +111,9 @@ class SageMakerEndpoint:
                 for variant in sorted(production)
             ],
         )
-        self._log_scaling(sorted(v for v, weight in change.weights.items() if weight > 0))
+        self._record_scaling(
+            change.model, sorted(v for v, weight in change.weights.items() if weight > 0)
+        )
         generation = int(tags.get(GENERATION_TAG, "0")) + 1
         call(
             "AddTags",
@@ -121,19 +133,33 @@ class SageMakerEndpoint:
         return self._state(model, endpoint, self._tags(endpoint, model))
 
     def flush_capture(self, endpoint_url: str) -> None:
-        """Nothing to flush: SageMaker writes its data capture to S3 by itself, and the canary
-        reads CloudWatch metrics, not the capture."""
+        """Nothing to flush: SageMaker writes its data capture to S3 by itself (read by the
+        backend's `S3CaptureSource`)."""
 
-    def _log_scaling(self, variants: list[str]) -> None:
+    def _capturing(self, endpoint: dict[str, Any]) -> bool:
+        """Whether the endpoint captures as the settings ask (an endpoint made before capture
+        was on, or elsewhere, gets a new config that captures)."""
+        wanted = data_capture_config(self.settings)
+        if wanted is None:
+            return True
+        current = endpoint.get("DataCaptureConfig") or {}
+        destination = str(current.get("DestinationS3Uri", "")).rstrip("/")
+        return bool(current.get("EnableCapture")) and destination == wanted["DestinationS3Uri"]
+
+    def _record_scaling(self, model: str, variants: list[str]) -> None:
         """The scaler's recent activities on the live variants, into the worker's log beside
-        the shift. Observability only: a failure to read them never fails the shift."""
+        the shift and into the scaling log (once each). Observability only: a failure to read
+        them never fails the shift."""
         if self.autoscaling is None:
             return
         for variant in variants:
             try:
-                self.autoscaling.recent_events(self.name, variant)
+                events = self.autoscaling.events(model, self.name, variant)
             except ApplicationError as error:
                 log.warning("scaling activities of %s/%s unreadable: %s", self.name, variant, error)
+                continue
+            if self.scaling_log is not None:
+                self.scaling_log.record(events)
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -321,6 +347,9 @@ class SageMakerEndpoint:
         }
         if shadow:
             request["ShadowProductionVariants"] = shadow
+        if (capture := data_capture_config(self.settings)) is not None:
+            # On every config, so no rollout or rollback ever switches capture off.
+            request["DataCaptureConfig"] = capture
         call("CreateEndpointConfig", self.clients.sagemaker.create_endpoint_config, **request)
         return name
 

@@ -18,7 +18,11 @@ backend uses, and its `result.json` (written by `activities.container_entry`) gi
 whose sha256 is checked.
 
 Training job mode runs `python -m activities.container_entry` in `settings.training_image`
-(which must contain this package and the user's entrypoint module).
+(which must contain this package and the user's entrypoint module), on managed spot capacity
+when `settings.managed_spot` (checkpoints under the run's `checkpoints/`). Its cost is
+BillableTimeInSeconds x instance count x the instance type's hourly price
+(`SageMakerSettings.training_price`: the spec's table over documented defaults); a pipeline's
+cost is not summed (None: the coordinator keeps its estimate).
 
 Pipeline mode (`settings.pipeline_name`): the user's pipeline must
 - declare the String parameters TriggerType, TriggerReason, EventCount, DriftSeverity,
@@ -118,20 +122,21 @@ class SageMakerTraining:
 
     def train(self, job: TrainingJob, heartbeat: Callable[[str], None]) -> TrainingResult:
         model, loop_id = checked_names(job)
+        cost: float | None = None
         if self.settings.pipeline_name is not None:
             archive_uri, duration, reused = self._run_pipeline(
                 job, self.settings.pipeline_name, heartbeat
             )
         else:
-            archive_uri, duration, reused = self._run_training_job(job, heartbeat)
+            archive_uri, duration, reused, cost = self._run_training_job(job, heartbeat)
         self._delete_inputs(model, loop_id)
-        return self._fetch_result(job, archive_uri, duration, reused)
+        return self._fetch_result(job, archive_uri, duration, reused, cost)
 
     # ---- training job ------------------------------------------------------------------------
 
     def _run_training_job(
         self, job: TrainingJob, heartbeat: Callable[[str], None]
-    ) -> tuple[str, float | None, bool]:
+    ) -> tuple[str, float | None, bool, float | None]:
         name = resource_name(job.request.loop_id)
         found = self._describe_job(name)
         reused = found is not None
@@ -167,7 +172,20 @@ class SageMakerTraining:
             )
         seconds = described.get("TrainingTimeInSeconds")
         archive = described["ModelArtifacts"]["S3ModelArtifacts"]
-        return archive, None if seconds is None else float(seconds), reused
+        return archive, None if seconds is None else float(seconds), reused, self.cost(described)
+
+    def cost(self, described: dict[str, Any]) -> float | None:
+        """What the job cost: BillableTimeInSeconds x instances x the instance type's hourly
+        price (managed spot's savings are in the billable time, which spot shortens); None
+        when SageMaker reports no billable time or no price table names the type."""
+        billable = described.get("BillableTimeInSeconds")
+        resources = described.get("ResourceConfig", {})
+        instance_type = resources.get("InstanceType", self.settings.training_instance_type)
+        price = self.settings.training_price(instance_type)
+        if billable is None or price is None:
+            return None
+        count = int(resources.get("InstanceCount", self.settings.training_instance_count))
+        return round(float(billable) * count * price / 3600, 6)
 
     def _describe_job(self, name: str) -> dict[str, Any] | None:
         with aws_call(f"DescribeTrainingJob {name}"):
@@ -230,9 +248,28 @@ class SageMakerTraining:
                     "InstanceCount": settings.training_instance_count,
                     "VolumeSizeInGB": settings.training_volume_gb,
                 },
-                StoppingCondition={"MaxRuntimeInSeconds": max(1, math.ceil(job.timeout_seconds))},
                 Tags=[{"Key": key, "Value": value} for key, value in self._tags(job).items()],
+                **self._stopping(job, run),
             )
+
+    def _stopping(self, job: TrainingJob, run: str) -> dict[str, Any]:
+        """The stopping condition, and managed spot (which needs a wait bound and resumes
+        from checkpoints) when the settings ask for it."""
+        runtime = max(1, math.ceil(job.timeout_seconds))
+        if not self.settings.managed_spot:
+            return {"StoppingCondition": {"MaxRuntimeInSeconds": runtime}}
+        wait = self.settings.max_spot_wait
+        return {
+            "EnableManagedSpotTraining": True,
+            "StoppingCondition": {
+                "MaxRuntimeInSeconds": runtime,
+                # At least the runtime, as SageMaker requires; by default twice it.
+                "MaxWaitTimeInSeconds": max(
+                    runtime, math.ceil(wait.total_seconds()) if wait else 2 * runtime
+                ),
+            },
+            "CheckpointConfig": {"S3Uri": f"{run}/checkpoints"},
+        }
 
     def _wait_for_job(
         self, name: str, described: dict[str, Any] | None, heartbeat: Callable[[str], None]
@@ -377,7 +414,12 @@ class SageMakerTraining:
                 )
 
     def _fetch_result(
-        self, job: TrainingJob, archive_uri: str, duration: float | None, reused: bool
+        self,
+        job: TrainingJob,
+        archive_uri: str,
+        duration: float | None,
+        reused: bool,
+        cost: float | None = None,
     ) -> TrainingResult:
         directory = self.training_dir(job.request.model, job.request.loop_id)
         archive = directory / "model.tar.gz"
@@ -416,7 +458,7 @@ class SageMakerTraining:
                 "duration_seconds": result.duration_seconds if duration is None else duration,
                 "backend": BACKEND,
                 "reused": reused,
-                "cost": None,
+                "cost": cost,
             }
         )
 

@@ -3,9 +3,11 @@ traffic, as a `DriftReport` (JSON and a self-contained HTML page beside it).
 
 Steps: read the registered spec → make the endpoint write its buffered capture (when the spec
 names one) → build or reuse the reference profile for the current champion
-(`activities.drift.profile`) → read the window (`activities.drift.window`) → statistics for
-features, the champion's predictions and the labels (`activities.drift.statistics`) → the
-verdict (`workflows.drift.rules.assess`) → `<home>/drift/<model>/reports/<check_id>.{json,html}`.
+(`activities.drift.profile`) → a cloud model's capture and ground truth of the window into the
+capture layout (its backend's `CaptureSource`) → read the window (`activities.drift.window`)
+→ statistics for features, the champion's predictions and the labels
+(`activities.drift.statistics`) → the verdict (`workflows.drift.rules.assess`) →
+`<home>/drift/<model>/reports/<check_id>.{json,html}`.
 
 Idempotent by check id: a retried check writes the same files again.
 """
@@ -34,7 +36,7 @@ from activities.drift.statistics import (
 from activities.drift.window import CurrentWindow, read_current_window
 from activities.local.capture import capture_dir
 from activities.mirror import DataMirror
-from activities.ports import DriftSignalSource, ModelRegistry, ServingBackend
+from activities.ports import CaptureSource, DriftSignalSource, ModelRegistry, ServingBackend
 from activities.specs import SpecError, SpecStore
 from activities.training_runner import write_atomically
 from workflows.common import metrics
@@ -185,6 +187,7 @@ def check_drift(
     flush: Callable[[str], None] | None = None,
     heartbeat: Callable[[str], None] = lambda _: None,
     threads: int = 2,
+    capture: CaptureSource | None = None,
 ) -> DriftReport:
     started = time.perf_counter()
     notes: list[str] = []
@@ -208,6 +211,14 @@ def check_drift(
     heartbeat("window")
     end = request.window_end.astimezone(UTC)
     start = end - spec.drift.window
+    if capture is not None:
+        # A cloud endpoint's capture and ground truth of the window, into the capture layout.
+        synced = capture.sync(spec, start, end, heartbeat)
+        notes.append(
+            f"{capture.name}: {synced.answers} answer(s) and {synced.labels} label(s) read "
+            f"from {synced.sources_read} new source(s)"
+        )
+        notes += synced.notes
     window = read_current_window(capture_dir(home, spec), manifest, start, end)
     notes += window.notes
 
@@ -275,6 +286,7 @@ class DriftActivities:
         serving: ServingBackend | None = None,
         platform: Callable[[ModelSpec], DriftSignalSource | None] = lambda _: None,
         mirror: DataMirror | None = None,
+        capture: Callable[[ModelSpec], CaptureSource | None] = lambda _: None,
     ) -> None:
         self.home = home
         self.specs = specs
@@ -285,6 +297,8 @@ class DriftActivities:
         self.mirror = mirror
         # A model its cloud already monitors (Vertex Model Monitoring) is checked there.
         self.platform = platform
+        # A cloud endpoint's capture (SageMaker Data Capture, Vertex logging) is read first.
+        self.capture = capture
 
     def _spec(self, model: str) -> ModelSpec:
         try:
@@ -342,6 +356,7 @@ class DriftActivities:
             request,
             flush=self.serving.flush_capture if self.serving else None,
             heartbeat=activity.heartbeat,
+            capture=self.capture(spec),
         )
         activity.logger.info(
             "drift check %s: %s, %s (score %.3g), %d rows in %.2fs",

@@ -55,7 +55,7 @@ from activities.local.capture import capture_dir
 from activities.loop.audit import AuditStore
 from activities.loop.data_window import loop_data_dir
 from activities.loop.evaluation import ClassifierOutcome, predict, read_labelled_set, shared_classes
-from activities.ports import ModelRegistry
+from activities.ports import CaptureSource, ModelRegistry
 from activities.specs import SpecError, SpecStore
 from workflows.common.errors import ErrorType
 from workflows.common.names import ActivityName
@@ -217,6 +217,7 @@ def check_performance(
     flush: Callable[[str], None] | None = None,
     heartbeat: Callable[[str], None] = lambda _: None,
     seed: int = 0,
+    capture: CaptureSource | None = None,
 ) -> PerformanceReport:
     policy = spec.performance
     notes: list[str] = []
@@ -238,6 +239,16 @@ def check_performance(
         "task": spec.task,
         "detection_start": detection_start,
     }
+    if capture is not None:
+        # A cloud endpoint's answers and ground truth (SageMaker Data Capture and Model
+        # Monitor's ground truth, Vertex's BigQuery log) into the capture layout read below.
+        heartbeat("cloud capture")
+        synced = capture.sync(spec, detection_start, end, heartbeat)
+        notes.append(
+            f"{capture.name}: {synced.answers} answer(s) and {synced.labels} label(s) read "
+            f"from {synced.sources_read} new source(s)"
+        )
+        notes += synced.notes
     heartbeat("champion")
     champion = registry.champion(spec.name)
     if champion is None:
@@ -378,11 +389,14 @@ class PerformanceActivities:
         specs: SpecStore,
         registry: ModelRegistry,
         flush: Callable[[str], None] | None = None,
+        capture: Callable[[ModelSpec], CaptureSource | None] = lambda _: None,
     ) -> None:
         self.home = home
         self.specs = specs
         self.registry = registry
         self.flush = flush
+        # A cloud model's capture is read into the capture layout first (as the drift check).
+        self.capture = capture
 
     def _spec(self, model: str) -> ModelSpec:
         try:
@@ -407,6 +421,7 @@ class PerformanceActivities:
             request,
             flush=self.flush,
             heartbeat=activity.heartbeat,
+            capture=self.capture(spec),
         )
         activity.logger.info(
             "performance check %s: v%s, %d labelled rows, %s",

@@ -6,10 +6,12 @@ from pathlib import Path
 
 from activities.backends import CloudConnections
 from activities.gcp.canary import CloudMonitoringCanary
+from activities.gcp.capture import BigQueryCaptureSource
 from activities.gcp.clients import GcpClients
 from activities.gcp.endpoint import VertexEndpoint
 from activities.gcp.gcs_store import GcsStore
 from activities.gcp.monitoring import ModelMonitoringSource
+from activities.gcp.notifications import PubSubChannel
 from activities.gcp.registry import VertexRegistry
 from activities.gcp.training import VertexTraining
 from activities.ports import Backend
@@ -27,9 +29,12 @@ def build_backend(spec: ModelSpec, home: Path, connections: CloudConnections) ->
         api_endpoint=connections.vertex_api_endpoint,
         storage_endpoint=connections.gcs_endpoint,
         monitoring_endpoint=connections.monitoring_endpoint,
+        bigquery_endpoint=connections.bigquery_endpoint,
+        pubsub_endpoint=connections.pubsub_endpoint,
     )
     clients.init_vertex()
     registry = VertexRegistry(clients, settings, home)
+    capture = BigQueryCaptureSource(clients, settings, home) if settings.capture else None
     return Backend(
         name="vertex",
         training=VertexTraining(
@@ -41,10 +46,14 @@ def build_backend(spec: ModelSpec, home: Path, connections: CloudConnections) ->
         ),
         registry=registry,
         serving=VertexEndpoint(clients, settings, registry.resource_name),
-        canary=CloudMonitoringCanary(clients, settings),
+        canary=CloudMonitoringCanary(clients, settings, capture, home),
         store=GcsStore(clients),
         store_root=f"{settings.staging_bucket}/{settings.prefix}",
         drift_source=(
             ModelMonitoringSource(clients, settings) if settings.monitoring_job else None
         ),
+        capture=capture,
+        notifications=[PubSubChannel(clients, settings.pubsub_topic)]
+        if settings.pubsub_topic
+        else [],
     )

@@ -9,7 +9,11 @@ Vertex publishes per deployed model, on resource type `aiplatform.googleapis.com
 - `aiplatform.googleapis.com/prediction/online/prediction_latencies` (DELTA DISTRIBUTION, ms;
   metric label `latency_type`: we read `total`, what the caller waits for).
 
-Labelled quality is ours, written by the feedback joiner with `publish_quality` as GAUGE points
+Labelled quality and the prediction shift come from the endpoint's request-response logging
+joined with the ground truth (`activities.rollout.captured`, combined by
+`counts.with_captured_quality`), so a stage decides with no feedback job of the user's.
+
+Optionally, quality published by a feedback job with `publish_quality` is read as GAUGE points
 (Cloud Monitoring refuses DELTA for user-defined metrics), each point one batch, on resource
 `global` with metric labels `endpoint` (display name) and `variant`:
 `custom.googleapis.com/adaptive_retraining/{labelled,correct,log_loss_sum,
@@ -34,6 +38,7 @@ import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -45,8 +50,14 @@ from temporalio.exceptions import ApplicationError
 from activities.gcp.clients import GcpClients
 from activities.gcp.endpoint import deployed_variants, endpoint_client, find_endpoint
 from activities.gcp.errors import gcp_call
-from activities.ports import MetricSource
-from activities.rollout.counts import VariantCounts, count_statistics, score_histogram
+from activities.ports import CaptureSource, MetricSource
+from activities.rollout.captured import captured_comparison
+from activities.rollout.counts import (
+    VariantCounts,
+    count_statistics,
+    score_histogram,
+    with_captured_quality,
+)
 from activities.rollout.statistics import SHIFT_BINS
 from workflows.common.errors import ErrorType
 from workflows.rollout.models import CanaryRequest, CanaryStatistics, WindowRef
@@ -104,9 +115,17 @@ def publish_quality(
 
 
 class CloudMonitoringCanary:
-    def __init__(self, clients: GcpClients, settings: VertexSettings) -> None:
+    def __init__(
+        self,
+        clients: GcpClients,
+        settings: VertexSettings,
+        capture: CaptureSource | None = None,
+        home: Path | None = None,
+    ) -> None:
         self._clients = clients
         self._settings = settings
+        self._capture = capture
+        self._home = home
 
     @cached_property
     def _endpoints(self) -> Any:
@@ -137,7 +156,13 @@ class CloudMonitoringCanary:
             heartbeat(f"reading Cloud Monitoring for {window.variant}")
             endpoint_id = endpoint.name.rsplit("/", 1)[-1]
             sides.append(self.counts(endpoint_id, deployed[window.variant], window, now))
-        return count_statistics(sides[0], sides[1], shadow=request.challenger.shadow, source=SOURCE)
+        counted = count_statistics(
+            sides[0], sides[1], shadow=request.challenger.shadow, source=SOURCE
+        )
+        if self._capture is None or self._home is None:
+            return counted
+        captured = captured_comparison(self._capture, self._home, request, heartbeat)
+        return counted if captured is None else with_captured_quality(counted, captured)
 
     def counts(
         self, endpoint_id: str, deployed_model_id: str, window: WindowRef, now: datetime

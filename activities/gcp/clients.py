@@ -2,9 +2,9 @@
 
 Credentials are never passed in a spec or an activity input: the worker's ADC (a service
 account key file named by GOOGLE_APPLICATION_CREDENTIALS, workload identity, gcloud login) are
-used, so they never reach workflow history. Every client speaks REST. `api_endpoint` and
-`storage_endpoint` point the clients at one address (tests: the local fake on loopback, with
-anonymous credentials).
+used, so they never reach workflow history. Every client speaks REST. `api_endpoint`,
+`storage_endpoint`, `monitoring_endpoint`, `bigquery_endpoint` and `pubsub_endpoint` point the
+clients at one address (tests: the local fake on loopback, with anonymous credentials).
 """
 
 from __future__ import annotations
@@ -30,12 +30,16 @@ class GcpClients:
         api_endpoint: str | None = None,
         storage_endpoint: str | None = None,
         monitoring_endpoint: str | None = None,
+        bigquery_endpoint: str | None = None,
+        pubsub_endpoint: str | None = None,
     ) -> None:
         self.project = project
         self.location = location
         self.api_endpoint = api_endpoint
         self.storage_endpoint = storage_endpoint
         self.monitoring_endpoint = monitoring_endpoint
+        self.bigquery_endpoint = bigquery_endpoint
+        self.pubsub_endpoint = pubsub_endpoint
         self._credentials = credentials
 
     @cached_property
@@ -72,4 +76,25 @@ class GcpClients:
         )
         return storage.Client(
             project=self.project, credentials=self.credentials, client_options=options
+        )
+
+    @cached_property
+    def bigquery(self) -> Any:
+        from google.cloud import bigquery
+
+        options = (
+            ClientOptions(api_endpoint=self.bigquery_endpoint) if self.bigquery_endpoint else None
+        )
+        return bigquery.Client(
+            project=self.project, credentials=self.credentials, client_options=options
+        )
+
+    @cached_property
+    def publisher(self) -> Any:
+        """Pub/Sub's publisher over REST (the library's default transport is gRPC)."""
+        from google.pubsub_v1 import PublisherClient
+
+        options = ClientOptions(api_endpoint=self.pubsub_endpoint) if self.pubsub_endpoint else None
+        return PublisherClient(
+            credentials=self.credentials, transport="rest", client_options=options
         )

@@ -6,7 +6,10 @@ is a deployed model whose display name is its variant (`v3`) and whose id is der
 model and variant, so a retried deployment collides with the one in flight instead of adding a
 second copy. A change deploys the variants it names that are missing (0% traffic), then sets
 the whole split and the change marker in one PATCH (traffic split + labels), so the split and
-"this change was applied" can never disagree.
+"this change was applied" can never disagree. The endpoint logs requests and responses to
+BigQuery (`predictRequestResponseLoggingConfig` from the settings' capture, set at creation and
+by the next PATCH of an endpoint without it); deployed models autoscale on the settings'
+metric specs (CPU utilisation, accelerator duty cycle, in percent).
 
 Idempotency: the endpoint's labels hold the last change id (sanitised to a label value, with a
 digest so distinct ids never collide) and the generation, incremented only by a new change id;
@@ -109,6 +112,39 @@ def endpoint_call(doing: str) -> Iterator[None]:
             raise EndpointUnavailable(f"{doing}: {error}") from error
 
 
+def logging_config(settings: VertexSettings) -> Any | None:
+    """The endpoint's request-response logging to BigQuery; None when capture is off."""
+    capture = settings.capture
+    if capture is None or not capture.enabled:
+        return None
+    return aiplatform_v1.PredictRequestResponseLoggingConfig(
+        enabled=True,
+        sampling_rate=capture.sampling_percentage / 100,
+        bigquery_destination=aiplatform_v1.BigQueryDestination(
+            output_uri=f"bq://{settings.logging_table()}"
+        ),
+    )
+
+
+def _logging_matches(endpoint: Any, wanted: Any | None) -> bool:
+    if wanted is None:
+        return True
+    current = endpoint.predict_request_response_logging_config
+    return bool(
+        current.enabled
+        and current.bigquery_destination.output_uri == wanted.bigquery_destination.output_uri
+        and abs(current.sampling_rate - wanted.sampling_rate) < 1e-9
+    )
+
+
+def autoscaling_specs(settings: VertexSettings) -> list[Any]:
+    """The deployed models' autoscaling metric specs, targets in the metric's own unit."""
+    return [
+        aiplatform_v1.AutoscalingMetricSpec(metric_name=name, target=target)
+        for name, target in sorted(settings.autoscaling.metric_specs().items())
+    ]
+
+
 class VertexEndpoint:
     # Creating an endpoint takes seconds; within the traffic activity's 30 s.
     CREATE_TIMEOUT = 20.0
@@ -148,7 +184,13 @@ class VertexEndpoint:
             traffic_split={ids: change.weights.get(v, 0) for v, ids in variants.items()},
             labels=labels,
         )
-        mask = field_mask_pb2.FieldMask(paths=["traffic_split", "labels"])
+        paths = ["traffic_split", "labels"]
+        wanted = logging_config(self._settings)
+        if wanted is not None and not _logging_matches(endpoint, wanted):
+            # An endpoint made before capture was on (or by hand) starts logging with the split.
+            update.predict_request_response_logging_config = wanted
+            paths.append("predict_request_response_logging_config")
+        mask = field_mask_pb2.FieldMask(paths=paths)
         with endpoint_call(f"setting traffic {change.weights} on {endpoint.name}"):
             updated = self._client.update_endpoint(endpoint=update, update_mask=mask)
         return self._state(change.model, updated)
@@ -200,6 +242,7 @@ class VertexEndpoint:
         wanted = aiplatform_v1.Endpoint(
             display_name=settings.endpoint_name,
             labels={**settings.labels, MODEL_LABEL: label_value(model)},
+            predict_request_response_logging_config=logging_config(settings),
         )
         new_id = endpoint_id(settings.endpoint_name)
         with endpoint_call(f"creating Vertex endpoint {settings.endpoint_name!r}"):
@@ -225,6 +268,7 @@ class VertexEndpoint:
                 machine_spec=aiplatform_v1.MachineSpec(machine_type=settings.serving_machine_type),
                 min_replica_count=settings.min_replicas,
                 max_replica_count=settings.max_replicas,
+                autoscaling_metric_specs=autoscaling_specs(settings),
             ),
         )
         current = deployed_variants(endpoint).values()

@@ -19,7 +19,9 @@ artifact's sha256 is checked against `result.json`.
 
 CustomJob mode runs `python -m activities.container_entry` in `settings.training_image` (which
 must contain this package and the user's entrypoint module); Vertex mounts GCS at `/gcs/`, so the
-container reads and writes `/gcs/<bucket>/<path>` directly.
+container reads and writes `/gcs/<bucket>/<path>` directly. Its cost is the job's run time x
+replicas x the machine type's hourly price (the spec's table over documented defaults); a
+PipelineJob's is not summed (None: the coordinator keeps its estimate).
 
 Pipeline mode (`settings.pipeline_template`: a compiled KFP spec, local or gs://) - the
 pipeline must
@@ -133,17 +135,31 @@ class VertexTraining:
         model, loop_id = checked_names(job)
         self.clients.init_vertex()
         run = self.run_uri(model, loop_id)
+        cost: float | None = None
         if self.settings.pipeline_template is not None:
             reused = self._run_pipeline(job, self.settings.pipeline_template, heartbeat)
         else:
-            reused = self._run_custom_job(job, heartbeat)
+            reused, cost = self._run_custom_job(job, heartbeat)
         result = self._fetch_result(job, f"{run}/output/model", reused)
         self.store.delete_prefix(f"{run}/input/")
-        return result
+        return result.model_copy(update={"cost": cost})
+
+    def cost(self, resource: Any) -> float | None:
+        """A CustomJob's cost: its run time (start to end) x replicas x the machine type's
+        hourly price (`VertexSettings.training_price`); None without both times or a price."""
+        gca = resource.gca_resource
+        start, end = gca.start_time, gca.end_time
+        price = self.settings.training_price(self.settings.machine_type)
+        if not start or not end or price is None:
+            return None
+        hours = max(0.0, float((end - start).total_seconds())) / 3600
+        return round(hours * self.settings.replica_count * price, 6)
 
     # ---- CustomJob -----------------------------------------------------------------------
 
-    def _run_custom_job(self, job: TrainingJob, heartbeat: Callable[[str], None]) -> bool:
+    def _run_custom_job(
+        self, job: TrainingJob, heartbeat: Callable[[str], None]
+    ) -> tuple[bool, float | None]:
         from google.cloud import aiplatform
 
         model, loop_id = job.request.model, job.request.loop_id
@@ -158,7 +174,7 @@ class VertexTraining:
             custom_job = self._create_custom_job(job)
         run = self.run_uri(model, loop_id)
         self._wait(custom_job, f"CustomJob {custom_job.resource_name}", run, heartbeat)
-        return bool(alive)
+        return bool(alive), self.cost(custom_job)
 
     def _create_custom_job(self, job: TrainingJob) -> Any:
         from google.cloud import aiplatform

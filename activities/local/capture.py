@@ -9,6 +9,11 @@ in the retrain home):
   the request's features as columns named like the spec's features;
 - `feedback/date=YYYY-MM-DD/part-<epoch us>-<n>.parquet`: ground-truth labels by request id.
 
+A cloud endpoint's capture (SageMaker Data Capture, Vertex request-response logging) and its
+ground truth are read into the same layout by the backend's `CaptureSource`
+(`activities/cloud_capture.py`): its rows carry generation 0, no latency and status 200 (the
+platforms capture successful answers only; their metrics store has latency and errors).
+
 Partitions are by the endpoint's clock (UTC). Files are written whole (temporary name, then an
 atomic rename), so readers never see a partial file.
 """
@@ -68,8 +73,13 @@ FEEDBACK_SCHEMA = pa.schema(
 
 
 def capture_dir(home: Path, spec: ModelSpec) -> Path:
-    """The model's capture directory (absolute)."""
-    return resolve_uri(home, spec.data.capture_location)
+    """The model's capture directory (absolute). A cloud model whose data live in a bucket has
+    its capture read into `<home>/capture/<model>` by its backend's `CaptureSource` (the
+    layout is local files, never a bucket path taken for a folder)."""
+    location = spec.data.capture_location
+    if "://" in location:
+        return home / "capture" / spec.name
+    return resolve_uri(home, location)
 
 
 def request_schema(spec: ModelSpec, reference: pa.Schema) -> pa.Schema:

@@ -11,6 +11,7 @@ from pathlib import Path
 from temporalio import activity
 
 from activities.ports import ObjectStore
+from activities.scaling import ScalingLog
 from workflows.common.names import ActivityName, loop_number, validate_model_name
 from workflows.loop.audit import AuditRecord
 
@@ -52,14 +53,24 @@ RemoteAudit = Callable[[str], tuple[ObjectStore, str] | None]
 
 
 class AuditActivities:
-    def __init__(self, store: AuditStore, remote: RemoteAudit | None = None) -> None:
+    def __init__(
+        self,
+        store: AuditStore,
+        remote: RemoteAudit | None = None,
+        scaling: ScalingLog | None = None,
+    ) -> None:
         self.store = store
         self.remote = remote
+        self.scaling = scaling
 
     @activity.defn(name=ActivityName.WRITE_AUDIT_RECORD)
     def write(self, record: AuditRecord) -> str:
         """Always kept locally; a cloud model's record also goes to its bucket (the uri
-        returned), under `<root>/audit/<model>/<loop id>.json`: rewritten whole on a retry."""
+        returned), under `<root>/audit/<model>/<loop id>.json`: rewritten whole on a retry.
+        The endpoint's scaling activities since the loop started are added to it."""
+        if self.scaling is not None:
+            events = self.scaling.read(record.model, since=record.started_at)
+            record = record.model_copy(update={"scaling_events": events})
         local = self.store.write(record)
         target = self.remote(record.model) if self.remote else None
         if target is None:

@@ -18,6 +18,10 @@ into the same `CanaryStatistics`, with the same orientation of every check (posi
   p-value (the local backend's permutation test needs the rows).
 
 A check that cannot run is listed with None numbers and a `detail` saying which side lacks what.
+
+`with_captured_quality` combines these with the rows of the endpoint's capture: a cloud canary
+measures traffic, errors and latency from the store and labelled quality from its captured
+answers and ground truth, so it decides without any feedback job of the user's.
 """
 
 from __future__ import annotations
@@ -295,4 +299,45 @@ def _prediction_shift(champ: VariantCounts, chal: VariantCounts) -> CheckStatist
             f"({SHIFT_BINS} equal bins on [0, 1]) of {chal_total} challenger and {champ_total} "
             "champion predictions; chi-square test of homogeneity"
         ),
+    )
+
+
+# Checks the rows of captured traffic measure better than a metrics store's sums: labelled
+# quality and the prediction distribution (with their permutation and per-answer tests).
+CAPTURED_CHECKS = frozenset({CheckName.ACCURACY, CheckName.LOG_LOSS, CheckName.PREDICTION_SHIFT})
+
+
+def with_captured_quality(
+    counted: CanaryStatistics, captured: CanaryStatistics
+) -> CanaryStatistics:
+    """A cloud canary's numbers: traffic, errors and latency from the metrics store (every
+    request, including the failed ones a capture never holds), labelled quality and the
+    prediction shift from the captured answers joined with their ground truth
+    (`activities.rollout.statistics.compare` on the capture's rows). A quality check the capture
+    could not run (no captured answer yet) keeps the store's numbers, e.g. those a feedback job
+    published with `publish_quality`."""
+    from_capture = {
+        check.name: check
+        for check in captured.checks
+        if check.name in CAPTURED_CHECKS and check.samples > 0
+    }
+    checks = [from_capture.get(check.name, check) for check in counted.checks]
+
+    def side(store: VariantSummary, rows: VariantSummary) -> VariantSummary:
+        if not from_capture:
+            return store
+        return store.model_copy(
+            update={
+                "labelled": rows.labelled,
+                "accuracy": rows.accuracy,
+                "log_loss": rows.log_loss,
+                "mean_prediction": rows.mean_prediction,
+            }
+        )
+
+    return CanaryStatistics(
+        champion=side(counted.champion, captured.champion),
+        challenger=side(counted.challenger, captured.challenger),
+        checks=checks,
+        shadow=counted.shadow,
     )

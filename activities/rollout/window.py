@@ -26,6 +26,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.dataset as ds  # type: ignore[import-untyped, unused-ignore]
 
 from activities.local.capture import (
+    CAPTURED_AT,
     FEEDBACK,
     FEEDBACK_SCHEMA,
     GENERATION,
@@ -135,16 +136,18 @@ def sample_from_arrays(
     )
 
 
-def read_window(capture_dir: Path, ref: WindowRef) -> VariantSample:
+def read_window(capture_dir: Path, ref: WindowRef, *, by_time: bool = False) -> VariantSample:
     """The answers `ref.variant` gave under `ref.generation` (live, or shadow when
-    `ref.shadow`), each with the latest label its request received.
+    `ref.shadow`), each with the latest label its request received. `by_time`: the answers
+    captured since `ref.since` instead, whatever their generation (a cloud endpoint's capture
+    carries none).
 
     Raises `InvalidCaptureData` when a capture file cannot be read as the layout describes;
     OSError (a file vanishing under the reader) propagates as it is: retrying may help.
     """
     # Partitions are named by UTC day; an aware `since` in another zone is converted first.
     since = ref.since.astimezone(UTC)
-    requests = _read_requests(partitions_since(capture_dir, REQUESTS, since), ref)
+    requests = _read_requests(partitions_since(capture_dir, REQUESTS, since), ref, by_time)
     if requests.num_rows == 0:
         return VariantSample.empty()
     request_ids = requests.column(REQUEST_ID)
@@ -165,16 +168,20 @@ def _numpy(column: Any, dtype: type[Any]) -> npt.NDArray[Any]:
     return np.asarray(column.to_numpy(), dtype=dtype)
 
 
-def _read_requests(files: list[Path], ref: WindowRef) -> pa.Table:
+def _read_requests(files: list[Path], ref: WindowRef, by_time: bool) -> pa.Table:
     if not files:
         return _REQUEST_SCHEMA.empty_table()
-    where = f"the request capture of {ref.variant} (generation {ref.generation})"
-    condition = (
-        (ds.field(VARIANT) == ref.variant)
-        & (ds.field(GENERATION) == ref.generation)
-        & (ds.field(SHADOW) == ref.shadow)
-    )
-    table = _scan(files, _REQUEST_SCHEMA, condition, where)
+    schema = _REQUEST_SCHEMA
+    condition = (ds.field(VARIANT) == ref.variant) & (ds.field(SHADOW) == ref.shadow)
+    if by_time:
+        where = f"the request capture of {ref.variant} since {ref.since.isoformat()}"
+        schema = schema.append(_META[CAPTURED_AT])
+        since = pa.scalar(ref.since.astimezone(UTC), _META[CAPTURED_AT].type)
+        condition &= ds.field(CAPTURED_AT) >= since
+    else:
+        where = f"the request capture of {ref.variant} (generation {ref.generation})"
+        condition &= ds.field(GENERATION) == ref.generation
+    table = _scan(files, schema, condition, where)
     for name in _REQUIRED_REQUEST_COLUMNS:
         if nulls := table.column(name).null_count:
             raise InvalidCaptureData(f"{where}: {nulls} row(s) have no {name}")

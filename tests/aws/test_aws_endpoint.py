@@ -3,19 +3,21 @@ botocore's Stubber for the exact UpdateEndpoint request and the error paths."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.stub import ANY, Stubber
 from temporalio.exceptions import ApplicationError
 
-from activities.aws.autoscaling import VariantAutoscaling
+from activities.aws.autoscaling import VariantAutoscaling, resource_id
 from activities.aws.endpoint import SageMakerEndpoint, percentages
 from activities.ports import EndpointUnavailable, TrafficRefused
+from activities.scaling import ScalingLog
 from tests.support.aws_harness import ACCOUNT, REGION, ROLE_ARN, Moto
-from tests.support.moto_gaps import set_endpoint_status
-from workflows.rollout.models import EndpointState, TrafficChange
+from tests.support.moto_gaps import record_scaling_activity, set_endpoint_status
+from workflows.rollout.models import EndpointState, ScalingEvent, TrafficChange
 from workflows.spec.sagemaker import SageMakerSettings
 
 ENDPOINT = "churn-endpoint"
@@ -257,6 +259,17 @@ def test_update_endpoint_request() -> None:
                 },
             ],
             "Tags": tags,
+            # Capture on every config: a rollout never switches it off.
+            "DataCaptureConfig": {
+                "EnableCapture": True,
+                "InitialSamplingPercentage": 100,
+                "DestinationS3Uri": f"s3://{settings().bucket}/{settings().prefix}/capture",
+                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                "CaptureContentTypeHeader": {
+                    "CsvContentTypes": ["text/csv"],
+                    "JsonContentTypes": ["application/json"],
+                },
+            },
         },
     )
     stub.add_response(
@@ -287,9 +300,9 @@ class AskedScaler(VariantAutoscaling):
 
     asked: list[str]
 
-    def recent_events(self, endpoint: str, variant: str) -> list[str]:
+    def events(self, model: str, endpoint: str, variant: str) -> list[ScalingEvent]:
         self.asked.append(variant)
-        return super().recent_events(endpoint, variant)
+        return super().events(model, endpoint, variant)
 
 
 def test_each_shift_logs_the_live_variants_scaling_activities(
@@ -304,5 +317,56 @@ def test_each_shift_logs_the_live_variants_scaling_activities(
     endpoint = SageMakerEndpoint(clients, config, scaler, package)
     apply(endpoint, change({"v1": 100}, "rollout-x/initial"))
     apply(endpoint, change({"v1": 95, "v2": 5}, "rollout-x/5%"))
-    # moto has no DescribeScalingActivities: the shifts still went through (logging only).
     assert scaler.asked == ["v1", "v1", "v2"]
+
+
+def test_the_scalers_activities_are_recorded_once_with_their_capacity(
+    moto: Moto, moto_gaps: None, tmp_path: Path
+) -> None:
+    """What Application Auto Scaling did on a live variant (a target-tracking scale-out, a
+    scheduled action) is in the scaling log once, however many shifts read it."""
+    clients = moto.clients()
+    config = settings()
+    assert config.autoscaling is not None
+    log = ScalingLog(tmp_path)
+    endpoint = SageMakerEndpoint(
+        clients,
+        config,
+        VariantAutoscaling(clients, config.autoscaling, lambda _: None),
+        package,
+        log,
+    )
+    apply(endpoint, change({"v1": 100}, "rollout-x/initial"))
+    at = datetime.now(UTC).replace(microsecond=0)
+    target = resource_id(ENDPOINT, "v1")
+    record_scaling_activity(
+        target,
+        {
+            "ActivityId": "act-1",
+            "Description": "Setting desired instance count to 3.",
+            "Cause": "monitor alarm TargetTracking-endpoint/churn-endpoint/variant/v1 in state "
+            "ALARM triggered policy churn-endpoint-v1-invocations",
+            "StartTime": at,
+            "StatusCode": "Successful",
+        },
+    )
+    record_scaling_activity(
+        target,
+        {
+            "ActivityId": "act-2",
+            "Description": "Setting min capacity to 3 and max capacity to 8",
+            "Cause": "scheduled action name weekday-peak was triggered",
+            "StartTime": at + timedelta(minutes=1),
+            "StatusCode": "Successful",
+        },
+    )
+    apply(endpoint, change({"v1": 95, "v2": 5}, "rollout-x/5%"))
+    apply(endpoint, change({"v1": 75, "v2": 25}, "rollout-x/25%"))
+
+    events = log.read("churn")
+    assert [(e.event_id, e.kind, e.desired, e.variant) for e in events] == [
+        ("act-1", "policy", 3, "v1"),
+        ("act-2", "scheduled", None, "v1"),
+    ]
+    assert all(e.backend == "sagemaker" and e.endpoint == ENDPOINT for e in events)
+    assert log.read("churn", since=at + timedelta(seconds=30)) == events[1:]

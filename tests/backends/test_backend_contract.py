@@ -15,27 +15,40 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pytest
-from google.auth.credentials import AnonymousCredentials
 
 from activities.aws.s3_store import S3Store
 from activities.backends import CloudConnections, builder_of
+from activities.drift.performance_window import read_labelled_window
 from activities.gcp.gcs_store import GcsStore
+from activities.local.capture import capture_dir
 from activities.loop.data_window import resolve_uri, select_data_window
 from activities.loop.evaluation import read_labelled_set
 from activities.ports import Backend, EndpointUnavailable
 from activities.rollout.deployment import live_split
+from activities.rollout.window import read_window
 from activities.specs import SpecStore
 from serving.config import EndpointConfig
+from starters.demo.synthetic import PRE_DRIFT_FUNCTION
+from starters.demo.traffic import RowSource
 from tests.support.aws_harness import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, REGION, Moto
 from tests.support.cloud_data import BUCKET, upload_dataset
+from tests.support.cloud_traffic import (
+    Call,
+    EndpointTraffic,
+    LocalTraffic,
+    SageMakerTraffic,
+    VertexTraffic,
+    calls_from,
+)
 from tests.support.endpoint_harness import running_endpoint
 from tests.support.loop_harness import write_dataset
 from tests.support.sagemaker_container import ContainerEmulator
 from tests.support.vertex_fake import storage as vertex_storage
 from tests.support.vertex_fake.server import RunningFake
 from tests.support.vertex_harness import ContainerEmulator as VertexContainer
-from tests.support.vertex_harness import fake_clients
+from tests.support.vertex_harness import fake_clients, fake_connections
 from workflows.loop.models import (
     DataWindowRequest,
     Lineage,
@@ -46,7 +59,16 @@ from workflows.loop.models import (
     TrainingRequest,
     TrainingResult,
 )
-from workflows.rollout.models import EndpointState, TrafficChange
+from workflows.rollout.models import (
+    CanaryPolicy,
+    CanaryRequest,
+    CheckName,
+    EndpointState,
+    Outcome,
+    TrafficChange,
+    WindowRef,
+)
+from workflows.rollout.rules import canary_verdict
 from workflows.spec.backends import BACKEND_NAMES, BACKENDS
 from workflows.spec.models import ModelSpec
 
@@ -65,6 +87,8 @@ class Contract:
     # The loop's training and validation sets, as the data window wrote them.
     train_path: str
     validation_path: str
+    # The endpoint's callers and the model's ground truth, as the platform records them.
+    traffic: EndpointTraffic
 
 
 def prepared(home: Path, spec: ModelSpec) -> tuple[str, str]:
@@ -102,7 +126,7 @@ def local_contract(
     SpecStore(home).register(local)
     with running_endpoint(EndpointConfig(home=home, model=MODEL, seed=1)) as url:
         backend = build(local, home, CloudConnections())
-        yield Contract(backend, local, home, url, train, validation)
+        yield Contract(backend, local, home, url, train, validation, LocalTraffic(url))
 
 
 def sagemaker_contract(
@@ -122,7 +146,9 @@ def sagemaker_contract(
         aws_endpoint_url=moto.endpoint_url, aws_session=session, poll_seconds=0.05
     )
     backend = build(spec, home, connections)
-    yield Contract(backend, spec, home, "", train, validation)
+    assert spec.sagemaker is not None
+    traffic = SageMakerTraffic(clients, spec.sagemaker, spec, backend.registry)
+    yield Contract(backend, spec, home, "", train, validation, traffic)
 
 
 def vertex_contract(
@@ -131,17 +157,13 @@ def vertex_contract(
     fake: RunningFake = request.getfixturevalue("vertex")
     vertex_storage.create_bucket(fake.state, BUCKET)
     VertexContainer(fake.state)
-    spec = upload_dataset(GcsStore(fake_clients(fake)), home, local, "gs")
+    clients = fake_clients(fake)
+    spec = upload_dataset(GcsStore(clients), home, local, "gs")
     SpecStore(home).register(spec)
-    connections = CloudConnections(
-        vertex_api_endpoint=fake.url,
-        gcs_endpoint=fake.url,
-        monitoring_endpoint=fake.url,
-        gcp_credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        poll_seconds=0.05,
-    )
-    backend = build(spec, home, connections)
-    yield Contract(backend, spec, home, "", train, validation)
+    backend = build(spec, home, fake_connections(fake))
+    assert spec.vertex is not None
+    traffic = VertexTraffic(fake.state, clients, spec.vertex, spec, backend.registry)
+    yield Contract(backend, spec, home, "", train, validation, traffic)
 
 
 HARNESSES: dict[str, Harness] = {
@@ -160,10 +182,12 @@ def test_every_registered_backend_has_a_harness_and_a_spec_field() -> None:
             assert backend.settings in typing.get_args(field.annotation)
 
 
-def job(contract: Contract, loop_id: str, seed: int = 0) -> TrainingJob:
+def job(
+    contract: Contract, loop_id: str, seed: int = 0, entrypoint: str | None = None
+) -> TrainingJob:
     spec = contract.spec
     return TrainingJob(
-        entrypoint=spec.training.entrypoint,
+        entrypoint=entrypoint or spec.training.entrypoint,
         request=TrainingRequest(
             model=spec.name,
             loop_id=loop_id,
@@ -332,3 +356,128 @@ def test_the_object_store_round_trips(contract: Contract, tmp_path: Path) -> Non
     assert store.download(uploaded.uri, copy).etag == uploaded.etag
     assert copy.read_text() == '{"a": 1}'
     assert store.head(f"{root}/contract/missing.json") is None
+
+
+# ---- capture, canary and cost ------------------------------------------------------------
+
+
+def deployed(contract: Contract, bad_candidate: bool = False) -> tuple[str, str]:
+    """v1 (champion, promoted) and v2 registered; the second trained by the demo's broken
+    entrypoint when `bad_candidate` (right offline, wrong, slow and failing on single rows)."""
+    registry = contract.backend.registry
+    versions = []
+    for number in (1, 2):
+        loop_id = f"retrain-contract-credit-{number}"
+        entrypoint = BAD_CANDIDATE if bad_candidate and number == 2 else None
+        trained = contract.backend.training.train(
+            job(contract, loop_id, number, entrypoint), heartbeat
+        )
+        versions.append(registry.register(register_request(contract, loop_id, trained)).version)
+    registry.promote(PromoteRequest(model=MODEL, version=versions[0], loop_id="l1"))
+    return versions[0], versions[1]
+
+
+BAD_CANDIDATE = "starters.demo.bad_candidate:train"
+
+
+def labelled_calls(count: int, seed: int) -> tuple[list[Call], dict[str, float]]:
+    rows = RowSource(seed, PRE_DRIFT_FUNCTION, 1.0, f"contract-{seed}")
+    return calls_from(rows.next_row, count)
+
+
+def read_capture(contract: Contract, start: datetime) -> Path:
+    """The capture directory once the backend brought its capture in (local: flushed)."""
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    if contract.backend.capture is not None:
+        synced = contract.backend.capture.sync(contract.spec, start, end, heartbeat)
+        assert not synced.problems, synced.notes
+    else:
+        contract.backend.serving.flush_capture(contract.endpoint_url)
+    return capture_dir(contract.home, contract.spec)
+
+
+def test_capture_and_ground_truth_are_readable(contract: Contract) -> None:
+    first, _ = deployed(contract)
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    shift(contract, {f"v{first}": 100}, "rollout-contract/initial")
+    calls, labels = labelled_calls(60, seed=11)
+
+    answered = contract.traffic.send(calls)
+    contract.traffic.label({rid: labels[rid] for rid in list(labels)[:40]})
+
+    assert set(answered.values()) == {f"v{first}"}
+    directory = read_capture(contract, started)
+    window = read_labelled_window(
+        directory, contract.spec.task, started, datetime.now(UTC) + timedelta(minutes=1)
+    )
+    # Every labelled answer, joined with its label by request id, whatever the platform.
+    assert sorted(window.request_id.tolist()) == sorted(list(labels)[:40])
+    assert set(window.variant.tolist()) == {f"v{first}"}
+    assert set(window.version.tolist()) == {first}
+    assert window.label.tolist() == [labels[rid] for rid in window.request_id.tolist()]
+    assert window.rows.unmatched == 0 and window.rows.invalid == 0
+    assert np.isin(window.prediction, (0.0, 1.0)).all()
+    # The canary's reader sees every answer of the variant (labelled or not) in the window.
+    state = contract.backend.serving.read_traffic(MODEL, contract.endpoint_url)
+    sample = read_window(
+        directory,
+        WindowRef(variant=f"v{first}", generation=state.generation, since=started),
+        by_time=contract.backend.capture is not None,
+    )
+    assert sample.size == 60 and int(np.isfinite(sample.label).sum()) == 40
+
+
+def test_a_canary_with_a_bad_candidate_fails_and_rolls_back(contract: Contract) -> None:
+    champion, candidate = deployed(contract, bad_candidate=True)
+    v1, v2 = f"v{champion}", f"v{candidate}"
+    shift(contract, {v1: 100}, "rollout-contract/initial")
+    staged = shift(contract, {v1: 50, v2: 50}, "rollout-contract/50%")
+    calls, labels = labelled_calls(400, seed=12)
+
+    answered = contract.traffic.send(calls)
+    contract.traffic.label(labels)
+
+    assert {v1, v2} == set(answered.values())
+    policy = CanaryPolicy(min_labelled=50)
+    request = CanaryRequest(
+        model=MODEL,
+        endpoint_url=contract.endpoint_url,
+        capture_dir=contract.spec.data.capture_location,
+        champion=WindowRef(variant=v1, generation=staged.generation, since=staged.updated_at),
+        challenger=WindowRef(variant=v2, generation=staged.generation, since=staged.updated_at),
+        policy=policy,
+        seed=7,
+    )
+    if contract.backend.capture is None:
+        contract.backend.serving.flush_capture(contract.endpoint_url)
+    statistics = contract.backend.canary.analyse(request, heartbeat)
+    verdict = canary_verdict(statistics, policy, min_requests=100)
+
+    assert verdict.outcome is Outcome.FAIL, verdict.summary
+    failed = {check.name for check in verdict.checks if check.outcome is Outcome.FAIL}
+    # Labelled quality decides on every backend: from the capture and its ground truth.
+    assert failed & {CheckName.ACCURACY, CheckName.LOG_LOSS}, verdict.summary
+    assert CheckName.ERROR_RATE in failed, verdict.summary
+    assert statistics.challenger.labelled >= 50 and statistics.champion.labelled >= 50
+    back = shift(contract, {v1: 100, v2: 0}, "rollout-contract/rollback")
+    assert live_split(back.weights) == {v1: 100}
+
+
+def test_training_reports_its_cost(contract: Contract) -> None:
+    trained = contract.backend.training.train(job(contract, "retrain-contract-credit-1"), heartbeat)
+    if contract.backend.store is None:
+        # The local backend trains on the worker: no bill to report.
+        assert trained.cost is None
+        return
+    assert trained.cost is not None and trained.cost > 0
+    settings = contract.spec.backend_settings
+    assert settings is not None
+    # At most the whole run at the machine's hourly price (spot or billing granularity only
+    # lower it, a second's rounding aside).
+    price = (
+        contract.spec.sagemaker.training_price(contract.spec.sagemaker.training_instance_type)
+        if contract.spec.sagemaker is not None
+        else contract.spec.vertex.training_price(contract.spec.vertex.machine_type)  # type: ignore[union-attr]
+    )
+    assert price is not None
+    assert trained.cost <= (trained.duration_seconds + 60) * price / 3600

@@ -25,13 +25,14 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from activities.aws.registry import SageMakerRegistry
 from activities.aws.s3_store import S3Store
 from activities.backends import CloudConnections
 from activities.specs import SpecStore
-from tests.backends.test_cloud_loops import aws_traffic
 from tests.support.aws_harness import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, REGION, Moto
 from tests.support.cloud_data import BUCKET, ENDPOINT, upload_dataset
-from tests.support.cloud_loops import BAKE, Traffic, approved_result, rollout_spec
+from tests.support.cloud_loops import BAKE, Callers, Traffic, approved_result, rollout_spec
+from tests.support.cloud_traffic import SageMakerTraffic
 from tests.support.helpers import CoordinatorProbe
 from tests.support.loop_harness import start_loop, with_changes, write_dataset
 from tests.support.moto_gaps import set_endpoint_status
@@ -201,7 +202,9 @@ async def test_an_endpoint_not_in_service_makes_the_stage_wait_then_fail_cleanly
     env: WorkflowEnvironment, client: Client, task_queue: str, home: Path, model: str, cloud: Cloud
 ) -> None:
     assert cloud.spec.sagemaker is not None
-    traffic = Traffic(aws_traffic(cloud.clients, cloud.spec.sagemaker))
+    settings = cloud.spec.sagemaker
+    registry = SageMakerRegistry(cloud.clients, settings, home / "reader")
+    traffic = Traffic(Callers(SageMakerTraffic(cloud.clients, settings, cloud.spec, registry)).tick)
     with env.auto_time_skipping_disabled(), traffic:
         async with build_worker(client, home=home, task_queue=task_queue, cloud=cloud.connections):
             loop = await start_loop(client, task_queue, model, 1)

@@ -10,16 +10,23 @@ what the server answers. The `moto_gaps` fixture installs (and afterwards remove
 - UpdateEndpointWeightsAndCapacities with weights only: moto sets the instance counts to None;
   AWS keeps them. It also bumps LastModifiedTime, as AWS does.
 - AddTags: moto appends a second tag with the same key; AWS overwrites the value.
+- DescribeTrainingJob: moto reports no TrainingTimeInSeconds / BillableTimeInSeconds; the
+  container emulator sets them (`set_training_times`) from the run it played.
+- DescribeScalingActivities (unimplemented in moto): answered from the activities a test
+  records with `record_scaling_activity` (moto runs no scaler), newest first, filtered by
+  namespace, resource id and dimension as AWS does.
 
 `set_endpoint_status` puts an endpoint in any status (moto's are always InService).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from moto.applicationautoscaling.responses import ApplicationAutoScalingResponse
 from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
 from moto.sagemaker.exceptions import ValidationError
@@ -48,6 +55,7 @@ def _apply_config(endpoint: FakeEndpoint, config: Any) -> None:
     shadow = getattr(config, "shadow_production_variants", None) or []
     # Describe* report every attribute of moto's objects, so a new one shows up as a field.
     endpoint.shadow_production_variants = endpoint._process_production_variants(shadow) or None  # type: ignore[attr-defined]
+    endpoint.data_capture_config = config.data_capture_config
     endpoint.last_modified_time = utcnow()
 
 
@@ -106,6 +114,37 @@ def _add_tags(
     return tagged
 
 
+# (resource id) -> the scaling activities a test played, as AWS's API shapes them.
+SCALING_ACTIVITIES: dict[str, list[dict[str, Any]]] = {}
+
+
+def record_scaling_activity(resource_id: str, activity: dict[str, Any]) -> None:
+    SCALING_ACTIVITIES.setdefault(resource_id, []).append(
+        {
+            "ServiceNamespace": "sagemaker",
+            "ResourceId": resource_id,
+            "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+            **activity,
+        }
+    )
+
+
+def _describe_scaling_activities(self: ApplicationAutoScalingResponse) -> str:
+    resource = self._get_param("ResourceId")
+    namespace = self._get_param("ServiceNamespace")
+    dimension = self._get_param("ScalableDimension")
+    found = [
+        {**activity, "StartTime": activity["StartTime"].timestamp()}
+        for key, activities in SCALING_ACTIVITIES.items()
+        if resource in (None, key)
+        for activity in activities
+        if activity["ServiceNamespace"] == namespace
+        and dimension in (None, activity["ScalableDimension"])
+    ]
+    found.sort(key=lambda activity: activity["StartTime"], reverse=True)
+    return json.dumps({"ScalingActivities": found})
+
+
 def set_endpoint_status(name: str, status: str, reason: str | None = None) -> None:
     endpoint = sagemaker_backends[ACCOUNT][REGION].endpoints[name]
     endpoint.endpoint_status = status
@@ -131,4 +170,12 @@ def moto_gaps(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         _wrap_update_weights(SageMakerModelBackend.update_endpoint_weights_and_capacities),
     )
     monkeypatch.setattr(SageMakerModelBackend, "add_tags", _add_tags)
+    monkeypatch.setattr(
+        ApplicationAutoScalingResponse,
+        "describe_scaling_activities",
+        _describe_scaling_activities,
+        raising=False,
+    )
+    SCALING_ACTIVITIES.clear()
     yield
+    SCALING_ACTIVITIES.clear()

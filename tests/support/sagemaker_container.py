@@ -7,16 +7,19 @@ user's pipeline) would: download the input channels from moto's S3 into a fake `
 run `python -m activities.container_entry` in a subprocess with the job's own ContainerArguments
 (paths re-rooted), tar the model dir into model.tar.gz and upload it where DescribeTrainingJob's
 ModelArtifacts.S3ModelArtifacts points (moto: <S3OutputPath>/<job name>/output/model.tar.gz,
-as on SageMaker) or to <ModelOutputPath>/model.tar.gz for a pipeline.
+as on SageMaker) or to <ModelOutputPath>/model.tar.gz for a pipeline. It also reports the job's
+TrainingTimeInSeconds and BillableTimeInSeconds from the run it played (moto has neither).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,8 +65,9 @@ class ContainerEmulator:
                 argument.replace(OPT_ML, str(root))
                 for argument in described["AlgorithmSpecification"]["ContainerArguments"]
             ]
-            self._run(name, arguments, root)
+            seconds = self._run(name, arguments, root)
             self._upload_model(root / "model", described["ModelArtifacts"]["S3ModelArtifacts"])
+        set_training_times(name, seconds)
 
     def _on_pipeline(self, http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
         if http_response.status_code >= 300:
@@ -88,8 +92,10 @@ class ContainerEmulator:
             self._run(arn, arguments, root)
             self._upload_model(root / "model", f"{parameters['ModelOutputPath']}/model.tar.gz")
 
-    def _run(self, name: str, arguments: list[str], root: Path) -> None:
+    def _run(self, name: str, arguments: list[str], root: Path) -> float:
+        """Run the container's entry; the wall time it took."""
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        started = time.monotonic()
         done = subprocess.run(
             [sys.executable, "-m", "activities.container_entry", *arguments],
             env=env,
@@ -103,6 +109,7 @@ class ContainerEmulator:
             reason = failure.read_text() if failure.exists() else done.stderr
             self.failures.append(reason)
             _mark_failed(name, reason)
+        return time.monotonic() - started
 
     def _download(self, uri: str, target: Path) -> None:
         bucket, key = s3_location(uri)
@@ -124,6 +131,25 @@ class ContainerEmulator:
                 tar.add(path, arcname=str(path.relative_to(model_dir)), recursive=False)
         bucket, key = s3_location(uri)
         self.s3.upload_file(str(archive), bucket, key)
+
+
+# Managed spot: the share of the training time billed (AWS reports the savings as
+# 1 - BillableTimeInSeconds / TrainingTimeInSeconds; 70% is a typical spot discount).
+SPOT_BILLED_SHARE = 0.3
+
+
+def set_training_times(name: str, seconds: float) -> None:
+    """What SageMaker reports of a finished job's time (moto reports none): TrainingTimeInSeconds
+    and BillableTimeInSeconds (shorter on managed spot), whole seconds, at least one."""
+    job = sagemaker_backends[ACCOUNT][REGION].training_jobs.get(name)
+    if job is None:
+        return
+    training = max(1, math.ceil(seconds))
+    billed = training
+    if job.enable_managed_spot_training:
+        billed = max(1, math.ceil(training * SPOT_BILLED_SHARE))
+    job.training_time_in_seconds = training  # type: ignore[attr-defined]
+    job.billable_time_in_seconds = billed  # type: ignore[attr-defined]
 
 
 def _mark_failed(name: str, reason: str) -> None:

@@ -34,7 +34,12 @@ BUCKET = "retrain-staging"
 def route_factories() -> list[RouteFactory]:
     """Every concern's routes; endpoints/monitoring join when their modules exist."""
     factories: list[RouteFactory] = [storage.routes, jobs.routes, models.routes]
-    for name in ("tests.support.vertex_fake.endpoints", "tests.support.vertex_fake.monitoring"):
+    for name in (
+        "tests.support.vertex_fake.endpoints",
+        "tests.support.vertex_fake.monitoring",
+        "tests.support.vertex_fake.bigquery",
+        "tests.support.vertex_fake.pubsub",
+    ):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as error:
@@ -53,6 +58,8 @@ def fake_clients(fake: RunningFake) -> GcpClients:
         api_endpoint=fake.url,
         storage_endpoint=fake.url,
         monitoring_endpoint=fake.url,
+        bigquery_endpoint=fake.url,
+        pubsub_endpoint=fake.url,
     )
     clients.init_vertex()
     return clients
@@ -149,3 +156,21 @@ class ContainerEmulator:
         for file in files:
             bucket, _, name = str(file.relative_to(root)).partition("/")
             storage.put_object(self.state, bucket, name, file.read_bytes())
+
+
+def fake_connections(fake: RunningFake, **changes: Any) -> Any:
+    """The worker's `CloudConnections` to every API of the fake."""
+    from activities.backends import CloudConnections
+
+    return CloudConnections(
+        **{
+            "vertex_api_endpoint": fake.url,
+            "gcs_endpoint": fake.url,
+            "monitoring_endpoint": fake.url,
+            "bigquery_endpoint": fake.url,
+            "pubsub_endpoint": fake.url,
+            "gcp_credentials": AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            "poll_seconds": 0.05,
+            **changes,
+        }
+    )

@@ -217,6 +217,19 @@ TRAINING_SLOT_WAIT = Metric(
     ("model",),
     buckets=(1, 10, 60, 300, 900, 1800, 3600, 7200, 14400),
 )
+SCALING_EVENTS = Metric(
+    "retrain_scaling_events_total",
+    "counter",
+    "Scaling activities of a model's endpoint (the platform's scaler or our scheduled "
+    "pre-scaling), by kind (policy, scheduled) and status",
+    ("model", "backend", "kind", "status"),
+)
+ENDPOINT_CAPACITY = Metric(
+    "retrain_endpoint_capacity",
+    "gauge",
+    "Instances / replicas a scaling event set a variant to (desired capacity)",
+    ("model", "variant"),
+)
 
 CATALOG: tuple[Metric, ...] = (
     TRIGGER_EVENTS,
@@ -248,6 +261,8 @@ CATALOG: tuple[Metric, ...] = (
     TRAINING_SLOTS_WAITING,
     TRAINING_SLOTS_UPDATED,
     TRAINING_SLOT_WAIT,
+    SCALING_EVENTS,
+    ENDPOINT_CAPACITY,
 )
 
 Labels = Mapping[str, str]

@@ -22,7 +22,7 @@ from workflows.loop.models import (
     TrainingResult,
     TriggerContext,
 )
-from workflows.rollout.models import RolloutResult
+from workflows.rollout.models import RolloutResult, ScalingEvent
 from workflows.slots.models import SlotWait
 
 
@@ -114,6 +114,9 @@ class AuditRecord(StateModel):
     stages: list[StageEntry] = []
     notifications: list[str] = []
     outcome: LoopResult | None = None
+    # The endpoint's scaling activities while the loop ran (filled in when the record is
+    # written, from the scaling log: the workflow never sets it).
+    scaling_events: list[ScalingEvent] = []
 
 
 class LoopView(StrictModel):

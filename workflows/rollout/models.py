@@ -150,6 +150,29 @@ class EndpointState(StrictModel):
     variants: dict[str, str] = {}
 
 
+# ---- scaling -------------------------------------------------------------------------------
+
+
+class ScalingEvent(StrictModel):
+    """One scaling activity of a model's endpoint, as recorded (`<home>/scaling/<model>.jsonl`,
+    the loop's audit record, the `retrain_scaling_events_total` metric), so incidents and
+    capacity planning can be correlated with it."""
+
+    # The platform's id (SageMaker's ActivityId) or ours (scheduled pre-scaling): dedup key.
+    event_id: str
+    model: str
+    backend: str
+    endpoint: str
+    variant: str
+    at: AwareDatetime
+    # `policy`: the platform's autoscaling policy; `scheduled`: a scheduled action (theirs or
+    # our pre-scaling).
+    kind: Literal["policy", "scheduled"]
+    status: str
+    description: str
+    desired: int | None = None
+
+
 # ---- canary analysis -----------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -44,3 +44,35 @@ class ScheduledScaling(StrictModel):
         if self.min_capacity > self.max_capacity:
             raise ValueError("min_capacity must not exceed max_capacity")
         return self
+
+
+S3Uri = Annotated[str, Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$")]
+GcsUri = Annotated[str, Field(pattern=r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[^\s]*)?$")]
+# A BigQuery table: `bq://project.dataset.table` (the form Vertex's logging config takes).
+BigQueryTable = Annotated[
+    str,
+    Field(
+        pattern=r"^bq://[a-z][a-z0-9-]{4,28}[a-z0-9]\.[A-Za-z0-9_]+\.[A-Za-z0-9_-]+$",
+        max_length=2100,
+    ),
+]
+# Hourly list prices of machines, by the platform's machine type name.
+PriceTable = dict[Annotated[str, Field(min_length=1, max_length=64)], Annotated[float, Field(ge=0)]]
+
+
+class CaptureSettings(StrictModel):
+    """What an endpoint's captured answers mean, shared by the clouds' capture settings.
+
+    The captured requests and ground truth are read into the capture layout
+    (activities/local/capture.py) by the backend's `CaptureSource`, so the drift check, the
+    performance monitor and the canary read them like the local endpoint's capture.
+    """
+
+    enabled: bool = True
+    # Share of requests the platform logs (SageMaker: a whole percentage; Vertex: a rate).
+    sampling_percentage: Annotated[int, Field(ge=1, le=100)] = 100
+    # A classifier's single captured output is the positive-class probability (`score`: the
+    # predicted class is score >= 0.5) or the predicted class itself (`class`). Outputs that
+    # name their fields (`{"prediction": .., "score": ..}`) are read as named. Regressors: the
+    # value.
+    prediction_output: Literal["score", "class"] = "score"

@@ -63,7 +63,11 @@ class DataSources(StrictModel):
 
     @property
     def capture_location(self) -> str:
-        return self.captured or str(PurePosixPath(self.labelled).parent / "captured")
+        if self.captured:
+            return self.captured
+        if "://" in self.labelled:  # a bucket uri: PurePosixPath would fold its `//`
+            return f"{self.labelled.rstrip('/').rsplit('/', 1)[0]}/captured"
+        return str(PurePosixPath(self.labelled).parent / "captured")
 
 
 class DataWindowPolicy(StrictModel):

@@ -118,6 +118,9 @@ def routes(state: FakeState) -> list[BaseRoute]:
             "labels": body.get("labels", {}),
             "deployedModels": [],
             "trafficSplit": {},
+            "predictRequestResponseLoggingConfig": body.get(
+                "predictRequestResponseLoggingConfig", {}
+            ),
             "createTime": stamp,
             "updateTime": stamp,
             "etag": "1",
@@ -163,6 +166,8 @@ def routes(state: FakeState) -> list[BaseRoute]:
                 return _deploy(endpoint, body)
             if request.method == "POST" and verb == "undeployModel":
                 return _undeploy(endpoint, body)
+            if request.method == "POST" and verb == "mutateDeployedModel":
+                return _mutate(endpoint, body, request.query_params.get("updateMask", ""))
         return error(400, f"the fake does not implement {request.method} {name}:{verb}")
 
     def _touch(endpoint: dict[str, Any]) -> None:
@@ -171,7 +176,13 @@ def routes(state: FakeState) -> list[BaseRoute]:
 
     def _patch(endpoint: dict[str, Any], body: dict[str, Any], mask: str) -> JSONResponse:
         fields = [field for field in mask.split(",") if field]
-        allowed = {"trafficSplit", "labels", "displayName", "description"}
+        allowed = {
+            "trafficSplit",
+            "labels",
+            "displayName",
+            "description",
+            "predictRequestResponseLoggingConfig",
+        }
         if not fields or set(fields) - allowed:
             return error(400, f"update mask must name some of {sorted(allowed)}, got {mask!r}")
         if "trafficSplit" in fields:
@@ -179,7 +190,8 @@ def routes(state: FakeState) -> list[BaseRoute]:
             if (problem := _split_error(endpoint, split)) is not None:
                 return error(400, problem)
         for field in fields:
-            endpoint[field] = body.get(field, {} if field in ("trafficSplit", "labels") else "")
+            empty: Any = "" if field in ("displayName", "description") else {}
+            endpoint[field] = body.get(field, empty)
         _touch(endpoint)
         return JSONResponse(endpoint)
 
@@ -208,6 +220,28 @@ def routes(state: FakeState) -> list[BaseRoute]:
             return JSONResponse({"name": f"{endpoint['name']}/operations/{next(_ids)}"})
         _apply_deploy(endpoint, candidate, split)
         return done_operation(endpoint["name"], "DeployModelResponse", {"deployedModel": deployed})
+
+    def _mutate(endpoint: dict[str, Any], body: dict[str, Any], mask: str) -> JSONResponse:
+        """mutateDeployedModel: replicas and autoscaling specs of a deployed model, in place."""
+        wanted = dict(body.get("deployedModel", {}))
+        fields = [field for field in (mask or body.get("updateMask", "")).split(",") if field]
+        allowed = {
+            "dedicatedResources.minReplicaCount",
+            "dedicatedResources.maxReplicaCount",
+            "dedicatedResources.autoscalingMetricSpecs",
+        }
+        if not fields or set(fields) - allowed:
+            return error(400, f"update mask must name some of {sorted(allowed)}, got {mask!r}")
+        for model in endpoint["deployedModels"]:
+            if model["id"] == wanted.get("id"):
+                for field in fields:
+                    key = field.split(".", 1)[1]
+                    model["dedicatedResources"][key] = wanted.get("dedicatedResources", {}).get(key)
+                _touch(endpoint)
+                return done_operation(
+                    endpoint["name"], "MutateDeployedModelResponse", {"deployedModel": model}
+                )
+        return error(404, f"deployed model {wanted.get('id')} not found on {endpoint['name']}")
 
     def _undeploy(endpoint: dict[str, Any], body: dict[str, Any]) -> JSONResponse:
         deployed_id = body.get("deployedModelId", "")
