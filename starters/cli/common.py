@@ -24,7 +24,8 @@ from temporalio.runtime import Runtime
 from temporalio.service import RPCStatusCode
 
 from starters.api.connection import DEFAULT_ADDRESS, connect
-from workflows.common.models import describe_validation_error
+from starters.api.known_models import UnknownModel, registered_models, require_known
+from workflows.common.models import validation_problems
 from workflows.common.names import TASK_QUEUE, validate_model_name
 
 console = Console()
@@ -43,6 +44,25 @@ def _model_name(value: str) -> str:
 
 ModelArgument = Annotated[
     str, typer.Argument(help="Model name", metavar="MODEL", callback=_model_name)
+]
+
+
+def _registered_model(value: str) -> str:
+    name = _model_name(value)
+    try:
+        require_known(registered_models(), name)
+    except UnknownModel as err:
+        raise typer.BadParameter(str(err)) from None
+    return name
+
+
+# For the commands that start something for the model (a coordinator, a monitor, a schedule):
+# a name no registered spec carries is refused (exit 2) before Temporal is even contacted.
+RegisteredModelArgument = Annotated[
+    str,
+    typer.Argument(
+        help="Model name (a registered spec's)", metavar="MODEL", callback=_registered_model
+    ),
 ]
 
 
@@ -75,6 +95,16 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def fail_validation(err: ValidationError, what: str = "") -> typer.Exit:
+    """Every problem of a validation error on its own line (exit 2)."""
+    return fail(problems_text(validation_problems(err), what or f"invalid {err.title}"), code=2)
+
+
+def problems_text(problems: list[str], headline: str) -> str:
+    count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
+    return f"{headline} ({count}):\n" + "\n".join(f"  - {p}" for p in problems)
+
+
 def run(
     action: Callable[[Client], Awaitable[T]],
     settings: Connection,
@@ -97,7 +127,9 @@ def run(
     except CliError as err:
         raise fail(str(err)) from None
     except ValidationError as err:
-        raise fail(describe_validation_error(err), code=2) from None
+        raise fail_validation(err) from None
+    except UnknownModel as err:  # a name no registered spec carries: the user's mistake
+        raise fail(str(err), code=2) from None
     except LookupError as err:  # a loop or record that is not there (starters.api.loops)
         raise fail(str(err)) from None
     except ValueError as err:  # our validation at the edge (policy changes, model names)
@@ -111,7 +143,7 @@ def run(
         ) from None
     except RPCError as err:
         if err.status is RPCStatusCode.NOT_FOUND:
-            raise fail(f"not found: {err.message}") from None
+            raise fail(f"not found (Temporal says: {err.message})") from None
         raise fail(f"Temporal error ({err.status.name}): {err.message}") from None
 
 

@@ -47,7 +47,7 @@ async def _send(gw: Gateway, count: int, prefix: str = "e") -> list[str]:
 
 
 async def _status(client: Client, task_queue: str, model: str):  # -> CoordinatorStatus
-    return await Coordinators(client, task_queue).status(model)
+    return await Coordinators(client, task_queue, models=None).status(model)
 
 
 async def _replay_all(home: Path, client: Client, task_queue: str):  # -> ReplayReport
@@ -182,7 +182,7 @@ async def test_a_burst_of_ten_thousand_events_arrives_whole_in_batched_signals(
     home, client, task_queue, new_worker
 ):
     models = [f"burst-{i}" for i in range(BURST_MODELS)]
-    coordinators = Coordinators(client, task_queue)
+    coordinators = Coordinators(client, task_queue, models=None)
     for name in models:
         register_sagemaker_model(home, name, f"s3://burst-data/{name}")
         await coordinators.start(name, BURST_POLICY)

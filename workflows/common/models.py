@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
 )
 
 
@@ -29,13 +30,19 @@ class StateModel(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=False)
 
 
-def describe_validation_error(err: ValidationError) -> str:
-    """One line per problem, `field.path: message`, without pydantic's URLs."""
+def validation_problems(err: ValidationError) -> list[str]:
+    """Each problem as `field.path: message`, without pydantic's URLs."""
     parts = []
     for item in err.errors(include_url=False):
         location = ".".join(str(p) for p in item["loc"]) or "(root)"
         parts.append(f"{location}: {item['msg']}")
-    return f"invalid {err.title}: " + "; ".join(parts)
+    return parts
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """Every problem on one line (for logs, decisions and JSON answers); the CLI prints
+    `validation_problems` one per line instead."""
+    return f"invalid {err.title}: " + "; ".join(validation_problems(err))
 
 
 def _known_timezone(value: str) -> str:
@@ -70,7 +77,22 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+# What the published JSON Schema of a spec says a duration is: what `parse_duration` accepts
+# (shorthand, ISO 8601 as pydantic writes defaults, or seconds).
+DURATION_JSON_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "string",
+            "pattern": r"^\s*(\d+(\.\d+)?\s*[smhdwSMHDW]\s*)+$|^\s*\d+\s*$|^-?P",
+        },
+        {"type": "number", "minimum": 0},
+    ],
+    "description": "a duration: 90s, 15m, 6h, 1h30m, 2d, 1w, ISO 8601 (PT6H) or seconds",
+}
+
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), WithJsonSchema(DURATION_JSON_SCHEMA)
+]
 
 
 def format_duration(value: timedelta) -> str:
