@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.files import plain_permissions
 from workflows.common.errors import ErrorType
 from workflows.common.models import validation_problems
 from workflows.common.names import ActivityName, validate_model_name
@@ -119,6 +120,7 @@ class SpecStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.path(spec.name)
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+        plain_permissions(fd)
         with os.fdopen(fd, "w") as handle:
             handle.write(spec.model_dump_json(indent=2))
         os.replace(tmp, target)

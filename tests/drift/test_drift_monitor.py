@@ -83,7 +83,9 @@ async def test_a_drifted_window_reaches_the_coordinator(
     rows = shifted(production_rows(2000, seed=1), "age", lambda v: v + 15)
     await capture_now(home, spec, rows, env)
     async with new_worker():
-        await Coordinators(env.client, task_queue, models=None).start(model, TriggerPolicy(auto_retrain=False))
+        await Coordinators(env.client, task_queue, models=None).start(
+            model, TriggerPolicy(auto_retrain=False)
+        )
         handle = await start_monitor(env.client, model, task_queue)
         report = await handle.execute_update(
             "check", CheckRequest(reason="test"), result_type=DriftReport
