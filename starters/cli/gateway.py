@@ -36,6 +36,7 @@ from starters.gateway.database import (
 from starters.gateway.delivery import DeliveryPolicy
 from starters.gateway.replay import replay
 from starters.gateway.routing import SpecRouter
+from starters.gateway.slack import load_signing_secret
 from starters.gateway.temporal import TemporalLink
 from workflows.common.names import TASK_QUEUE
 
@@ -75,10 +76,15 @@ def gateway(
     )
     try:
         secrets = load_secrets(os.environ)
+        slack_secret = load_signing_secret(os.environ)
     except SecretsError as err:
         raise fail(str(err), code=2) from None
     config = GatewayConfig(
-        home=retrain_home(), secrets=secrets, max_body_bytes=max_body_bytes, task_queue=task_queue
+        home=retrain_home(),
+        secrets=secrets,
+        max_body_bytes=max_body_bytes,
+        task_queue=task_queue,
+        slack_signing_secret=slack_secret,
     )
     try:
         app = create_app(config, connection(ctx).connect)

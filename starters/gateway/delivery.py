@@ -202,8 +202,11 @@ class Deliverer:
 
     async def run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+            # that arrives as the event is set, and the gateway's shutdown then waits forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.policy.poll_seconds)
+                async with asyncio.timeout(self.policy.poll_seconds):
+                    await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self.policy.linger_seconds)
             try:

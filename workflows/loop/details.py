@@ -44,7 +44,8 @@ def render_loop_details(view: LoopView) -> str:
         lines += ["", *_approval_help(view)]
     if record.approval.review:
         review = record.approval.review
-        lines += ["", f"- {review.decision}d by {review.reviewer} via {review.via}"]
+        origin = f" from {review.origin.channel}" if review.origin else ""
+        lines += ["", f"- {review.decision}d by {review.reviewer} via {review.via}{origin}"]
     if record.outcome:
         lines += ["", f"**Outcome: {record.outcome.status.value}**: {record.outcome.summary}"]
     return "\n".join(lines)
