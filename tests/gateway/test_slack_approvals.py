@@ -152,7 +152,10 @@ async def test_only_slack_signed_fresh_requests_are_heard(offline):
     body, headers = signed_click(APPROVE_ACTION, button_value())
 
     async def post(content: bytes, with_headers: dict[str, str]) -> httpx.Response:
-        return await gw.http.post("/v1/slack/actions", content=content, headers=with_headers)
+        answer: httpx.Response = await gw.http.post(
+            "/v1/slack/actions", content=content, headers=with_headers
+        )
+        return answer
 
     wrong_key = signed_click(APPROVE_ACTION, button_value(), secret="not-the-secret")[1]
     stale = signed_click(APPROVE_ACTION, button_value(), at=time.time() - 301)[1]

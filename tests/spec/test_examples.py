@@ -132,7 +132,11 @@ def test_the_same_spec_reads_alike_in_yaml_toml_and_json(tmp_path: Path):
             "churn.yaml is not valid YAML: line 4, column 4: expected <block end>",
         ),
         ("churn.yaml", "name: a\nname: b\n", "churn.yaml is not valid YAML: line 2, column 1:"),
-        ("churn.toml", 'name = "a"\nname = "b"\n', "churn.toml is not valid TOML: Cannot overwrite"),
+        (
+            "churn.toml",
+            'name = "a"\nname = "b"\n',
+            "churn.toml is not valid TOML: Cannot overwrite",
+        ),
         ("churn.json", "{'name': 1}", "churn.json is not valid JSON: Expecting property name"),
         ("churn.txt", "name: a", "unknown spec format '.txt': name the file .yaml, .yml"),
         ("churn.yaml", "- name: a\n", "a spec is a mapping of fields at the top level, got a list"),
