@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -139,7 +140,7 @@ async def test_the_client_library_refuses_an_unregistered_model_before_any_call(
     register_sagemaker_model(tmp_path, "churn", "s3://churn-data/labelled")
     coordinators = Coordinators(cast(Client, NoCalls()), models=SpecStore(tmp_path))
     event = TriggerEvent(kind="manual", event_id="e-1")
-    calls = {
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {
         "trigger": lambda: coordinators.trigger("chrun", event),
         "send_trigger": lambda: coordinators.send_trigger("chrun", event),
         "send_triggers": lambda: coordinators.send_triggers("chrun", [event]),
