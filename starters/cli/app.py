@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from starters.api.observability import shutdown_tracing
 from starters.cli import (
     coordinator,
     demo,
@@ -117,6 +118,7 @@ def main() -> None:
     except CliError as err:
         errors.print(f"[bold red]error:[/] {escape(str(err))}")
         code = 1
+    shutdown_tracing()  # buffered spans go out before os._exit skips every exit hook
     # Skip interpreter finalization: the Temporal client's Rust threads can crash a short-lived
     # process while Python tears down (temporalio/sdk-python#300), turning a finished command
     # into a segfault exit code. Everything the command owns is closed by now.

@@ -25,6 +25,12 @@ from temporalio.service import RPCStatusCode
 
 from starters.api.connection import DEFAULT_ADDRESS, connect
 from starters.api.known_models import UnknownModel, registered_models, require_known
+from starters.api.observability import (
+    TracingUnavailable,
+    client_interceptors,
+    configure_logging,
+    setup_tracing,
+)
 from workflows.common.models import validation_problems
 from workflows.common.names import TASK_QUEUE, validate_model_name
 
@@ -33,6 +39,21 @@ errors = Console(stderr=True)
 T = TypeVar("T")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
+LogFormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        metavar="[text|json]",
+        help="Log lines as text or JSON objects (default: RETRAIN_LOG_FORMAT, else text)",
+    ),
+]
+
+
+def setup_logging(log_format: str | None) -> None:
+    try:
+        configure_logging(log_format)
+    except ValueError as err:
+        raise fail(str(err), code=2) from None
 
 
 def _model_name(value: str) -> str:
@@ -75,7 +96,13 @@ class Connection:
     namespace: str | None = None
 
     async def connect(self, runtime: Runtime | None = None) -> Client:
-        return await connect(self.address, self.namespace, runtime)
+        # Traced when OTEL_EXPORTER_OTLP_ENDPOINT says where to (the worker and the gateway set
+        # their own service names first); nothing otherwise.
+        try:
+            interceptors = client_interceptors(setup_tracing("retrain-cli"))
+        except TracingUnavailable as err:
+            raise CliError(str(err)) from None
+        return await connect(self.address, self.namespace, runtime, interceptors)
 
 
 def connection(ctx: typer.Context) -> Connection:
