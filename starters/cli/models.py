@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from temporalio.client import Client
 
+from activities.backends import missing_backend
 from activities.specs import SpecError, SpecStore, read_spec_file
 from starters.api.connection import retrain_home
 from starters.api.coordinators import Coordinators
@@ -19,6 +21,7 @@ from starters.cli.common import (
     ModelArgument,
     connection,
     console,
+    errors,
     fail,
     print_json,
     problems_text,
@@ -59,6 +62,13 @@ def models_validate(spec_file: SpecFile) -> None:
     """Check a spec file and list every problem; changes nothing."""
     spec = _read(spec_file)
     console.print(f"[green]valid[/]: model {spec.name} ({spec.task.value}, {spec.backend})")
+    _warn_if_backend_missing(spec)
+
+
+def _warn_if_backend_missing(spec: ModelSpec) -> None:
+    # A warning: the workers that will serve the model may be installed elsewhere.
+    if (missing := missing_backend(spec.backend)) is not None:
+        errors.print(f"[yellow]warning:[/] {escape(missing)}")
 
 
 @models_app.command("register")
@@ -66,6 +76,7 @@ def models_register(ctx: typer.Context, spec_file: SpecFile) -> None:
     """Validate and register a spec; the coordinator adopts its trigger policy and the drift
     monitor starts."""
     spec = _read(spec_file)
+    _warn_if_backend_missing(spec)
     path = SpecStore(retrain_home()).register(spec)
     console.print(f"registered {spec.name} ({spec.content_hash()[:12]}) at {path}")
 
