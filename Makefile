@@ -76,6 +76,7 @@ bench: $(STAMP) $(BENCH_VENV)/.installed
 screenshots: $(STAMP)
 	@command -v chromium >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core; }
+	@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/python -m pip install --quiet "playwright>=1.49"
 	$(BIN)/python ops/screenshots/take.py
 
 # Re-record the committed histories that tests/test_replay.py replays.

@@ -7,8 +7,9 @@
 2. When the demo has finished, Chromium photographs the drift report it wrote (the check on
    live traffic: the labels moved, the inputs did not).
 
-Chromium is Debian's (`/usr/bin/chromium`, started with the flags a closed network needs);
-images are downscaled and palette-quantised with Pillow so they stay small. Grafana is not
+Chromium is Debian's (`/usr/bin/chromium`, started with the flags a closed network needs),
+driven by Playwright's Python package; images are downscaled and palette-quantised with Pillow
+so they stay small. Grafana is not
 photographed: no Grafana server can be installed from the registries this project uses (see
 docs/operations.md); the dashboard JSON is checked by tests/ops/test_compose.py instead.
 """
@@ -16,9 +17,11 @@ docs/operations.md); the dashboard JSON is checked by tests/ops/test_compose.py 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +33,6 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "docs" / "images"
 CHROMIUM_FLAGS = [
-    "--headless",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",
@@ -39,7 +41,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--hide-scrollbars",
-    "--force-device-scale-factor=1",
 ]
 UI = "http://127.0.0.1:8233"
 MODEL = "demo-credit"
@@ -52,25 +53,23 @@ def chromium() -> str:
     return found
 
 
-def shoot(url: str, target: Path, width: int, height: int, wait_ms: int) -> None:
-    """A full-window screenshot of `url` after `wait_ms` of (virtual) time, downscaled to
-    900px wide and quantised to 128 colours."""
-    with tempfile.TemporaryDirectory() as profile:
-        raw = Path(profile) / "shot.png"
-        subprocess.run(
-            [
-                chromium(),
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}/data",
-                f"--window-size={width},{height}",
-                f"--virtual-time-budget={wait_ms}",
-                f"--screenshot={raw}",
-                url,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
+def shoot(url: str, target: Path, width: int, wait_for: str | None = None) -> None:
+    """A full-page screenshot of `url` once `wait_for` (a text) shows and the page is idle,
+    downscaled to 900px wide and quantised to 128 colours."""
+    # Imported here: `make screenshots` installs Playwright's Python package on demand (it
+    # drives Debian's Chromium; it never downloads a browser).
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as directory, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(url, wait_until="networkidle", timeout=120_000)
+        if wait_for is not None:
+            page.get_by_text(wait_for).first.wait_for(timeout=120_000)
+        page.wait_for_timeout(1500)
+        raw = Path(directory) / "shot.png"
+        page.screenshot(path=str(raw), full_page=True)
+        browser.close()
         image = Image.open(raw).convert("RGB")
     scale = 900 / image.width
     image = image.resize((900, round(image.height * scale)), Image.Resampling.LANCZOS)
@@ -93,6 +92,8 @@ def main() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Its own process group: the demo's dev server and endpoint end with it.
+        start_new_session=True,
     )
     assert demo.stdout is not None
     approve = re.compile(rf"retrain approve {MODEL} --loop (\d+) --reviewer")
@@ -108,8 +109,7 @@ def main() -> None:
                     f"{UI}/namespaces/default/workflows/{loop_id}",
                     OUT / "web-ui-loop-waiting-for-approval.png",
                     1280,
-                    1500,
-                    20_000,
+                    wait_for="Waiting for approval",
                 )
                 subprocess.run(
                     [
@@ -133,11 +133,11 @@ def main() -> None:
         reports = sorted((home / "drift" / MODEL / "reports").glob("*.html"))
         if not reports:
             raise SystemExit("the demo wrote no drift report")
-        shoot(reports[-1].as_uri(), OUT / "drift-report.png", 1280, 2200, 2_000)
+        shoot(reports[-1].as_uri(), OUT / "drift-report.png", 1280)
     finally:
-        if demo.poll() is None:
-            demo.terminate()
-            demo.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(demo.pid, signal.SIGTERM)
+        demo.wait(timeout=60)
         if not args.keep_home:
             shutil.rmtree(home, ignore_errors=True)
 
