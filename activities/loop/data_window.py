@@ -36,6 +36,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.files import plain_permissions
 from activities.mirror import DataMirror, mirrored_etag, remote_text, remote_uri
 from workflows.common import metrics
 from workflows.common.errors import ErrorType
@@ -438,6 +439,7 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> DatasetFile:
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temp name is hidden so window listings skip it.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
+    plain_permissions(fd)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -168,7 +168,9 @@ class Chaos:
         SpecStore(self.home).register(spec)
         await self.start_worker()
         self.run.timings["endpoint_start_s"] = await self.endpoint.start()
-        await Coordinators(self.client).start(MODEL, spec.trigger_policy)
+        await Coordinators(self.client, models=SpecStore(self.home)).start(
+            MODEL, spec.trigger_policy
+        )
         return spec
 
     async def start_worker(self) -> tuple[float, float]:
@@ -188,7 +190,7 @@ class Chaos:
         assert self.client is not None
         poller = self.run.poller = WeightsPoller(self.endpoint.url, self.admin_headers, POLL)
         poller.start()
-        coordinators = Coordinators(self.client)
+        coordinators = Coordinators(self.client, models=SpecStore(self.home))
         points = [*LOOP_POINTS, *ROLLOUT_POINTS]
         index = 0
         async with TrafficGenerator(
@@ -420,7 +422,7 @@ class Chaos:
         """`storm_events` data events per storm model through the gateway while the worker and
         the server are killed: each must be accepted exactly once."""
         assert self.client is not None
-        coordinators = Coordinators(self.client)
+        coordinators = Coordinators(self.client, models=SpecStore(self.home))
         policy = TriggerPolicy(
             batch_size=10_000, batch_window=timedelta(hours=6), max_wait=timedelta(hours=12)
         )
@@ -562,7 +564,7 @@ class Chaos:
             await self._wait_drained(600)
             drained = time.monotonic() - back
             del gateway
-        status = await Coordinators(self.client).status(OUTAGE_MODEL)
+        status = await Coordinators(self.client, models=SpecStore(self.home)).status(OUTAGE_MODEL)
         self.run.outage = {
             "seconds_down": round(back - stopped, 1),
             "events": events,

@@ -24,6 +24,12 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.coordinator.decisions import DecisionStore
+from starters.api.known_models import (
+    KnownModels,
+    RegisteredModels,
+    UnknownModel,
+    require_known,
+)
 from workflows.common import names
 from workflows.coordinator.models import (
     DECISIONS_KEPT,
@@ -78,10 +84,26 @@ def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
+class CoordinatorNotFound(LookupError):
+    """A registered model whose coordinator has not been started yet."""
+
+
 class Coordinators:
-    def __init__(self, client: Client, task_queue: str = names.TASK_QUEUE) -> None:
+    """`models`: where registered models are listed. By default the specs under
+    `$RETRAIN_HOME`: a name none of them carries is refused with `UnknownModel` (naming the
+    closest registered one) before anything starts. `None` checks nothing: for tests,
+    benchmarks and senders that routed the event to a registered model themselves."""
+
+    def __init__(
+        self,
+        client: Client,
+        task_queue: str = names.TASK_QUEUE,
+        *,
+        models: KnownModels | None = RegisteredModels(),  # noqa: B008 (stateless)
+    ) -> None:
         self.client = client
         self.task_queue = task_queue
+        self.models = models
 
     def handle(self, model: str) -> WorkflowHandle[ModelCoordinator, None]:
         return self.client.get_workflow_handle_for(
@@ -89,8 +111,11 @@ class Coordinators:
         )
 
     def _start_options(self, model: str) -> dict[str, Any]:
-        """Start options shared by every way in: an existing coordinator is used as it is."""
+        """Start options shared by every way in: an existing coordinator is used as it is.
+        Every call that may start a coordinator passes here, so an unknown model is refused
+        before anything reaches the server."""
         names.validate_model_name(model)
+        require_known(self.models, model)
         return {
             "id": names.coordinator_id(model),
             "task_queue": self.task_queue,
@@ -229,8 +254,23 @@ class Coordinators:
                 delay = min(delay * 2, max_backoff)
         return [verdict for verdict in final if verdict is not None]
 
+    def _not_found(self, model: str) -> LookupError:
+        """What a missing coordinator means, in words: an unknown model (with the closest
+        registered name) or a registered one nothing has started yet."""
+        if self.models is not None and model not in (known := self.models.names()):
+            return UnknownModel(model, known, "and has no coordinator")
+        return CoordinatorNotFound(
+            f"model {model!r} has no running coordinator yet: `retrain trigger {model} "
+            "--kind manual` or `retrain models register FILE` starts it"
+        )
+
     async def status(self, model: str) -> CoordinatorStatus:
-        return await self.handle(model).query(ModelCoordinator.status)
+        try:
+            return await self.handle(model).query(ModelCoordinator.status)
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise self._not_found(model) from None
+            raise
 
     async def decisions(
         self,
@@ -243,7 +283,12 @@ class Coordinators:
         the last DECISIONS_KEPT; with the `archive` (the workers' home), older ones come from
         there."""
         query = DecisionsQuery(limit=min(limit, DECISIONS_KEPT), before_seq=before_seq)
-        found = await self.handle(model).query(ModelCoordinator.decisions, query)
+        try:
+            found = await self.handle(model).query(ModelCoordinator.decisions, query)
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise self._not_found(model) from None
+            raise
         if archive is None or len(found) >= limit:
             return found[-limit:]
         oldest = found[0].seq if found else before_seq
@@ -260,16 +305,22 @@ class Coordinators:
         )
 
     async def resume(self, model: str, by: str = "unknown") -> CoordinatorStatus:
-        return await self.handle(model).execute_update(ModelCoordinator.resume, PauseRequest(by=by))
+        try:
+            return await self.handle(model).execute_update(
+                ModelCoordinator.resume, PauseRequest(by=by)
+            )
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise self._not_found(model) from None
+            raise
 
     async def set_policy(self, model: str, changes: dict[str, Any]) -> CoordinatorStatus:
         """Change policy fields (a merge patch); validated here first so bad input never
         reaches the server. Raises ValueError listing every problem."""
+        require_known(self.models, model)
         try:
             current = (await self.status(model)).policy
-        except RPCError as err:
-            if err.status is not RPCStatusCode.NOT_FOUND:
-                raise
+        except CoordinatorNotFound:
             current = TriggerPolicy()
         current.with_changes(changes)
         return await self.client.execute_update_with_start_workflow(

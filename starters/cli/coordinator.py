@@ -18,15 +18,16 @@ from starters.api.coordinators import Coordinators, new_event_id
 from starters.cli.common import (
     JsonOption,
     ModelArgument,
+    RegisteredModelArgument,
     connection,
     console,
     fail,
+    fail_validation,
     print_json,
     run,
 )
 from starters.cli.render import coordinators as render
 from workflows.common.messages import loads_bounded
-from workflows.common.models import describe_validation_error
 from workflows.coordinator.policy import TriggerPolicy
 from workflows.coordinator.triggers import AlarmState, Severity, TriggerEvent, TriggerKind
 
@@ -47,18 +48,24 @@ def _parse_metadata(pairs: list[str]) -> dict[str, Any]:
 
 def trigger(
     ctx: typer.Context,
-    model: ModelArgument,
+    model: RegisteredModelArgument,
     kind: Annotated[TriggerKind, typer.Option("--kind", "-k", help="Trigger kind")],
     priority: Annotated[int, typer.Option("--priority", "-p", help="1 (highest) .. 5")] = 3,
     event_id: Annotated[str | None, typer.Option(help="Dedup key (default: a new uuid)")] = None,
     source: Annotated[str, typer.Option(help="Who sends it")] = "cli",
-    metadata: Annotated[list[str], typer.Option("--metadata", "-m", help="KEY=VALUE")] = [],  # noqa: B006
+    metadata: Annotated[
+        list[str],
+        typer.Option("--metadata", "-m", metavar="KEY=VALUE", help="Metadata, repeatable"),
+    ] = [],  # noqa: B006
     uri: Annotated[str | None, typer.Option(help="data_arrived: object uri")] = None,
     rows: Annotated[int | None, typer.Option(help="data_arrived: row count")] = None,
     size_bytes: Annotated[int | None, typer.Option(help="data_arrived: size")] = None,
     score: Annotated[float | None, typer.Option(help="drift: score")] = None,
     severity: Annotated[Severity | None, typer.Option(help="drift, performance: severity")] = None,
-    feature: Annotated[list[str], typer.Option("--feature", help="drift: drifted feature")] = [],  # noqa: B006
+    feature: Annotated[
+        list[str],
+        typer.Option("--feature", metavar="NAME", help="drift: drifted feature, repeatable"),
+    ] = [],  # noqa: B006
     endpoint: Annotated[str | None, typer.Option(help="drift: affected endpoint")] = None,
     window_start: Annotated[
         datetime | None, typer.Option(help="drift: anomaly window start (UTC)")
@@ -118,7 +125,7 @@ def trigger(
     try:
         event = TriggerEvent.model_validate(fields)
     except ValidationError as err:
-        raise fail(describe_validation_error(err), code=2) from None
+        raise fail_validation(err, "invalid trigger") from None
 
     async def send(client: Client) -> None:
         coordinators = Coordinators(client)
@@ -182,7 +189,7 @@ def status(
 
 def pause(
     ctx: typer.Context,
-    model: ModelArgument,
+    model: RegisteredModelArgument,
     reason: Annotated[str, typer.Option(help="Why (shown in status and decisions)")] = "",
     by: Annotated[str, typer.Option(help="Who")] = getpass.getuser(),
 ) -> None:
@@ -230,11 +237,12 @@ def policy_show(ctx: typer.Context, model: ModelArgument, as_json: JsonOption = 
 @policy_app.command("set")
 def policy_set(
     ctx: typer.Context,
-    model: ModelArgument,
+    model: RegisteredModelArgument,
     changes: Annotated[
         list[str] | None,
         typer.Argument(
-            help="FIELD=VALUE pairs, e.g. cooldown=2h batch_size=50 cost.hourly_rate=3.5"
+            metavar="FIELD=VALUE...",
+            help="FIELD=VALUE pairs, e.g. cooldown=2h batch_size=50 cost.hourly_rate=3.5",
         ),
     ] = None,
     file: Annotated[Path | None, typer.Option(help="JSON file with fields to change")] = None,

@@ -11,6 +11,7 @@ from starters.api.drift import DriftMonitors
 from starters.cli.common import (
     JsonOption,
     ModelArgument,
+    RegisteredModelArgument,
     connection,
     console,
     print_json,
@@ -51,7 +52,7 @@ def _print_report(report: DriftReport, as_json: bool) -> None:
 @drift_app.command("check")
 def check(
     ctx: typer.Context,
-    model: ModelArgument,
+    model: RegisteredModelArgument,
     reason: ReasonOption = "on demand",
     notify: NotifyOption = True,
     as_json: JsonOption = False,

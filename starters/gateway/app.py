@@ -10,6 +10,10 @@ HTTP contract (every error body is `{"error": "..."}`):
   fetched). 400 malformed JSON, an unknown event shape or an invalid `?model=`; 401 no valid
   credential (see `auth`); 413 body over the limit (checked first: the HMAC needs the whole
   body); 503 the events could not be stored (nothing was acknowledged: retry).
+- `POST /v1/slack/actions`: the Slack app's interactivity Request URL; an Approve / Reject
+  click, signed with the app's signing secret, becomes the loop's `approve` / `reject` update
+  (`slack`); 401 unsigned, stale or unconfigured, 400 not one of our buttons, else 200 with
+  the outcome (also posted back to the Slack message).
 - `GET /healthz` -> 200 `{"status": "ok"|"degraded", "database": {...}, "temporal": {...},
   "pending", "dead_letters"}`; Temporal being unreachable is `degraded`, not an error (events
   are still stored and delivered later); 503 when the database is not writable.
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -58,6 +63,7 @@ from starters.gateway.delivery import Deliverer, DeliveryPolicy
 from starters.gateway.intake import Intake, IntakeClosed, IntakeFailed, IntakeFull
 from starters.gateway.metrics import CONTENT_TYPE, GatewayMetrics, Outcome
 from starters.gateway.routing import RouteKeys, SpecRouter
+from starters.gateway.slack import SlackActions, SlackRefused
 from starters.gateway.sources import MAPPERS, Incoming, SnsControl
 from starters.gateway.temporal import TemporalLink
 from workflows.common.names import TASK_QUEUE, validate_model_name
@@ -79,6 +85,8 @@ class GatewayConfig:
     health_timeout_seconds: float = 2.0
     # Undelivered events the store may hold; beyond, requests are answered 503 + Retry-After.
     max_pending: int = 200_000
+    # The Slack app's signing secret (Slack approvals); None refuses every click.
+    slack_signing_secret: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -97,10 +105,15 @@ class Refused(Exception):
         self.headers = headers
 
 
-def create_app(config: GatewayConfig, connect: Callable[[], Awaitable[Client]]) -> Starlette:
+def create_app(
+    config: GatewayConfig,
+    connect: Callable[[], Awaitable[Client]],
+    slack_http: httpx.AsyncClient | None = None,
+) -> Starlette:
     """The gateway app. Opens the database now (a gateway that cannot store events must not
-    start); `connect` is called on first delivery and again after a failed connection."""
-    gateway = Gateway(config, TemporalLink(connect, config.task_queue))
+    start); `connect` is called on first delivery and again after a failed connection.
+    `slack_http` posts Slack approvals' outcomes (tests pass one of their own)."""
+    gateway = Gateway(config, TemporalLink(connect, config.task_queue), slack_http)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -112,6 +125,7 @@ def create_app(config: GatewayConfig, connect: Callable[[], Awaitable[Client]]) 
         for source in SOURCES
     ]
     routes += [
+        Route("/v1/slack/actions", gateway.slack_actions, methods=["POST"]),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_text, methods=["GET"]),
     ]
@@ -125,9 +139,15 @@ def create_app(config: GatewayConfig, connect: Callable[[], Awaitable[Client]]) 
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, link: TemporalLink) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        link: TemporalLink,
+        slack_http: httpx.AsyncClient | None = None,
+    ) -> None:
         self.config = config
         self.link = link
+        self.slack = SlackActions(config.home, config.slack_signing_secret, link, slack_http)
         self.path = database_path(config.home)
         self.db = DatabaseThread(open_database(self.path))
         self.metrics = GatewayMetrics()
@@ -149,6 +169,7 @@ class Gateway:
             self.intake.close()
             await writer
             await tasks.cancel()
+            await self.slack.close()
             self.db.close()
 
     def _committed(self, events: Sequence[pending.NewEvent]) -> None:
@@ -256,6 +277,20 @@ class Gateway:
         return JSONResponse(
             {"status": message, "topic_arn": control.topic_arn, "url": control.url}, 200
         )
+
+    # ---- Slack approvals ---------------------------------------------------------------------
+
+    async def slack_actions(self, request: Request) -> Response:
+        try:
+            body = await read_capped_body(request, self.config.max_body_bytes)
+            response = JSONResponse(await self.slack.handle(request.headers, body))
+        except BadRequest as err:
+            response = error_response(err.status, err.message)
+        except SlackRefused as refused:
+            logger.info("slack: refused with %d: %s", refused.status, refused.message)
+            response = error_response(refused.status, refused.message)
+        self.metrics.request("slack", response.status_code)
+        return response
 
     # ---- health and metrics --------------------------------------------------------------
 

@@ -295,6 +295,9 @@ class Deliverer:
         while True:
             sleep = await self._sleep_seconds()
             if sleep > 0:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+                # cancellation that arrives as the event is set, and the gateway's shutdown
+                # then waits forever.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(sleep):
                         await self._wake.wait()

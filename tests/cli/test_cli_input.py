@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from activities.specs import SpecStore
 from starters.cli.app import app
 from tests.support.loop_harness import write_dataset
 
@@ -30,6 +31,13 @@ def refused(result: Result, code: int = 2) -> str:
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     return result.output
+
+
+def registered(home: Path, model: str = "churn") -> Path:
+    """A home where `model` is registered: the commands that start something refuse unknown
+    models first (with a did-you-mean), before the values checked here."""
+    SpecStore(home).register(write_dataset(home, model, date(2026, 3, 1)))
+    return home
 
 
 def valid_spec(home: Path) -> dict[str, object]:
@@ -87,13 +95,15 @@ def test_absurd_durations_in_a_spec_are_refused(tmp_path: Path, timeout: object)
 def test_metadata_values_beyond_reason_are_refused(
     tmp_path: Path, value: str, message: str
 ) -> None:
-    result = invoke("trigger", "churn", "--kind", "manual", "-m", f"k={value}", home=tmp_path)
+    home = registered(tmp_path)
+    result = invoke("trigger", "churn", "--kind", "manual", "-m", f"k={value}", home=home)
     assert message in refused(result)
 
 
 def test_metadata_text_that_is_not_json_stays_text(tmp_path: Path) -> None:
     """`-m note=hello` is the text "hello": refused later only for want of a server."""
-    result = invoke("trigger", "churn", "--kind", "manual", "-m", "note=hello", home=tmp_path)
+    home = registered(tmp_path)
+    result = invoke("trigger", "churn", "--kind", "manual", "-m", "note=hello", home=home)
     assert "cannot reach Temporal" in refused(result, code=1)
 
 
@@ -108,4 +118,5 @@ def test_metadata_text_that_is_not_json_stays_text(tmp_path: Path) -> None:
 def test_policy_values_are_refused_before_anything_is_sent(
     tmp_path: Path, change: str, message: str
 ) -> None:
-    assert message in refused(invoke("policy", "set", "churn", change, home=tmp_path))
+    home = registered(tmp_path)
+    assert message in refused(invoke("policy", "set", "churn", change, home=home))

@@ -87,14 +87,16 @@ async def test_a_drifted_window_reaches_the_coordinator(
     rows = shifted(production_rows(2000, seed=1), "age", lambda v: v + 15)
     await capture_now(home, spec, rows, env)
     async with new_worker():
-        await Coordinators(env.client, task_queue).start(model, TriggerPolicy(auto_retrain=False))
+        await Coordinators(env.client, task_queue, models=None).start(
+            model, TriggerPolicy(auto_retrain=False)
+        )
         handle = await start_monitor(env.client, model, task_queue)
         report = await handle.execute_update(
             "check", CheckRequest(reason="test"), result_type=DriftReport
         )
         assert report.status is ReportStatus.DRIFT and "age" in report.drifted
         status: MonitorStatus = await handle.query(DriftMonitor.status)
-        decisions = await Coordinators(env.client, task_queue).decisions(model)
+        decisions = await Coordinators(env.client, task_queue, models=None).decisions(model)
     assert status.checks == 1 and status.last_report == report
     record = status.history[0]
     assert record.delivery is Delivery.SENT and record.trigger == "drift"
@@ -117,14 +119,14 @@ async def test_broken_data_is_a_data_quality_alarm_and_never_a_loop(
     schema = schema.remove(schema.get_field_index("loan"))
     await capture_now(home, spec, production_rows(1000, seed=2), env, schema=schema)
     async with new_worker():
-        await Coordinators(env.client, task_queue).start(model)
+        await Coordinators(env.client, task_queue, models=None).start(model)
         handle = await start_monitor(env.client, model, task_queue)
         report = await handle.execute_update("check", CheckRequest(), result_type=DriftReport)
         # The same problems an hour later: the reviewers were told already.
         await handle.execute_update("check", CheckRequest(), result_type=DriftReport)
         status = await handle.query(DriftMonitor.status)
-        coordinator = await Coordinators(env.client, task_queue).status(model)
-        decisions = await Coordinators(env.client, task_queue).decisions(model)
+        coordinator = await Coordinators(env.client, task_queue, models=None).status(model)
+        decisions = await Coordinators(env.client, task_queue, models=None).decisions(model)
     assert report.status is ReportStatus.DATA_QUALITY
     assert any("loan" in problem for problem in report.data_quality)
     quality = [d for d in decisions if d.reason is Reason.DATA_QUALITY]
@@ -228,7 +230,7 @@ async def test_a_performance_degradation_reaches_the_coordinator_once(
     rows = stream_rows([0] * 600 + [2] * 600, seed=11)
     capture_stream(home, spec, rows, start=now - timedelta(seconds=1300))
     async with new_worker():
-        coordinators = Coordinators(env.client, task_queue)
+        coordinators = Coordinators(env.client, task_queue, models=None)
         await coordinators.start(model, TriggerPolicy())
         handle = await start_monitor(env.client, model, task_queue)
         first = await handle.execute_update(

@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from activities.specs import SpecStore
-from starters.api.coordinators import Coordinators
+from starters.api.coordinators import CoordinatorNotFound, Coordinators
 from starters.gateway.auth import SecretsError, SourceSecrets, load_secrets
 from starters.gateway.metrics import GATEWAY_METRIC_NAMES
 from tests.events.test_aws_events import ALARM_MESSAGE, ALARM_STATE_CHANGE, S3_RECORDS, sns
@@ -92,11 +91,11 @@ def _basic(token: str) -> dict[str, str]:
 
 async def _decided_ids(client: Client, task_queue: str, model: str) -> set[str]:
     try:
-        decisions: list[Decision] = await Coordinators(client, task_queue).decisions(model, 200)
-    except RPCError as err:
-        if err.status is RPCStatusCode.NOT_FOUND:  # the deliverer has not started it yet
-            return set()
-        raise
+        decisions: list[Decision] = await Coordinators(client, task_queue, models=None).decisions(
+            model, 200
+        )
+    except CoordinatorNotFound:  # the deliverer has not started it yet
+        return set()
     return {event_id for d in decisions for event_id in d.event_ids}
 
 
@@ -281,6 +280,41 @@ async def test_an_event_no_model_matches_is_dead_lettered_with_the_reason(offlin
         )
         == 2
     )
+
+
+async def test_a_model_named_but_not_registered_is_dead_lettered_with_a_suggestion(
+    offline: Gateway,
+):
+    """A typo in `?model=` or in an Alertmanager `model` label never reaches a phantom
+    coordinator: the event waits in the dead letters with the closest registered name."""
+    gw = offline
+    register_sagemaker_model(gw.home, "churn", "s3://churn-data/labelled")
+    typo = await gw.post(
+        "eventbridge", object_created("b", "k", "e-typo"), params={"model": "chrun"}
+    )
+    assert typo.status_code == 202 and typo.json()["dead_lettered"] == 1
+    assert typo.json()["events"][0]["reason"] == (
+        "model 'chrun' is not registered: did you mean 'churn'?"
+    )
+    body = json.dumps(alertmanager_payload("fraud")).encode()
+    label = await gw.http.post("/v1/events/alertmanager", content=body, headers=signed(body))
+    assert label.status_code == 202 and label.json()["dead_lettered"] == 1
+    reason = label.json()["events"][0]["reason"]
+    assert reason.startswith("model 'fraud' is not registered: register its spec")
+    # The registered name itself is routed as before.
+    named = await gw.post(
+        "eventbridge", object_created("b", "k", "e-named"), params={"model": "churn"}
+    )
+    assert named.json()["events"][0] == {
+        "event_id": "e-named",
+        "model": "churn",
+        "outcome": "accepted",
+    }
+    _, dead = stored(gw.home)
+    assert [(d.event_id, d.model, d.reason) for d in dead] == [
+        ("e-typo", None, typo.json()["events"][0]["reason"]),
+        (label.json()["events"][0]["event_id"], None, reason),
+    ]
 
 
 async def test_sns_subscription_is_logged_for_the_operator_not_fetched(

@@ -49,7 +49,7 @@ async def _send(gw: Gateway, count: int, prefix: str = "e") -> list[str]:
 
 
 async def _status(client: Client, task_queue: str, model: str):  # -> CoordinatorStatus
-    return await Coordinators(client, task_queue).status(model)
+    return await Coordinators(client, task_queue, models=None).status(model)
 
 
 async def _replay_all(home: Path, client: Client, task_queue: str):  # -> ReplayReport
@@ -186,7 +186,7 @@ async def test_a_burst_of_ten_thousand_events_arrives_whole_in_batched_updates(
     home, client, task_queue, new_worker
 ):
     models = [f"burst-{i}" for i in range(BURST_MODELS)]
-    coordinators = Coordinators(client, task_queue)
+    coordinators = Coordinators(client, task_queue, models=None)
     for name in models:
         register_sagemaker_model(home, name, f"s3://burst-data/{name}")
         await coordinators.start(name, BURST_POLICY)
@@ -280,7 +280,7 @@ async def test_a_storm_through_the_gateway_loses_and_doubles_nothing(
         max_daily_trainings=1000,
         daily_budget=1_000_000,
     )
-    await Coordinators(client, task_queue).start(model, policy)
+    await Coordinators(client, task_queue, models=None).start(model, policy)
     async with new_worker(ControlledLoop), gateway(home, temporal_at(client), task_queue) as gw:
         answers = [
             await gw.post("s3", _records(first, STORM_RECORDS))
@@ -304,7 +304,7 @@ async def test_a_storm_through_the_gateway_loses_and_doubles_nothing(
                 ControlledLoop.finish, FinishLoop()
             )
         await eventually(lambda: _drained(home), what="the store to empty")
-        status = await Coordinators(client, task_queue).status(model)
+        status = await Coordinators(client, task_queue, models=None).status(model)
         metrics = (await gw.http.get("/metrics")).text
     assert len(seen) == len(set(seen)) == STORM_EVENTS, "an event reached two loops"
     assert set(seen) == sent

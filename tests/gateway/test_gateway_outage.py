@@ -51,7 +51,7 @@ def free_port() -> int:
 async def status(address: str) -> CoordinatorStatus | None:
     try:
         client = await connect(address)
-        return await Coordinators(client, "outage").status(MODEL)
+        return await Coordinators(client, "outage", models=None).status(MODEL)
     except Exception:  # down, starting, or the coordinator not started yet
         return None
 
@@ -64,7 +64,7 @@ async def test_the_gateway_loses_nothing_across_a_temporal_outage(tmp_path: Path
     await asyncio.to_thread(server.wait_ready, process)
     client: Client = await connect(server.address)
     policy = TriggerPolicy(batch_size=1000, batch_window=timedelta(hours=1))
-    await Coordinators(client, "outage").start(MODEL, policy)
+    await Coordinators(client, "outage", models=None).start(MODEL, policy)
     worker = build_worker(
         client, home=home, task_queue="outage", workflows=[ModelCoordinator, ControlledLoop]
     )

@@ -80,7 +80,9 @@ async def _monitor(env: WorkflowEnvironment, home: Path) -> WorkflowHandle:  # t
     at = await env.get_current_time() - timedelta(minutes=10)
     write_capture(home, spec, rows, at=at, estimator=registry.load(champion))
     async with build_worker(env.client, home=home, task_queue=task_queue):
-        await Coordinators(env.client, task_queue).start(model, TriggerPolicy(auto_retrain=False))
+        await Coordinators(env.client, task_queue, models=None).start(
+            model, TriggerPolicy(auto_retrain=False)
+        )
         handle = await env.client.start_workflow(
             DriftMonitor.run,
             DriftMonitorInput(model=model, checks_per_run=2),
@@ -103,7 +105,9 @@ async def _performance_monitor(env: WorkflowEnvironment, home: Path) -> Workflow
         home, spec, stream_rows([0] * 600 + [2] * 600, seed=1), start=now - timedelta(seconds=1300)
     )
     async with build_worker(env.client, home=home, task_queue=task_queue):
-        await Coordinators(env.client, task_queue).start(model, TriggerPolicy(auto_retrain=False))
+        await Coordinators(env.client, task_queue, models=None).start(
+            model, TriggerPolicy(auto_retrain=False)
+        )
         handle = await env.client.start_workflow(
             DriftMonitor.run,
             DriftMonitorInput(model=model),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "ops" / "prometheus"
 RULE_TESTS = PROMETHEUS_DIR / "tests" / "alerts_test.yml"

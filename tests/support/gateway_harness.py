@@ -124,6 +124,8 @@ async def gateway(
     secrets: dict[str, SourceSecrets] | None = None,
     max_body_bytes: int = 64 * 1024,
     max_pending: int = 200_000,
+    slack_secret: str | None = None,
+    slack_http: httpx.AsyncClient | None = None,
 ) -> AsyncIterator[Gateway]:
     config = GatewayConfig(
         home=home,
@@ -133,8 +135,9 @@ async def gateway(
         delivery=policy,
         health_timeout_seconds=1.0,
         max_pending=max_pending,
+        slack_signing_secret=slack_secret,
     )
-    app = create_app(config, connect_to)
+    app = create_app(config, connect_to, slack_http)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:

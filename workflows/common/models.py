@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
 )
 
 
@@ -30,8 +31,8 @@ class StateModel(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=False)
 
 
-def describe_validation_error(err: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """One line per problem, `field.path: message`, without pydantic's URLs. With the model, an
+def validation_problems(err: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
+    """Each problem as `field.path: message`, without pydantic's URLs. With the model, an
     unknown field names the fields it expected (`unknown field 'reason'; expected {reviewer,
     comment}`): what a person typing JSON into the Web UI needs to fix it."""
     parts = []
@@ -47,7 +48,13 @@ def describe_validation_error(err: ValidationError, model: type[BaseModel] | Non
             continue
         location = ".".join(path) or "(root)"
         parts.append(f"{location}: {item['msg']}")
-    return f"invalid {err.title}: " + "; ".join(parts)
+    return parts
+
+
+def describe_validation_error(err: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """Every problem on one line (for logs, decisions and JSON answers); the CLI prints
+    `validation_problems` one per line instead."""
+    return f"invalid {err.title}: " + "; ".join(validation_problems(err, model))
 
 
 def _fields_at(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> list[str]:
@@ -149,10 +156,6 @@ def _bounded(value: timedelta) -> timedelta:
     return value
 
 
-# Non-negative and at most MAX_DURATION: every date computed from one stays in range.
-Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_bounded)]
-
-
 def later(moment: datetime, delta: timedelta) -> datetime:
     """`moment + delta`, saturating at the end of time instead of raising OverflowError: a date
     computed from state (a timer, a deadline) must never fail a workflow task."""
@@ -178,6 +181,28 @@ def scaled(delta: timedelta, factor: float) -> timedelta:
         return delta * factor
     except OverflowError:
         return timedelta.max if (delta > timedelta(0)) == (factor > 0) else timedelta.min
+
+
+# What the published JSON Schema of a spec says a duration is: what `parse_duration` accepts
+# (shorthand, ISO 8601 as pydantic writes defaults, or seconds).
+DURATION_JSON_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "string",
+            "pattern": r"^\s*(\d+(\.\d+)?\s*[smhdwSMHDW]\s*)+$|^\s*\d+\s*$|^P",
+        },
+        {"type": "number", "minimum": 0, "maximum": MAX_DURATION.total_seconds()},
+    ],
+    "description": "a duration: 90s, 15m, 6h, 1h30m, 2d, 1w, ISO 8601 (PT6H) or seconds",
+}
+
+# Non-negative and at most MAX_DURATION: every date computed from one stays in range.
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    AfterValidator(_bounded),
+    WithJsonSchema(DURATION_JSON_SCHEMA),
+]
 
 
 def format_duration(value: timedelta) -> str:

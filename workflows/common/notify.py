@@ -59,6 +59,9 @@ class Notification(StrictModel):
     # The coordinator decision that raised it.
     decision_seq: int | None = None
     channel: Literal["primary", "escalation"] = "primary"
+    # The loop waits for its reviewers: channels that can carry buttons (Slack, when the spec
+    # maps Slack users to reviewers) offer Approve / Reject.
+    awaiting_review: bool = False
 
 
 async def notify(notification: Notification) -> bool:

@@ -140,12 +140,14 @@ class ColumnDrift(StrictModel):
 
 class Histogram(StrictModel):
     """A column's distribution for people to look at: shares per bin or category, reference vs
-    current (numeric: equal-width bins over the central range of both samples, so the shapes
-    compare at a glance; the statistics use the reference's quantile bins)."""
+    current. Numeric columns use the bins PSI, KL and JS compare: the reference's quantile bins
+    (about the same share of reference rows in each), whose interior edges are `edges`."""
 
     labels: list[str]
     reference: list[Probability]
     current: list[Probability]
+    # Numeric columns: the interior bin edges, increasing (bin i is (edges[i-1], edges[i]]).
+    edges: list[float] = []
 
 
 class ReportStatus(StrEnum):

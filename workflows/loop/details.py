@@ -53,7 +53,8 @@ def render_loop_details(view: LoopView) -> str:
         lines += ["", *_approval_help(view)]
     if record.approval.review:
         review = record.approval.review
-        lines += ["", f"- {review.decision}d by {review.reviewer} via {review.via}"]
+        origin = f" from {review.origin.channel}" if review.origin else ""
+        lines += ["", f"- {review.decision}d by {review.reviewer} via {review.via}{origin}"]
     if record.approval.ignored:
         ignored = record.approval.ignored
         lines += ["", f"Ignored reviews ({len(ignored)}, latest last):", ""]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, JsonValue
 from temporalio.exceptions import CancelledError, TerminatedError
@@ -382,8 +382,21 @@ class GateVerdict(StrictModel):
 # ---- approval, audit -----------------------------------------------------------------------
 
 
+class ReviewOrigin(StrictModel):
+    """Where an approve/reject came from when a bridge sent it for a person (the gateway's
+    Slack button handler): the channel and that person's identity there. Informational, as
+    every sender's claims are: who may send updates at all is Temporal's authorisation."""
+
+    channel: Literal["slack"]
+    user_id: Annotated[str, Field(min_length=1, max_length=64)]
+    user_name: Annotated[str, Field(max_length=200)] = ""
+    team_id: Annotated[str, Field(max_length=64)] | None = None
+
+
 class ReviewDecision(StrictModel):
     """Payload of `approve` / `reject` (signal or update)."""
 
     reviewer: Annotated[str, Field(max_length=200)]
     comment: Annotated[str, Field(max_length=2000)] = ""
+    # Set by a bridge acting for a person elsewhere (a Slack button); kept in the audit record.
+    origin: ReviewOrigin | None = None

@@ -571,7 +571,10 @@ class RetrainingLoop:
         self._enter(LoopStage.AWAITING_APPROVAL)
         self._count(metrics.APPROVALS_REQUESTED)
         await self._notify(
-            "warning", "approval needed", "Why: " + "; ".join(reasons) + "\n\n" + self._details()
+            "warning",
+            "approval needed",
+            "Why: " + "; ".join(reasons) + "\n\n" + self._details(),
+            awaiting_review=True,
         )
         while approval.review is None:
             event = next_approval_event(
@@ -595,6 +598,7 @@ class RetrainingLoop:
                     "warning",
                     f"reminder {approval.reminders_sent}: approval still needed",
                     f"Waiting for {_hours(waited)}.\n\n" + self._details(),
+                    awaiting_review=True,
                 )
             elif event.kind is ApprovalEventKind.ESCALATION:
                 approval.escalated_at = workflow.now()
@@ -603,6 +607,7 @@ class RetrainingLoop:
                     "escalation: approval overdue",
                     f"No decision after {_hours(waited)}.\n\n" + self._details(),
                     channel="escalation",
+                    awaiting_review=True,
                 )
             else:
                 approval.timed_out_at = workflow.now()
@@ -640,6 +645,7 @@ class RetrainingLoop:
             comment=review.comment,
             at=workflow.now(),
             via=via,
+            origin=review.origin,
         )
         self._record.approval.review = record
         self._refresh_details()
@@ -733,6 +739,7 @@ class RetrainingLoop:
         subject: str,
         body: str,
         channel: Literal["primary", "escalation"] = "primary",
+        awaiting_review: bool = False,
     ) -> None:
         key = f"{self._loop_id}-{len(self._record.notifications) + 1}"
         notification = Notification(
@@ -744,6 +751,7 @@ class RetrainingLoop:
             subject=f"{self._input.model}: {subject} ({self._loop_id})",
             body=body,
             channel=channel,
+            awaiting_review=awaiting_review,
         )
         self._record.notifications.append(key)
         await notify(notification)

@@ -153,6 +153,8 @@ class ApprovalPolicy(StrictModel):
 
 
 EnvVarName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
+# A Slack member id (U...) or an Enterprise Grid one (W...).
+SlackUserId = Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,20}$")]
 
 
 class NotificationSpec(StrictModel):
@@ -166,6 +168,12 @@ class NotificationSpec(StrictModel):
     webhook_url_env: EnvVarName | None = None
     # The second channel for escalations (an approval left waiting too long).
     escalation_webhook_url_env: EnvVarName | None = None
+    # Slack approvals: Slack user ids (U0123ABCD) and the reviewer each one is. When set, a loop
+    # waiting for approval posts Block Kit Approve / Reject buttons to the webhooks above (an
+    # incoming webhook of a Slack app with interactivity on, pointed at the gateway's
+    # /v1/slack/actions); a click becomes the same validated `approve` / `reject` update, as
+    # that reviewer. A Slack user not listed here cannot decide.
+    slack_reviewers: dict[SlackUserId, Annotated[str, Field(min_length=1, max_length=200)]] = {}
 
 
 class LoopPolicy(StrictModel):
@@ -229,6 +237,13 @@ class ModelSpec(StrictModel):
             *self.performance.metrics,
         ]
         self._check_backend()
+        allowed = self.loop.approval.reviewers
+        slack = self.notifications.slack_reviewers
+        if allowed and (outside := sorted(set(slack.values()).difference(allowed))):
+            raise ValueError(
+                f"notifications.slack_reviewers maps Slack users to {outside}, who are not on "
+                "loop.approval.reviewers"
+            )
         if unknown := sorted(set(self.drift.features).difference(names)):
             raise ValueError(f"drift.features names unknown features: {unknown}")
         wrong = sorted({m.value for m in metrics if m.task is not self.task})
