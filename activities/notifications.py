@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.ports import NotificationChannel
+from activities.slack import approval_message
 from activities.specs import SpecStore
 from workflows.common.errors import ErrorType
 from workflows.common.names import ActivityName
@@ -43,16 +45,25 @@ class LogChannel:
 
 
 class WebhookChannel:
-    """A Slack-compatible incoming webhook: POST {"text": ...}."""
+    """A Slack-compatible incoming webhook: POST {"text": ...}. With `approvals` (the spec maps
+    Slack users to reviewers), a notification whose loop waits for its reviewers also carries
+    Block Kit Approve / Reject buttons (activities/slack.py)."""
 
-    def __init__(self, url: str, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self, url: str, client: httpx.Client | None = None, *, approvals: bool = False
+    ) -> None:
         self.url = url
         self.client = client or httpx.Client(timeout=10.0)
+        self.approvals = approvals
+
+    def payload(self, notification: Notification) -> dict[str, Any]:
+        if self.approvals and notification.awaiting_review and notification.loop_id:
+            return approval_message(notification)
+        return {"text": f"*{notification.subject}*\n{notification.body}"}
 
     def send(self, notification: Notification) -> str:
-        text = f"*{notification.subject}*\n{notification.body}"
         try:
-            response = self.client.post(self.url, json={"text": text})
+            response = self.client.post(self.url, json=self.payload(notification))
         except httpx.HTTPError as err:
             # Retryable: the activity's retry policy tries again later.
             raise ApplicationError(f"webhook unreachable: {err}", type=ErrorType.WEBHOOK) from None
@@ -90,7 +101,7 @@ class NotificationActivities:
         specs: SpecStore,
         base: Sequence[NotificationChannel],
         backend_channels: Callable[[str], Sequence[NotificationChannel]] = lambda model: (),
-        webhook: Callable[[str], NotificationChannel] = WebhookChannel,
+        webhook: Callable[..., NotificationChannel] = WebhookChannel,
     ) -> None:
         self.specs = specs
         self.base = list(base)
@@ -103,7 +114,8 @@ class NotificationActivities:
         if spec is not None:
             escalation = notification.channel == "escalation"
             urls = webhook_urls(spec.notifications, escalation, os.environ)
-            channels += [self.webhook(url) for url in urls]
+            approvals = bool(spec.notifications.slack_reviewers)
+            channels += [self.webhook(url, approvals=approvals) for url in urls]
         return channels + list(self.backend_channels(notification.model))
 
     @activity.defn(name=ActivityName.NOTIFY)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from activities.files import plain_permissions
 from workflows.common.models import StrictModel
 from workflows.loop.models import TrainingJob, TrainingOutput, TrainingResult
 
@@ -104,6 +105,7 @@ def sha256_file(path: Path) -> str:
 
 def write_atomically(target: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+    plain_permissions(fd)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
         handle.flush()

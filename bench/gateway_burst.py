@@ -143,7 +143,7 @@ async def direct_round(coordinators: Coordinators, models: Sequence[str], per_mo
 async def gateway_round(
     client: Client, home: Path, task_queue: str, models: Sequence[str], per_model: int
 ) -> tuple[float, float]:
-    coordinators = Coordinators(client, task_queue)
+    coordinators = Coordinators(client, task_queue, models=None)
     await _start(coordinators, models, per_model)
     for model in models:
         SpecStore(home).register(_spec(model))
@@ -205,7 +205,7 @@ async def run(args: argparse.Namespace, console: Console) -> list[dict[str, floa
                 env.client, home=Path(tmp), task_queue=task_queue, workflows=[ModelCoordinator]
             )
             async with worker:
-                coordinators = Coordinators(env.client, task_queue)
+                coordinators = Coordinators(env.client, task_queue, models=None)
                 for number in range(1, args.rounds + 1):
                     tag = uuid.uuid4().hex[:6]
                     direct = await direct_round(

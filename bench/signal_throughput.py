@@ -532,7 +532,7 @@ class Bench:
         self.args = args
         self.server_cpu = server_cpu
         self.profile = profile
-        self.coordinators = Coordinators(client, task_queue=task_queue)
+        self.coordinators = Coordinators(client, task_queue=task_queue, models=None)
 
     async def _measure(
         self,
@@ -678,7 +678,7 @@ class Bench:
             workflow_id = names.coordinator_id(model)
             events = make_events(n, model, seed)
             expected = len(events)
-            coordinators = Coordinators(self.client, task_queue=queue)
+            coordinators = Coordinators(self.client, task_queue=queue, models=None)
             await coordinators.start(model, BENCH_POLICY)
 
             async def read_coordinator() -> int:

@@ -7,12 +7,17 @@ HTTP contract (every error body is `{"error": "..."}`):
   `{"request_id", "variant", "version", "prediction", "score"}` with headers `X-Request-Id`
   and `X-Variant`; 400 malformed body, 413 body too large, 422 features that do not fit the
   model, 500 the model failed (captured as an error), 503 no model deployed yet.
-- `POST /feedback` `{"request_id", "label"}` or `{"labels": [...]}` -> 200 `{"accepted": n}`;
-  400 malformed, 404 unknown request ids (listed), 413 too large / too many labels, 422 invalid.
-- `GET /admin/weights` -> 200 EndpointState; `PUT /admin/weights`
-  `{"weights", "shadow"?, "change_id"}` -> 200 EndpointState (also for a change id already
-  applied: nothing changes); 400 malformed, 422 refused (split, unknown variants, model), 500 a
-  variant could not be loaded or the state not persisted (the split in force is unchanged).
+- `POST /feedback` `{"request_id", "label"}` or `{"labels": [...]}` -> 200 `{"accepted": n}`
+  (plus `unknown`, `unknown_count` and a `warning` when some request ids are unknown: the
+  others' labels are recorded all the same); 400 malformed, 404 every request id unknown
+  (listed, nothing recorded), 413 too large / too many labels, 422 invalid. An answered
+  request or label is in the write-ahead log before the answer (serving/capture.py).
+- `/admin/*` needs `Authorization: Bearer <admin token>` (401 otherwise; the token: see
+  activities/local/endpoint.py). `GET /admin/weights` -> 200 EndpointState; `PUT
+  /admin/weights` `{"weights", "shadow"?, "change_id"}` -> 200 EndpointState (also for a change
+  id already applied: nothing changes); 400 malformed, 422 refused (split, unknown variants,
+  model), 500 a variant could not be loaded or the state not persisted (the split in force is
+  unchanged).
 - `POST /admin/flush` -> 200 `{"requests": n, "feedback": m}` (rows written), 500 on failure.
 - `GET /healthz` -> 200 `{"status": "ok", "model", "generation", "deployed"}`.
 - `GET /metrics` -> Prometheus text.
@@ -30,10 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,6 +76,7 @@ from activities.local.capture import (
     capture_dir,
     request_schema,
 )
+from activities.local.endpoint import admin_token
 from activities.local.registry import MlflowRegistry
 from activities.loop.data_window import resolve_uri
 from activities.ports import ModelRegistry
@@ -138,13 +146,15 @@ def create_app(config: EndpointConfig, registry: ModelRegistry | None = None) ->
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             await endpoint.flush_all()
+            endpoint.requests.close()
+            endpoint.labels.close()
 
     routes = [
         Route("/invocations", endpoint.invocations, methods=["POST"]),
         Route("/feedback", endpoint.feedback, methods=["POST"]),
-        Route("/admin/weights", endpoint.get_weights, methods=["GET"]),
-        Route("/admin/weights", endpoint.put_weights, methods=["PUT"]),
-        Route("/admin/flush", endpoint.flush, methods=["POST"]),
+        Route("/admin/weights", endpoint.admin(endpoint.get_weights), methods=["GET"]),
+        Route("/admin/weights", endpoint.admin(endpoint.put_weights), methods=["PUT"]),
+        Route("/admin/flush", endpoint.admin(endpoint.flush), methods=["POST"]),
         Route("/healthz", endpoint.healthz, methods=["GET"]),
         Route("/metrics", endpoint.metrics_text, methods=["GET"]),
     ]
@@ -203,6 +213,10 @@ class Endpoint:
             timedelta(days=config.feedback_lookback_days),
             lambda: self.requests.pending_values(REQUEST_ID),
         )
+        # What a killed process acknowledged but had not written yet.
+        now = datetime.now(UTC)
+        self.requests.recover(written=lambda ids: self.index.find(ids, now))
+        self.labels.recover()
         self.metrics = EndpointMetrics(model)
         loader = VariantLoader(registry or MlflowRegistry(home), model, spec.task)
         self.router = Router(model, config.state_file, loader, config.seed)
@@ -211,6 +225,10 @@ class Endpoint:
         except (StateError, VariantLoadError) as err:
             raise EndpointError(f"cannot restore the endpoint of {model}: {err}") from None
         self.metrics.routing(self.router.current.weights, self.router.current.generation)
+        token = config.admin_token or admin_token(home, model, create=True)
+        if not token:
+            raise EndpointError(f"the admin token of {model} is empty")
+        self._admin_token: str = token
         self._flush_wanted = asyncio.Event()
         self._shadows: set[asyncio.Task[None]] = set()
         self._model_slots: anyio.CapacityLimiter | None = None
@@ -335,32 +353,69 @@ class Endpoint:
             labels = parse_feedback(parse_json(body))
             now = datetime.now(UTC)
             wanted = self.index.not_recent(label.request_id for label in labels)
+            unknown: list[str] = []
             if wanted:
                 found = await run_in_threadpool(self.index.find, wanted, now)
                 self.index.add(found)
-                if unknown := sorted(wanted - found):
-                    shown = ", ".join(unknown[:_MAX_LISTED_IDS])
-                    more = len(unknown) - _MAX_LISTED_IDS
+                unknown = sorted(wanted - found)
+                if len(unknown) == len({label.request_id for label in labels}):
                     raise BadRequest(
-                        404,
-                        "unknown_request_ids",
-                        f"{len(unknown)} request ids were not answered by this endpoint in the "
-                        f"last {self.config.feedback_lookback_days} days: {shown}"
-                        + (f" and {more} more" if more > 0 else "")
-                        + "; no label was recorded",
+                        404, "unknown_request_ids", self._unknown(unknown, "no label was recorded")
                     )
         except BadRequest as err:
             return self._refused(err)
+        # Labels of known requests are recorded; the unknown ones are named in the answer
+        # (one lost or mistyped id never costs the batch's other labels).
+        missing = set(unknown)
+        kept = [label for label in labels if label.request_id not in missing]
         flush = False
-        for label in labels:
+        for label in kept:
             row = {REQUEST_ID: label.request_id, LABEL: label.label, RECEIVED_AT: now}
             flush = self.labels.append(row) or flush
         if flush:
             self._flush_wanted.set()
-        self.metrics.feedback(len(labels))
-        return JSONResponse({"accepted": len(labels)})
+        self.metrics.feedback(len(kept))
+        answer: dict[str, Any] = {"accepted": len(kept)}
+        if unknown:
+            answer["unknown"] = unknown[:_MAX_LISTED_IDS]
+            answer["unknown_count"] = len(unknown)
+            answer["warning"] = self._unknown(unknown, "their labels were not recorded")
+        return JSONResponse(answer)
+
+    def _unknown(self, unknown: list[str], recorded: str) -> str:
+        shown = ", ".join(unknown[:_MAX_LISTED_IDS])
+        more = len(unknown) - _MAX_LISTED_IDS
+        return (
+            f"{len(unknown)} request ids were not answered by this endpoint in the last "
+            f"{self.config.feedback_lookback_days} days: {shown}"
+            + (f" and {more} more" if more > 0 else "")
+            + f"; {recorded}"
+        )
 
     # ---- admin ---------------------------------------------------------------------------
+
+    def admin(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """`handler` behind the admin token (compared in constant time, never echoed)."""
+        expected = hashlib.sha256(self._admin_token.encode()).digest()
+
+        async def guarded(request: Request) -> Response:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            presented = hashlib.sha256(given.strip().encode()).digest()
+            if scheme.lower() != "bearer" or not hmac.compare_digest(presented, expected):
+                self.metrics.bad_request("unauthorized")
+                logger.warning(
+                    "refused %s %s: no valid admin token", request.method, request.url.path
+                )
+                return error_response(
+                    401,
+                    "the admin API needs Authorization: Bearer <admin token>",
+                    {"WWW-Authenticate": 'Bearer realm="retrain-endpoint-admin"'},
+                )
+            return await handler(request)
+
+        return guarded
 
     async def get_weights(self, request: Request) -> Response:
         return JSONResponse(self.router.current.state().model_dump(mode="json"))

@@ -5,6 +5,13 @@ daily partitions by the endpoint's UTC clock, so readers never see a partial fil
 that fails keeps its rows for the next flush, up to a bound past which the oldest are dropped
 (and logged): capture must never take the endpoint down with it.
 
+What the endpoint acknowledged is durable against the process dying: each row is appended to a
+write-ahead log (`<capture>/.wal/<kind>-*.jsonl`, one line, handed to the OS before the answer
+leaves) and the log segment is deleted only once its rows are in Parquet. A restarted endpoint
+writes what a killed one left (`recover`), skipping requests already written (a kill between
+the Parquet rename and the segment's deletion). The log is not fsynced per row: a power cut
+can lose the last rows, a `kill -9` cannot.
+
 `RequestIndex` answers "did this endpoint answer that request id?" for feedback: a bounded
 in-memory index first, then the rows not yet written, then the capture files of recent days
 (so labels still attach after a restart).
@@ -13,6 +20,7 @@ in-memory index first, then the rows not yet written, then the capture files of 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import threading
 import time
@@ -20,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
@@ -61,12 +69,60 @@ class CaptureBuffer:
         # written, whoever started writing it.
         self._flush_lock = threading.Lock()
         self._sequence = itertools.count()
+        self.wal_dir = root / ".wal"
+        self._segment = 0
+        self._wal: IO[str] | None = None
+
+    def recover(self, written: Callable[[set[str]], set[str]] | None = None) -> int:
+        """Buffer the rows a previous process logged but did not write (call before serving);
+        `written(ids)` says which request ids are already in the capture files. The rows
+        recovered."""
+        self.wal_dir.mkdir(parents=True, exist_ok=True)
+        segments = sorted(self.wal_dir.glob(f"{self.kind}-*.jsonl"), key=_segment_number)
+        rows: list[dict[str, Any]] = []
+        for segment in segments:
+            for line in segment.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    row[self.time_column] = datetime.fromisoformat(row[self.time_column])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line the kill cut short: it was never acknowledged
+                rows.append(row)
+        if rows and written is not None and REQUEST_ID in rows[0]:
+            done = written({row[REQUEST_ID] for row in rows})
+            rows = [row for row in rows if row[REQUEST_ID] not in done]
+        self._segment = max((_segment_number(p) for p in segments), default=-1) + 1
+        with self._rows_lock:
+            self._rows[:0] = rows
+            # Rows recovered are in the old segments, which stay until a flush writes them.
+            self._open_segment()
+        if rows:
+            logger.warning("capture of %s: recovered %d logged rows", self.kind, len(rows))
+        return len(rows)
 
     def append(self, row: dict[str, Any]) -> bool:
-        """Buffer a row; True when a batch is ready to be written."""
+        """Log and buffer a row; True when a batch is ready to be written."""
+        line = json.dumps(row, default=_encode, separators=(",", ":")) + "\n"
         with self._rows_lock:
+            if self._wal is not None:
+                self._wal.write(line)
+                self._wal.flush()  # in the OS's hands: survives the process
             self._rows.append(row)
             return len(self._rows) >= self.batch_rows
+
+    def _open_segment(self) -> None:
+        """Start a new log segment (caller holds the rows lock)."""
+        if self._wal is not None:
+            self._wal.close()
+        path = self.wal_dir / f"{self.kind}-{self._segment:012d}.jsonl"
+        self._segment += 1
+        self._wal = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by the next call
+
+    def close(self) -> None:
+        with self._rows_lock:
+            if self._wal is not None:
+                self._wal.close()
+                self._wal = None
 
     def pending(self) -> int:
         with self._rows_lock:
@@ -81,6 +137,12 @@ class CaptureBuffer:
         with self._flush_lock:
             with self._rows_lock:
                 rows, self._rows = self._rows, []
+                if rows and self._wal is not None:
+                    # Every segment before the new one holds only rows being written now.
+                    self._open_segment()
+                    done_below = self._segment - 1
+                else:
+                    done_below = None
             if not rows:
                 return 0
             written = 0
@@ -95,6 +157,10 @@ class CaptureBuffer:
                     written += len(group)
             if failures:
                 raise CaptureError("; ".join(failures))
+            if done_below is not None:
+                for segment in self.wal_dir.glob(f"{self.kind}-*.jsonl"):
+                    if _segment_number(segment) < done_below:
+                        segment.unlink(missing_ok=True)
             return written
 
     def _write(self, day: date, rows: list[dict[str, Any]]) -> None:
@@ -111,6 +177,19 @@ class CaptureBuffer:
                 del self._rows[:excess]
                 self.dropped += excess
                 logger.error("capture of %s: dropped the %d oldest rows", self.kind, excess)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot log {type(value).__name__}")
+
+
+def _segment_number(path: Path) -> int:
+    try:
+        return int(path.stem.rsplit("-", 1)[-1])
+    except ValueError:
+        return -1
 
 
 def _by_day(rows: list[dict[str, Any]], column: str) -> dict[date, list[dict[str, Any]]]:

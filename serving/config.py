@@ -31,6 +31,9 @@ class EndpointConfig:
     seed: int | None = None
     # Model calls running at once; more wait for a slot before their latency clock starts.
     model_threads: int = 1
+    # The bearer token of /admin/* (None: RETRAIN_ENDPOINT_ADMIN_TOKEN, else the token file
+    # under home, created at the first start; activities/local/endpoint.py).
+    admin_token: str | None = None
 
     def __post_init__(self) -> None:
         validate_model_name(self.model)

@@ -44,8 +44,10 @@ def _too_large(size: int, limit: int) -> str:
     return f"the body is {size} bytes or more; at most {limit} bytes are accepted"
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status)
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": message}, status, headers=headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Self
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from workflows.common.messages import MAX_INT_DIGITS, check_value
 from workflows.rollout.models import VariantName, Weight
 from workflows.spec.models import ModelSpec
 
@@ -40,13 +41,23 @@ class BadRequest(Exception):
 
 
 def parse_json(body: bytes) -> Any:
-    """The JSON document, refusing the NaN/Infinity tokens Python's parser would accept."""
+    """The JSON document, refusing the NaN/Infinity tokens Python's parser would accept,
+    integers of more than MAX_INT_DIGITS digits, nesting beyond MAX_DEPTH and lone surrogates
+    (which no JSON encoder can write back): a 400, never a 500 further down."""
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
-    except ValueError as err:  # JSONDecodeError, bad UTF-8, our constant refusal
+        document = json.loads(body, parse_constant=_refuse_constant, parse_int=_bounded_int)
+        check_value(document, "the body")
+    except ValueError as err:  # JSONDecodeError, bad UTF-8, our refusals
         raise BadRequest(400, "malformed_json", f"the body is not valid JSON: {err}") from None
     except RecursionError:
         raise BadRequest(400, "malformed_json", "the body's JSON is nested too deeply") from None
+    return document
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
 
 
 def _refuse_constant(token: str) -> Any:

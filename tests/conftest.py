@@ -24,6 +24,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.local.endpoint import ADMIN_TOKEN_ENV
+from tests.support.endpoint_harness import ADMIN_TOKEN
 from workers.search_attributes import dev_server_flags, ensure_search_attributes
 from workers.worker import build_worker
 from workflows.coordinator.workflow import ModelCoordinator
@@ -37,6 +39,10 @@ pytest_plugins = (
     "tests.support.vertex_harness",
     "tests.support.webhook",
 )
+
+# Every endpoint the tests start (in process or as a subprocess) and every worker that calls
+# one share this admin token; test clients send it with `ADMIN_HEADERS`.
+os.environ[ADMIN_TOKEN_ENV] = ADMIN_TOKEN
 
 BIN = Path(sysconfig.get_path("scripts"))
 ENVIRONMENTS = ("time-skipping", "dev")

@@ -8,40 +8,15 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.backends import (
-    BackendResolver,
-    CloudConnections,
-    RoutedCanary,
-    RoutedRegistry,
-    RoutedServing,
-    RoutedTraining,
-    registry_factories,
-)
-from activities.coordinator.loop_watch import LoopWatchActivities
-from activities.drift.check import DriftActivities
-from activities.local.backend import local_backend
-from activities.local.notifications import OutboxChannel
-from activities.loop.audit import AuditActivities, AuditStore
-from activities.loop.data_window import DataWindowActivities
-from activities.loop.evaluation import EvaluationActivities
-from activities.loop.golden_set import GoldenSetActivities
-from activities.loop.registry import RegistryActivities
-from activities.loop.training import TrainingActivities
-from activities.mirror import DataMirror
-from activities.notifications import LogChannel, NotificationActivities
-from activities.ports import ObjectStore
-from activities.rollout.canary import CanaryActivities
-from activities.rollout.deployment import DeploymentActivities
-from activities.scaling import ScalingLog
-from activities.schedule.checks import ScheduleCheckActivities
-from activities.slots.limiter import TrainingSlotActivities
-from activities.specs import ModelSpecActivities, SpecStore
+from workers.converter import with_worker_converter
+from workers.liveness import KeepAlive
 from workers.sandbox import workflow_runner
 from workflows.common.names import TASK_QUEUE
 from workflows.coordinator.workflow import ModelCoordinator
@@ -51,7 +26,26 @@ from workflows.rollout.workflow import StagedRollout
 from workflows.schedule.workflow import ScheduledTrigger
 from workflows.slots.workflow import TrainingSlots
 
+if TYPE_CHECKING:
+    from activities.backends import CloudConnections
+
 log = logging.getLogger(__name__)
+
+# `retrain worker` on SIGTERM: running activities get this long to finish before they are
+# cancelled; compose grants the container 60 s (`stop_grace_period`) before SIGKILL, and the
+# rest lets the cancelled ones report back and the process exit. (Tests build workers without
+# it: their teardown cancels at once.)
+GRACEFUL_SHUTDOWN = timedelta(seconds=50)
+
+
+ALL_WORKFLOWS: tuple[type, ...] = (
+    ModelCoordinator,
+    RetrainingLoop,
+    StagedRollout,
+    DriftMonitor,
+    ScheduledTrigger,
+    TrainingSlots,
+)
 
 
 def build_worker(
@@ -59,14 +53,7 @@ def build_worker(
     *,
     home: Path,
     task_queue: str = TASK_QUEUE,
-    workflows: Sequence[type] = (
-        ModelCoordinator,
-        RetrainingLoop,
-        StagedRollout,
-        DriftMonitor,
-        ScheduledTrigger,
-        TrainingSlots,
-    ),
+    workflows: Sequence[type] = ALL_WORKFLOWS,
     activity_executor: ThreadPoolExecutor | None = None,
     cloud: CloudConnections | None = None,
     **worker_options: Any,
@@ -74,18 +61,59 @@ def build_worker(
     """A worker for every workflow, and the activities under them: each model's on the backend
     its spec names (local by default). Tests pass `workflows` to run doubles in place of the
     real loop, and `cloud` to reach moto and the Vertex fake."""
+    # Every activity heartbeats while its worker lives (workers/liveness.py).
+    worker_options["interceptors"] = [KeepAlive(), *worker_options.get("interceptors", [])]
     return Worker(
-        client,
+        # Workflow messages decode tolerantly: an undecodable signal or update is refused with
+        # a reason by its handler instead of being dropped (workers/converter.py).
+        with_worker_converter(client),
         task_queue=task_queue,
         workflows=list(workflows),
-        activities=all_activities(client, home, cloud or CloudConnections()),
+        activities=all_activities(client, home, cloud),
         activity_executor=activity_executor or ThreadPoolExecutor(max_workers=8),
         workflow_runner=workflow_runner(),
         **worker_options,
     )
 
 
-def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[Callable[..., Any]]:
+def all_activities(
+    client: Client, home: Path, cloud: CloudConnections | None = None
+) -> list[Callable[..., Any]]:
+    """Every activity, on every backend. Imported here, not at the top: the activities' stack
+    (scikit-learn, scipy, MLflow, pandas) takes seconds to import, which `retrain worker` spends
+    while its workflows already run (`run_worker`)."""
+    from activities.backends import (
+        BackendResolver,
+        CloudConnections,
+        RoutedCanary,
+        RoutedRegistry,
+        RoutedServing,
+        RoutedTraining,
+        registry_factories,
+    )
+    from activities.coordinator.decisions import DecisionArchiveActivities
+    from activities.coordinator.loop_watch import LoopWatchActivities
+    from activities.drift.check import DriftActivities
+    from activities.drift.performance_check import PerformanceActivities
+    from activities.local.backend import local_backend
+    from activities.local.notifications import OutboxChannel
+    from activities.loop.audit import AuditActivities, AuditStore
+    from activities.loop.data_window import DataWindowActivities
+    from activities.loop.evaluation import EvaluationActivities
+    from activities.loop.golden_set import GoldenSetActivities
+    from activities.loop.registry import RegistryActivities
+    from activities.loop.training import TrainingActivities
+    from activities.mirror import DataMirror
+    from activities.notifications import LogChannel, NotificationActivities
+    from activities.ports import ObjectStore
+    from activities.rollout.canary import CanaryActivities
+    from activities.rollout.deployment import DeploymentActivities
+    from activities.scaling import ScalingLog
+    from activities.schedule.checks import ScheduleCheckActivities
+    from activities.slots.limiter import TrainingSlotActivities
+    from activities.specs import ModelSpecActivities, SpecStore
+
+    cloud = cloud or CloudConnections()
     specs = SpecStore(home)
     backends = BackendResolver(specs, local_backend(home), registry_factories(home, cloud))
     mirror = DataMirror(home, lambda spec: backends.for_spec(spec).store)
@@ -105,6 +133,14 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
         mirror=mirror,
         capture=lambda spec: backends.for_spec(spec).capture,
     )
+    serving = RoutedServing(backends)
+    performance = PerformanceActivities(
+        home,
+        specs,
+        registry,
+        serving.flush_capture,
+        capture=lambda spec: backends.for_spec(spec).capture,
+    )
     schedule_checks = ScheduleCheckActivities(
         client, home, specs, lambda spec: backends.for_spec(spec).store
     )
@@ -121,6 +157,7 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
         notifications.notify,
         notifications.notify_reviewers,
         LoopWatchActivities(client).await_loop_result,
+        DecisionArchiveActivities(home).archive,
         ModelSpecActivities(specs).load,
         DataWindowActivities(home, mirror).select,
         GoldenSetActivities(home, mirror).verify,
@@ -135,6 +172,7 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
         CanaryActivities(RoutedCanary(backends)).analyse,
         drift.check,
         drift.build_reference_profile,
+        performance.check,
         schedule_checks.deliver,
         schedule_checks.health,
         schedule_checks.freshness,
@@ -143,13 +181,46 @@ def all_activities(client: Client, home: Path, cloud: CloudConnections) -> list[
     ]
 
 
-async def run_until_signalled(worker: Worker) -> None:
-    """Run until SIGINT/SIGTERM, then shut down gracefully (finish in-flight tasks)."""
+async def run_worker(
+    client: Client, *, home: Path, task_queue: str = TASK_QUEUE, **worker_options: Any
+) -> None:
+    """`retrain worker`: until SIGINT/SIGTERM, then a graceful shutdown (in-flight tasks finish).
+
+    Workflows first: their worker polls as soon as the workflow code is imported (about a
+    second), so a restarted process resumes timers, signals and decisions at once; the
+    activities' worker joins once their heavier stack is imported, in a thread meanwhile.
+    (An activity a killed worker was running is retried after its heartbeat timeout anyway.)
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with worker:
-        log.info("worker polling task queue %r", worker.task_queue)
-        await stop.wait()
-        log.info("shutting down: finishing in-flight tasks")
+    decoding = with_worker_converter(client)
+    workflows = Worker(
+        decoding,
+        task_queue=task_queue,
+        workflows=list(ALL_WORKFLOWS),
+        workflow_runner=workflow_runner(),
+        **worker_options,
+    )
+    async with workflows:
+        log.info("workflows polling task queue %r", task_queue)
+        loading = asyncio.ensure_future(asyncio.to_thread(all_activities, client, home))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            log.info("shutting down before the activities started")
+            return
+        options = dict(worker_options)
+        options["interceptors"] = [KeepAlive(), *options.get("interceptors", [])]
+        activities = Worker(
+            decoding,
+            task_queue=task_queue,
+            activities=loading.result(),
+            activity_executor=ThreadPoolExecutor(max_workers=8),
+            **options,
+        )
+        async with activities:
+            log.info("activities polling task queue %r", task_queue)
+            await stop.wait()
+            log.info("shutting down: finishing in-flight tasks")

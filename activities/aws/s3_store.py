@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, error_code
+from activities.files import plain_permissions
 from activities.mirror import split_uri
 from activities.ports import StoredObject
 
@@ -75,6 +76,7 @@ class S3Store:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Into a temporary file next to the target, then renamed: readers never see half a file.
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        plain_permissions(fd)
         try:
             with os.fdopen(fd, "wb") as handle, aws_call(f"GetObject {uri}"):
                 found = self._s3.get_object(Bucket=bucket, Key=key)

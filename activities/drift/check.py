@@ -377,4 +377,6 @@ def _recorded(report: DriftReport) -> DriftReport:
         if column.score is not None:
             labels = {"model": report.model, "feature": column.name}
             metrics.set_gauge(meter, metrics.DRIFT_SCORE, labels, column.score)
+    checked = {"model": report.model}
+    metrics.set_gauge(meter, metrics.DRIFT_CHECKED, checked, datetime.now(UTC).timestamp())
     return report

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from html import escape
 from string import Template
 
+from activities.drift.statistics import edge_labels as edge_labels_of
 from workflows.common.models import format_duration
 from workflows.coordinator.triggers import Severity
 from workflows.drift.models import (
@@ -197,10 +198,14 @@ def render_chart(histogram: Histogram, column: ColumnDrift, status: ColumnStatus
     shown = [_short(label) for label in labels]
     widest = max(len(label) for label in shown) * CHAR_PX
     group = (CHART_WIDTH - PLOT_LEFT - PLOT_RIGHT) / bins
-    # Labels that do not fit under their group are rotated; when even rotated ones would
-    # overlap (about 16px apart), only every `step`-th is written. Each bin's tooltip has its
-    # full label regardless.
-    rotate = widest > group - 4
+    # Numeric bins are labelled by their edges, one number under each boundary (a range under
+    # each bar would need twice the room); categories by name under their bars. Labels that do
+    # not fit are thinned (numbers) or rotated, then thinned (categories, about 16px apart).
+    # Each bin's tooltip has its full label regardless.
+    edges = histogram.edges if len(histogram.edges) == bins - 1 else []
+    numeric = bool(edges)
+    edge_labels = edge_labels_of(edges)
+    rotate = not numeric and widest > group - 4
     slant = widest * math.sin(math.radians(45))
     label_depth = slant + 14 if rotate else 16
     # A rotated first label reaches left of its bin: the plot moves right to keep it whole.
@@ -208,6 +213,9 @@ def render_chart(histogram: Histogram, column: ColumnDrift, status: ColumnStatus
     plot_width = CHART_WIDTH - left - PLOT_RIGHT
     group = plot_width / bins
     step = max(1, math.ceil(16 / group)) if rotate else 1
+    if numeric:
+        room = max(len(text) for text in edge_labels) * CHAR_PX + 8
+        step = max(1, math.ceil(room / group))
     height = round(PLOT_TOP + PLOT_HEIGHT + label_depth + 24)
     base = PLOT_TOP + PLOT_HEIGHT
     tick, top = _y_scale(max([*reference, *current], default=0.0))
@@ -257,7 +265,7 @@ def render_chart(histogram: Histogram, column: ColumnDrift, status: ColumnStatus
             f'<rect x="{x + pad + bar:.1f}" y="{base - cur_height:.1f}" width="{bar:.1f}" '
             f'height="{cur_height:.1f}" fill="{current_fill}"/></g>'
         )
-        if i % step:
+        if numeric or i % step:
             continue
         centre = x + group / 2
         if rotate:
@@ -271,7 +279,19 @@ def render_chart(histogram: Histogram, column: ColumnDrift, status: ColumnStatus
             )
         else:
             parts.append(_svg_text(centre, base + 14, shown[i], 'text-anchor="middle"'))
-    axis = "category" if column.kind is ColumnKind.CATEGORICAL else "value (equal-width bins)"
+    for k, text in enumerate(edge_labels):
+        if (k + 1) % step:
+            continue
+        boundary = left + (k + 1) * group
+        parts.append(
+            f'<line x1="{boundary:.1f}" x2="{boundary:.1f}" y1="{base:.1f}" '
+            f'y2="{base + 4:.1f}" stroke="#64748b"/>'
+        )
+        parts.append(_svg_text(boundary, base + 15, text, 'text-anchor="middle"'))
+    if column.kind is ColumnKind.CATEGORICAL:
+        axis = "category"
+    else:
+        axis = "value: the reference's quantile bins, which PSI compares"
     if step > 1:
         axis += f", 1 in {step} labels shown"
     parts.append(
@@ -621,9 +641,10 @@ def render_drift_html(report: DriftReport, histograms: dict[str, Histogram]) -> 
         *sections,
         "<footer>A column drifts when its score reaches its threshold and its shift is "
         "significant (KS for numeric, chi-square for categorical columns, Bonferroni-corrected). "
-        "The charts use equal-width bins over the central range of both samples (numeric) or "
-        "the categories, so the shapes compare at a glance; the statistics use the reference "
-        "profile's quantile bins.</footer>",
+        "Numeric charts show the reference profile's quantile bins, the bins PSI, KL and JS "
+        "compare (about the same share of reference rows in each, so a current bar above or "
+        "below its reference bar is where the distribution moved); categorical charts show "
+        "the most frequent categories.</footer>",
     ]
     return PAGE.substitute(
         title=escape(f"Drift report: {report.model} ({report.check_id})"),

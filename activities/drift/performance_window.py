@@ -419,3 +419,129 @@ def read_labelled_window(
         label=kept(label),
         rows=rows,
     )
+
+
+# ---- answers without their labels, and labelled requests with their features ---------------
+
+
+@dataclass(frozen=True, eq=False)
+class Answers:
+    """A version's successful live answers captured in a time window (request time order)."""
+
+    request_id: ObjectArray
+    captured_at: TimeArray
+    prediction: FloatArray
+    score: FloatArray
+
+    @property
+    def size(self) -> int:
+        return len(self.request_id)
+
+
+def read_answers(
+    capture_dir: Path,
+    start: datetime,
+    end: datetime,
+    *,
+    versions: Collection[str] | None = None,
+    shadow: bool = False,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> Answers:
+    """Successful answers captured in [start, end) (by `captured_at`), the newest `max_rows`;
+    files that do not follow the capture layout are skipped (the label-free estimate is a
+    warning, never a reason to fail a check)."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    problems = _Problems()
+    parts = []
+    for file in reversed(partitions_since(capture_dir, REQUESTS, start)):
+        if file.parent.name.removeprefix("date=") > end.date().isoformat():
+            continue
+        if not _readable_requests(file, problems):
+            continue
+        try:
+            table = pq.read_table(file, columns=list(_REQUEST_COLUMNS)).cast(_REQUEST_TYPES)
+        except (OSError, pa.ArrowException):
+            continue
+        table = _in_window(table, CAPTURED_AT, start, end)
+        keep = pc.and_(
+            pc.fill_null(pc.equal(table.column(SHADOW), shadow), False),
+            pc.less(table.column(STATUS_CODE), SERVER_ERROR),
+        )
+        if versions is not None:
+            keep = pc.and_(keep, pc.is_in(table.column(VERSION), pa.array(list(versions))))
+        parts.append(table.filter(keep))
+        if sum(part.num_rows for part in parts) >= max_rows:
+            break
+    table = pa.concat_tables(parts) if parts else _REQUEST_TYPES.empty_table()
+    order = np.argsort(table.column(CAPTURED_AT).to_numpy(), kind="stable")[-max_rows:]
+    table = table.take(pa.array(order))
+    return Answers(
+        request_id=table.column(REQUEST_ID).to_numpy(zero_copy_only=False),
+        captured_at=table.column(CAPTURED_AT).to_numpy(),
+        prediction=table.column(PREDICTION).fill_null(np.nan).to_numpy().astype(np.float64),
+        score=table.column(SCORE).fill_null(np.nan).to_numpy().astype(np.float64),
+    )
+
+
+def read_labelled_requests(
+    capture_dir: Path,
+    features: Collection[str],
+    start: datetime,
+    end: datetime,
+    *,
+    label: str = LABEL,
+    lookback: timedelta = DEFAULT_LOOKBACK,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> pa.Table:
+    """Live requests whose label arrived in [start, end), with their features: what a model
+    is evaluated on when captured traffic is replayed. Columns: the features as captured,
+    `label` (the latest label, float), `captured_at`; the newest `max_rows`, in request time
+    order. Requests answered with a server error still count (their features are real
+    traffic); files outside the capture layout are skipped."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    problems = _Problems()
+    feedback, _ = _read_feedback(
+        partitions_since(capture_dir, FEEDBACK, start), start, end, max_rows, problems
+    )
+    wanted = pc.unique(feedback.column(REQUEST_ID))
+    columns = [REQUEST_ID, SHADOW, CAPTURED_AT, *features]
+    parts = []
+    for file in reversed(partitions_since(capture_dir, REQUESTS, start - lookback)):
+        if len(wanted) == 0:
+            break
+        if file.parent.name.removeprefix("date=") > end.date().isoformat():
+            continue
+        try:
+            schema = pq.read_schema(file)
+            if any(name not in schema.names for name in columns):
+                continue
+            table = (
+                ds.dataset(str(file), format="parquet")
+                .to_table(columns=columns, filter=ds.field(REQUEST_ID).isin(wanted))
+                .select(columns)
+            )
+        except (OSError, pa.ArrowException):
+            continue
+        table = table.filter(pc.invert(pc.fill_null(table.column(SHADOW), False)))
+        if table.num_rows == 0:
+            continue
+        ids = table.column(REQUEST_ID).to_numpy(zero_copy_only=False)
+        _, first = np.unique(ids, return_index=True)
+        table = table.take(pa.array(np.sort(first))).cast(
+            table.schema.set(
+                table.schema.get_field_index(CAPTURED_AT), pa.field(CAPTURED_AT, _TIMESTAMP)
+            )
+        )
+        parts.append(table.drop_columns([SHADOW]))
+        wanted = pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=table.column(REQUEST_ID))))
+    if not parts:
+        empty = {name: pa.array([], pa.float64()) for name in features}
+        return pa.table(
+            {**empty, label: pa.array([], pa.float64()), CAPTURED_AT: pa.array([], _TIMESTAMP)}
+        )
+    requests = pa.concat_tables(parts, promote_options="permissive")
+    positions = pc.index_in(requests.column(REQUEST_ID), value_set=feedback.column(REQUEST_ID))
+    labels = feedback.column(LABEL).take(positions)
+    table = requests.drop_columns([REQUEST_ID]).append_column(label, labels)
+    table = table.take(pa.array(np.argsort(table.column(CAPTURED_AT).to_numpy(), kind="stable")))
+    return table.select([*features, label, CAPTURED_AT])

@@ -62,6 +62,7 @@ as `scipy.spatial.distance.jensenshannon(reference, current, base=2)` computes i
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import tempfile
@@ -80,6 +81,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import scipy.stats  # type: ignore[import-untyped, unused-ignore]
 from scipy.special import gammaln, rel_entr  # type: ignore[import-untyped, unused-ignore]
 
+from activities.files import plain_permissions
 from workflows.drift.models import Histogram
 
 FloatArray = npt.NDArray[np.float64]
@@ -91,8 +93,6 @@ NumericInput = Sequence[npt.ArrayLike] | npt.ArrayLike
 # Share given to an empty bin in PSI and KL (see the module docstring).
 EPSILON = 1e-4
 DEFAULT_BINS = 10
-DISPLAY_BINS = 30
-DISPLAY_RANGE = (0.005, 0.995)
 TOP_CATEGORIES = 20
 OTHER_LABEL = "(other)"
 RANGE_DASH = "\u2013"  # an en dash, as in "1.23\u20134.56"
@@ -246,6 +246,8 @@ def _numeric_column(
     n, m = ref.size, current.size
     missing_ref = int(reference.missing[j])
     missing_cur = n_rows - m
+    # The reference's quantile bins: what PSI, KL and JS compare, and what the chart shows.
+    cur_share = _bin_counts(current, reference.edges[j]) / m if m else None
     base = NumericStats(
         name=reference.names[j],
         n_reference=n,
@@ -259,13 +261,12 @@ def _numeric_column(
         ks_statistic=None,
         ks_pvalue=None,
         wasserstein=None,
-        histogram=_numeric_histogram(ref, current),
+        histogram=_numeric_histogram(ref, reference.edges[j], reference.proportions[j], cur_share),
     )
-    if n == 0 or m == 0:
+    if n == 0 or cur_share is None:
         return base
     d, w1 = _ks_wasserstein(ref, current)
     ref_share = reference.proportions[j]
-    cur_share = _bin_counts(current, reference.edges[j]) / m
     psi, kl = _psi_kl(ref_share, cur_share)
     return replace(
         base,
@@ -357,40 +358,52 @@ def _smirnov(n: int, x: float) -> float:
     return float(np.sum(np.exp(log_terms)))
 
 
-def _numeric_histogram(ref: FloatArray, cur: FloatArray) -> Histogram:
-    sides = [side for side in (ref, cur) if side.size]
-    if not sides:
-        return Histogram(labels=[], reference=[], current=[])
-    low = min(_sorted_quantile(side, DISPLAY_RANGE[0]) for side in sides)
-    high = max(_sorted_quantile(side, DISPLAY_RANGE[1]) for side in sides)
-    if not high > low:  # one value (or the central range is one value): one bin
+def _numeric_histogram(
+    ref: FloatArray, edges: FloatArray, ref_share: FloatArray, cur_share: FloatArray | None
+) -> Histogram:
+    """The bins PSI compares, as a chart shows them: the reference's quantile bins, labelled
+    by their edges (`≤ a`, `a` to `b`, `> z`), the shares of each side per bin."""
+    if edges.size == 0:  # no reference values, or all equal: one bin
+        label = _format_number(float(ref[0]), 0.0) if ref.size else "all values"
         return Histogram(
-            labels=[_format_number(low, 0.0)],
+            labels=[label],
             reference=[1.0 if ref.size else 0.0],
-            current=[1.0 if cur.size else 0.0],
+            current=[1.0 if cur_share is not None else 0.0],
         )
-    # Scaled before subtracting: high - low may overflow for extreme values.
-    step = high / DISPLAY_BINS - low / DISPLAY_BINS
-    edges = low + step * np.arange(DISPLAY_BINS + 1, dtype=np.float64)
-    edges[-1] = high
-    inner = edges[1:-1]
+    shown = edge_labels(edges.tolist())
     labels = [
-        f"{_format_number(a, step)}{RANGE_DASH}{_format_number(b, step)}"
-        for a, b in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)
+        f"\u2264 {shown[0]}",
+        *(f"{a}{RANGE_DASH}{b}" for a, b in itertools.pairwise(shown)),
+        f"> {shown[-1]}",
     ]
+    current = [0.0] * len(labels) if cur_share is None else cur_share.tolist()
     return Histogram(
         labels=labels,
-        reference=_display_shares(ref, inner),
-        current=_display_shares(cur, inner),
+        reference=[float(share) for share in ref_share],
+        current=[float(share) for share in current],
+        edges=[float(edge) for edge in edges],
     )
 
 
-def _display_shares(side: FloatArray, inner: FloatArray) -> list[float]:
-    if not side.size:
-        return [0.0] * (inner.size + 1)
-    below = np.searchsorted(side, inner, side="left")
-    counts = np.diff(np.concatenate(([0], below, [side.size])))
-    return [float(share) for share in counts / side.size]
+def edge_labels(edges: list[float]) -> list[str]:
+    """The shortest labels that keep every edge distinct: 3 significant digits or more, with
+    k / M / G for thousands and up (12.3k, 4.56M), so that one fits under a bin."""
+    for digits in range(3, 18):
+        labels = [_compact(edge, digits) for edge in edges]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [repr(edge) for edge in edges]
+
+
+def _compact(value: float, digits: int) -> str:
+    magnitude = abs(value)
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if 1e4 <= magnitude < 1e12 and magnitude >= size:
+            return f"{value / size:.{digits}g}{suffix}"
+    if 1 <= magnitude < 1e4:  # whole digits rather than 5e+03
+        decimals = max(0, digits - len(str(int(magnitude))))
+        return f"{value:.{decimals}f}".rstrip("0").rstrip(".") if decimals else f"{value:.0f}"
+    return f"{value:.{digits}g}"
 
 
 def _format_number(value: float, step: float) -> str:
@@ -404,16 +417,6 @@ def _format_number(value: float, step: float) -> str:
     # Tiny steps or huge values: scientific notation, digits down to the step's second digit.
     value_exponent = math.floor(math.log10(abs(value))) if value else step_exponent
     return f"{value:.{min(17, max(2, value_exponent - step_exponent + 2))}g}"
-
-
-def _sorted_quantile(values: FloatArray, q: float) -> float:
-    """numpy's default (linear) quantile of an already sorted array, in O(1)."""
-    position = q * (values.size - 1)
-    low = math.floor(position)
-    high = min(low + 1, values.size - 1)
-    fraction = position - low
-    a, b = float(values[low]), float(values[high])
-    return a + (b - a) * fraction if b != a else a
 
 
 def _sorted_finite(column: npt.NDArray[np.float64]) -> FloatArray:
@@ -704,6 +707,7 @@ def save_references(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    plain_permissions(handle)
     try:
         with os.fdopen(handle, "wb") as out:
             np.savez(out, allow_pickle=False, **arrays)

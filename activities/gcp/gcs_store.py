@@ -18,6 +18,7 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
+from activities.files import plain_permissions
 from activities.gcp.clients import GcpClients
 from activities.gcp.errors import gcp_call
 from activities.mirror import split_uri
@@ -69,6 +70,7 @@ class GcsStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Into a temporary file next to the target, then renamed: readers never see half a file.
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        plain_permissions(fd)
         os.close(fd)
         try:
             with gcp_call(f"download {uri}"):

@@ -16,7 +16,7 @@ from workflows.spec.models import ModelSpec
 def local_backend(home: Path) -> Backend:
     """Real files under the retrain home, scikit-learn in a subprocess, MLflow on SQLite, the
     local endpoint (`retrain serve`) and its capture."""
-    endpoint = LocalEndpoint()
+    endpoint = LocalEndpoint(home)
     return Backend(
         name="local",
         training=LocalTrainingBackend(home),

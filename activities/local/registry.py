@@ -1,8 +1,14 @@
 """The local backend's `ModelRegistry` (activities/ports.py): MLflow's model registry.
 
-`MlflowRegistry` is MLflow's own model registry on a local SQLite store: tracking and registry
-at `sqlite:///<home>/mlflow.db`, artifacts under `<home>/mlartifacts/<model>/`. Browse it with
-`mlflow ui --backend-store-uri sqlite:///.retrain/mlflow.db`. For each candidate it writes:
+`MlflowRegistry` is MLflow's own model registry. Embedded by default, on a local SQLite store:
+tracking and registry at `sqlite:///<home>/mlflow.db`, artifacts under
+`<home>/mlartifacts/<model>/` (browse it with `mlflow ui --backend-store-uri
+sqlite:///.retrain/mlflow.db`). A team's own tracking server is used instead when MLflow's
+standard variables say so: `MLFLOW_TRACKING_URI` (e.g. `http://mlflow:5000`; the server keeps the
+artifacts, proxied or in its artifact root) and, when the registry lives elsewhere,
+`MLFLOW_REGISTRY_URI` (default: the tracking URI, as in MLflow). Credentials for such a server
+come from MLflow's own variables (`MLFLOW_TRACKING_TOKEN`, ...), never from a spec. For each
+candidate it writes:
 
 - an experiment per model (named like the model) and a run named and tagged by the loop id,
   with the lineage as tags, the training metrics, and the whole lineage as `lineage.json`;
@@ -21,8 +27,9 @@ Dataset uris are tag values, never keys: MLflow keys allow few characters (no `=
 Operations hold a thread lock and `<home>/mlflow.lock` (flock), so threads and worker processes
 sharing a home never interleave. Registration is idempotent by loop id (a version tagged with it
 is returned again); a run left RUNNING by a crashed attempt is marked FAILED before the retry
-logs a fresh one. MLflow is only ever given explicit local URIs, and its telemetry is switched
-off before it is imported. Loading needs the estimator's classes importable (cloudpickle).
+logs a fresh one. MLflow is only ever given explicit URIs (never its process-global one), and
+its telemetry is switched off before it is imported. Loading needs the estimator's classes
+importable (cloudpickle).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib  # type: ignore[import-untyped, unused-ignore]
+import mlflow.artifacts
 import mlflow.sklearn
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
@@ -83,13 +91,27 @@ logging.getLogger("mlflow.sklearn").addFilter(_DropPickleAdvice())
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"mlflow\.")
 
 
+TRACKING_URI_VARIABLE = "MLFLOW_TRACKING_URI"
+REGISTRY_URI_VARIABLE = "MLFLOW_REGISTRY_URI"
+
+
 class MlflowRegistry:
-    def __init__(self, home: Path) -> None:
+    """`tracking_uri` / `registry_uri`: where MLflow lives; by default `MLFLOW_TRACKING_URI` and
+    `MLFLOW_REGISTRY_URI`, else the embedded SQLite store under `home`."""
+
+    def __init__(
+        self, home: Path, tracking_uri: str | None = None, registry_uri: str | None = None
+    ) -> None:
         home.mkdir(parents=True, exist_ok=True)
         self.home = home.resolve()
-        self.uri = f"sqlite:///{self.home / 'mlflow.db'}"
-        self.artifact_root = self.home / "mlartifacts"
-        self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        embedded = f"sqlite:///{self.home / 'mlflow.db'}"
+        self.uri = tracking_uri or os.environ.get(TRACKING_URI_VARIABLE) or embedded
+        self.registry_uri = registry_uri or os.environ.get(REGISTRY_URI_VARIABLE) or self.uri
+        # Only the embedded store keeps its artifacts under the home; a server has its own root.
+        self.artifact_root: Path | None = (
+            self.home / "mlartifacts" if self.uri == embedded else None
+        )
+        self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.registry_uri)
         self._thread_lock = threading.Lock()
 
     @contextmanager
@@ -164,7 +186,15 @@ class MlflowRegistry:
     def load(self, version: ModelVersion) -> Any:
         with self._exclusive():
             uri = self._client.get_model_version_download_uri(version.model, version.version)
-        return mlflow.sklearn.load_model(uri)
+        if self.artifact_root is not None:  # a local directory
+            return mlflow.sklearn.load_model(uri)
+        # A server's `mlflow-artifacts:` (or cloud) URI: fetched with our tracking URI, since
+        # loading it directly would resolve it through MLflow's process-global one.
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=tmp, tracking_uri=self.uri
+            )
+            return mlflow.sklearn.load_model(local)
 
     def delete_model(self, model: str) -> None:
         """Forget a model: its registered versions and aliases, and its runs (demo resets)."""
@@ -207,7 +237,7 @@ class MlflowRegistry:
     def _experiment(self, model: str) -> str:
         experiment = self._client.get_experiment_by_name(model)
         if experiment is None:
-            location = (self.artifact_root / model).as_uri()
+            location = None if self.artifact_root is None else (self.artifact_root / model).as_uri()
             return str(self._client.create_experiment(model, artifact_location=location))
         if experiment.lifecycle_stage == "deleted":
             self._client.restore_experiment(experiment.experiment_id)
@@ -295,11 +325,14 @@ class MlflowRegistry:
         client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
         client.log_artifact(run_id, str(artifact), "training")
         self._ensure_registered_model(request.model)
-        # The artifact location, not `models:/<id>`: MLflow's SQL registry would resolve that
-        # through the process-global tracking URI.
+        # Embedded: the artifact location, not `models:/<id>`, which MLflow's SQL registry
+        # would resolve through the process-global tracking URI. A server resolves the logged
+        # model's `models:/<id>` itself (and refuses its bare artifact location).
+        embedded = self.artifact_root is not None
         return client.create_model_version(
             request.model,
-            source=logged.artifact_location,
+            source=logged.artifact_location if embedded else f"models:/{logged.model_id}",
+            model_id=None if embedded else logged.model_id,
             run_id=run_id,
             tags=_version_tags(request),
             description=f"Trained by {request.loop_id} ({lineage.trigger_origin}).",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from temporalio import activity
 
+from activities.files import plain_permissions
 from activities.ports import ObjectStore
 from activities.scaling import ScalingLog
 from workflows.common.names import ActivityName, loop_number, validate_model_name
@@ -29,6 +30,7 @@ class AuditStore:
         # Write-then-rename: a retried activity replaces the record whole, readers never see
         # half a document.
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
+        plain_permissions(fd)
         with os.fdopen(fd, "w") as handle:
             handle.write(record.model_dump_json(indent=2))
         os.replace(tmp, target)

@@ -18,6 +18,7 @@ DatasetFile uri is an absolute path; spec paths are relative to the retrain home
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import tempfile
@@ -35,6 +36,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.files import plain_permissions
 from activities.mirror import DataMirror, mirrored_etag, remote_text, remote_uri
 from workflows.common import metrics
 from workflows.common.errors import ErrorType
@@ -391,11 +393,17 @@ class Mix:
     baseline_rows: int
 
 
-def mix_datasets(production: pa.Table, baseline: pa.Table, policy: DataWindowPolicy) -> Mix:
+def mix_datasets(
+    production: pa.Table,
+    baseline: pa.Table,
+    policy: DataWindowPolicy,
+    baseline_ratio: float | None = None,
+) -> Mix:
     """Split production into train/holdout and the baseline 50/50, then mix the training set.
 
-    Production rows are `production_share` of the training set; when the baseline's training
-    half is too small for that, all of it is used and the counts say so.
+    Production rows are `production_share` of the training set (or, with `baseline_ratio`,
+    baseline rows are that many per production row: after a regime change); when the
+    baseline's training half is too small for that, all of it is used and the counts say so.
     """
     prod_hashes = row_hashes(production, _HOLDOUT_KEY)
     in_holdout = hash_fraction(prod_hashes) < policy.holdout_fraction
@@ -403,7 +411,9 @@ def mix_datasets(production: pa.Table, baseline: pa.Table, policy: DataWindowPol
     base_for_training = hash_fraction(base_hashes) < 0.5
 
     prod_train = pa.array(np.flatnonzero(~in_holdout))
-    wanted = round(len(prod_train) * (1 - policy.production_share) / policy.production_share)
+    if baseline_ratio is None:
+        baseline_ratio = (1 - policy.production_share) / policy.production_share
+    wanted = round(len(prod_train) * baseline_ratio)
     pool = np.flatnonzero(base_for_training)
     # The pool's lowest hashes: a uniform, content-determined sample.
     chosen = pool[np.argsort(base_hashes[pool], kind="stable")][:wanted]
@@ -429,6 +439,7 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> DatasetFile:
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temp name is hidden so window listings skip it.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
+    plain_permissions(fd)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -470,12 +481,85 @@ def align_baseline(
     return read, production, labelled_rows(baseline, spec.label)
 
 
+def regime_in_window(regime_start: datetime | None, as_of: datetime, days: int) -> datetime | None:
+    """The regime change the window starts at: None when there is none, or when it is older
+    than the window's first day (the window is new-regime data anyway) or in the future."""
+    if regime_start is None:
+        return None
+    start, _ = window_bounds(as_of, days)
+    moment = regime_start.astimezone(UTC)
+    if moment.date() < start or moment > as_of.astimezone(UTC):
+        return None
+    return moment
+
+
+def since_regime(read: InputFile, timestamp: str, regime: datetime) -> InputFile:
+    """The file's rows from the regime change on (a file without a usable timestamp column is
+    kept whole: the schema check reports it)."""
+    table = read.table
+    if timestamp not in table.column_names or not pa.types.is_timestamp(table[timestamp].type):
+        return read
+    times = pc.cast(table[timestamp], _TIMESTAMP, safe=False)
+    keep = pc.fill_null(pc.greater_equal(times, pa.scalar(regime, _TIMESTAMP)), False)
+    return InputFile(read.file, table.filter(keep))
+
+
+def newest_rows(table: pa.Table, timestamp: str, share: float) -> pa.Table:
+    """The newest `share` of the rows by `timestamp` (at least one), oldest first."""
+    count = max(1, math.ceil(table.num_rows * share))
+    # Rows without a time count as the oldest.
+    times = pc.fill_null(pc.cast(table[timestamp], _TIMESTAMP, safe=False), 0)
+    order = np.argsort(times.to_numpy(), kind="stable")
+    return table.take(pa.array(order[table.num_rows - count :]))
+
+
+def replay_rows(
+    home: Path, spec: ModelSpec, start: datetime, end: datetime, schema: pa.Schema
+) -> pa.Table:
+    """Captured live requests labelled in [start, end), as rows of the production schema (the
+    capture's `captured_at` as the timestamp): what both models are replayed on."""
+    # Imported here: the capture layout imports this module (resolve_uri).
+    from activities.drift.performance_window import read_labelled_requests
+    from activities.local.capture import CAPTURED_AT
+
+    policy = spec.loop.window
+    captured = read_labelled_requests(
+        resolve_uri(home, spec.data.capture_location),
+        spec.feature_names,
+        start,
+        end,
+        label=spec.label,
+        max_rows=policy.replay_max_rows,
+    )
+    captured = captured.rename_columns(
+        [
+            spec.data.timestamp_column if name == CAPTURED_AT else name
+            for name in captured.column_names
+        ]
+    )
+    columns = [name for name in schema.names if name in captured.column_names]
+    try:
+        return captured.select(columns).cast(pa.schema([schema.field(name) for name in columns]))
+    except (pa.ArrowException, ValueError):
+        # Labels that are not whole numbers where training labels are integers (or features
+        # captured with other types): replayed as captured, the evaluation reads them so.
+        return captured.select(columns)
+
+
 def select_data_window(home: Path, request: DataWindowRequest) -> DataWindow:
     """Select, validate and (when sufficient) split and mix the loop's data window."""
     spec = request.spec
-    start, end = window_bounds(request.as_of, spec.loop.window.days)
+    policy = spec.loop.window
+    start, end = window_bounds(request.as_of, policy.days)
+    regime = regime_in_window(request.regime_start, request.as_of, policy.days)
+    if regime is not None:
+        start = regime.date()
     query, paths = list_window(home, spec, start, end, request.extra_uris)
     reads = [read_parquet(path) for path in paths]
+    if regime is not None:
+        timestamp = spec.data.timestamp_column
+        reads = [since_regime(read, timestamp, regime) for read in reads]
+        query += f" AND {timestamp} >= {regime.isoformat()} (since the regime change)"
 
     labelled_dir = resolve_uri(home, spec.data.labelled)
     empty_reason = ""
@@ -500,14 +584,42 @@ def select_data_window(home: Path, request: DataWindowRequest) -> DataWindow:
         class_counts=coverage.class_counts,
         checks=checks,
         sufficient=all(check.passed for check in checks),
+        regime_start=regime,
     )
     if not window.sufficient:
         return window
 
     production = labelled_rows(combine_production(spec, reads), spec.label)
     baseline_read, production, baseline = align_baseline(home, spec, production)
-    mix = mix_datasets(production, baseline, spec.loop.window)
+    ratio = policy.regime_baseline_share if regime is not None else None
+    mix = mix_datasets(production, baseline, policy, baseline_ratio=ratio)
     out = loop_data_dir(home, spec.name, request.loop_id)
+    notes: list[str] = []
+    recent = None
+    if mix.holdout.num_rows:
+        newest = newest_rows(mix.holdout, spec.data.timestamp_column, policy.recent_share)
+        recent = write_parquet_atomic(newest, out / "recent.parquet")
+    replay = None
+    if policy.replay_days > 0:
+        since = request.as_of - timedelta(days=policy.replay_days)
+        if regime is not None:
+            since = max(since, regime)
+        replayed = replay_rows(home, spec, since, request.as_of, production.schema)
+        replayed = (
+            labelled_rows(replayed, spec.label) if spec.label in replayed.column_names else replayed
+        )
+        if replayed.num_rows >= policy.replay_min_rows:
+            replay = write_parquet_atomic(replayed, out / "replay.parquet")
+        elif replayed.num_rows:
+            notes.append(
+                f"{replayed.num_rows} labelled live requests since {since.isoformat()}: fewer "
+                f"than replay_min_rows ({policy.replay_min_rows}), not replayed"
+            )
+    if regime is not None:
+        notes.append(
+            f"regime change at {regime.isoformat()}: {production.num_rows} labelled rows since; "
+            f"baseline rows {mix.baseline_rows} ({policy.regime_baseline_share:.0%} floor)"
+        )
     # model_copy does not re-validate: every value below is already a contract object.
     return window.model_copy(
         update={
@@ -519,6 +631,9 @@ def select_data_window(home: Path, request: DataWindowRequest) -> DataWindow:
             "baseline": baseline_read.file,
             "production_rows_in_training": mix.production_rows,
             "baseline_rows_in_training": mix.baseline_rows,
+            "recent_set": recent,
+            "replay_set": replay,
+            "notes": notes,
         }
     )
 

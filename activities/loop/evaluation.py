@@ -35,7 +35,7 @@ from temporalio.exceptions import ApplicationError
 from workflows.common.errors import ErrorType
 from workflows.common.names import ActivityName
 from workflows.loop.models import EvaluationReport, EvaluationRequest, MetricDelta, ModelVersion
-from workflows.loop.rules import BASELINE, GOLDEN, HOLDOUT
+from workflows.loop.rules import BASELINE, GOLDEN, HOLDOUT, RECENT, REPLAY
 from workflows.spec.models import EvaluationPolicy, FeatureKind, Metric, ModelSpec, Task
 
 FloatArray = npt.NDArray[np.float64]
@@ -45,9 +45,11 @@ BoolArray = npt.NDArray[np.bool_]
 ObjectArray = npt.NDArray[np.object_]
 
 
-# Order of evaluation; the bootstrap draws for the holdout first, then for the golden set.
+# Order of evaluation; the bootstrap draws for the holdout first, then for the golden set
+# (then the recent slice and the replayed traffic, when the window has them).
 DATASETS = (HOLDOUT, BASELINE, GOLDEN)
-BOOTSTRAPPED_DATASETS = (HOLDOUT, GOLDEN)
+OPTIONAL_DATASETS = (RECENT, REPLAY)
+BOOTSTRAPPED_DATASETS = (HOLDOUT, GOLDEN, RECENT, REPLAY)
 PREDICTION_BINS = 10
 # Resample weights held in memory at once (32 MiB of float64), whatever the dataset's size.
 MAX_BOOTSTRAP_CELLS = 1 << 22
@@ -540,19 +542,23 @@ def evaluate_models(
     *,
     seed: int,
     on_progress: Callable[[str], None] = _no_progress,
+    extra_metrics: Sequence[Metric] = (),
 ) -> EvaluationReport:
-    """Score both fitted models on the holdout, baseline and golden sets (`datasets` by name).
+    """Score both fitted models on the holdout, baseline and golden sets (`datasets` by name),
+    and on the recent slice and the replayed traffic when `datasets` has them.
 
-    `on_progress(dataset)` is called after each dataset (the activity heartbeats there).
+    `on_progress(dataset)` is called after each dataset (the activity heartbeats there);
+    `extra_metrics` are bootstrapped besides the policy's.
     """
     classes = None
     if spec.task is Task.CLASSIFICATION:
         classes = shared_classes([m for m in (candidate, champion) if m is not None])
     # SeedSequence refuses negative seeds; the contract does not.
     rng = np.random.default_rng(seed % 2**64)
-    metrics = list(dict.fromkeys(spec.loop.evaluation.metrics))
+    metrics = list(dict.fromkeys([*spec.loop.evaluation.metrics, *extra_metrics]))
     evaluations: dict[str, DatasetEvaluation] = {}
-    for name in DATASETS:
+    names = [*DATASETS, *(name for name in OPTIONAL_DATASETS if name in datasets)]
+    for name in names:
         data = datasets[name]
         candidate_outcome = predict(candidate, data, classes, "candidate")
         champion_outcome = (
@@ -579,7 +585,7 @@ def evaluate_models(
     return EvaluationReport(
         candidate={name: _by_name(point_metrics(e.candidate)) for name, e in evaluations.items()},
         champion=champion_metrics if champion is not None else None,
-        rows={name: datasets[name].rows for name in DATASETS},
+        rows={name: datasets[name].rows for name in names},
         deltas=[delta for e in evaluations.values() for delta in e.deltas],
         prediction_bins=[float(edge) for edge in edges],
         candidate_prediction_counts=prediction_counts(holdout.candidate, edges),
@@ -618,6 +624,9 @@ class EvaluationActivities:
             BASELINE: request.baseline_eval.uri,
             GOLDEN: request.golden.uri,
         }
+        for name, dataset in ((RECENT, request.recent), (REPLAY, request.replay)):
+            if dataset is not None:
+                uris[name] = dataset.uri
         # Read (and validate) every dataset before loading the models.
         datasets = {
             name: read_labelled_set(name, self.resolve(uri), spec, with_segments=name == HOLDOUT)
@@ -626,5 +635,11 @@ class EvaluationActivities:
         candidate = self.load_model(request.candidate)
         champion = None if request.champion is None else self.load_model(request.champion)
         return evaluate_models(
-            spec, candidate, champion, datasets, seed=request.seed, on_progress=_heartbeat
+            spec,
+            candidate,
+            champion,
+            datasets,
+            seed=request.seed,
+            on_progress=_heartbeat,
+            extra_metrics=request.extra_metrics,
         )

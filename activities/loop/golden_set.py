@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.files import plain_permissions
 from activities.loop.data_window import invalid_data, resolve_uri
 from activities.mirror import DataMirror
 from workflows.common.errors import ErrorType
@@ -51,6 +52,7 @@ def describe_golden_set(path: Path, registered_at: datetime) -> GoldenSet:
 def _temp_file(directory: Path, golden: GoldenSet) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    plain_permissions(fd)
     with os.fdopen(fd, "w") as handle:
         handle.write(golden.model_dump_json(indent=2))
     return Path(tmp)

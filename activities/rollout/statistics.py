@@ -376,6 +376,7 @@ def _accuracy(champ: _Side, chal: _Side, classification: bool) -> CheckStatistic
         challenger=acc_chal,
         difference=acc_champ - acc_chal,
         p_value=greater_proportion_p(champ.correct, champ.labelled, chal.correct, chal.labelled),
+        p_better=greater_proportion_p(chal.correct, chal.labelled, champ.correct, champ.labelled),
         samples=min(champ.labelled, chal.labelled),
         detail=(
             f"{chal.correct} of {chal.labelled} labelled answers right on the challenger "
@@ -402,20 +403,27 @@ def _log_loss(
     loss_champ = float(np.mean(champ.losses))
     loss_chal = float(np.mean(chal.losses))
     p_value: float | None = None
+    p_better: float | None = None
     if champ.losses.size >= 2 and chal.losses.size >= 2:
         result = scipy.stats.ttest_ind(
             chal.losses, champ.losses, equal_var=False, alternative="greater"
         )
         p_value = _finite(float(result.pvalue))
+        lower = scipy.stats.ttest_ind(
+            chal.losses, champ.losses, equal_var=False, alternative="less"
+        )
+        p_better = _finite(float(lower.pvalue))
     if p_value is None:
         # One answer a side, or no spread on either: the means are compared as they are.
         p_value = 0.0 if loss_chal > loss_champ else 1.0
+        p_better = 0.0 if loss_chal < loss_champ else 1.0
     return CheckStatistic(
         name=name,
         champion=loss_champ,
         challenger=loss_chal,
         difference=loss_chal - loss_champ,
         p_value=p_value,
+        p_better=p_better,
         samples=min(champ.losses.size, chal.losses.size),
         detail=(
             f"mean log loss {loss_chal:.4f} over {chal.losses.size} labelled answers on the "

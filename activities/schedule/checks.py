@@ -79,7 +79,7 @@ class ScheduleCheckActivities:
         """Update-with-start `submit_trigger`: starts the coordinator if needed, returns its
         decision. The event id makes a retry after a lost answer a recorded duplicate."""
         try:
-            return await Coordinators(self.client, request.task_queue).trigger(
+            return await Coordinators(self.client, request.task_queue, models=None).trigger(
                 request.model, request.event
             )
         except WorkflowUpdateFailedError as error:

@@ -48,4 +48,5 @@ search_attribute TriggerKind KeywordList
 search_attribute LoopStage Keyword
 search_attribute RetrainPaused Bool
 search_attribute ActiveLoop Keyword
+search_attribute RetrainOutcome Keyword
 echo "namespace $TEMPORAL_NAMESPACE is ready"

@@ -7,9 +7,11 @@ decision = await coordinators.trigger("churn", TriggerEvent(kind="manual", event
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import (
@@ -21,17 +23,38 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.coordinator.decisions import DecisionStore
+from starters.api.known_models import (
+    KnownModels,
+    RegisteredModels,
+    UnknownModel,
+    require_known,
+)
 from workflows.common import names
 from workflows.coordinator.models import (
+    DECISIONS_KEPT,
     CoordinatorInput,
     CoordinatorStatus,
     Decision,
     DecisionsQuery,
+    EventVerdict,
     PauseRequest,
+    TriggerVerdicts,
 )
 from workflows.coordinator.policy import TriggerPolicy
 from workflows.coordinator.triggers import TriggerBatch, TriggerEvent
 from workflows.coordinator.workflow import ModelCoordinator
+
+# Update failures that a resend fixes: FAILED_PRECONDITION is the server's WorkflowNotReady (the
+# workflow task that was to take the update failed or timed out), the others its load shedding.
+TRANSIENT_UPDATE_ERRORS = frozenset(
+    {
+        RPCStatusCode.FAILED_PRECONDITION,
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -61,10 +84,26 @@ def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
+class CoordinatorNotFound(LookupError):
+    """A registered model whose coordinator has not been started yet."""
+
+
 class Coordinators:
-    def __init__(self, client: Client, task_queue: str = names.TASK_QUEUE) -> None:
+    """`models`: where registered models are listed. By default the specs under
+    `$RETRAIN_HOME`: a name none of them carries is refused with `UnknownModel` (naming the
+    closest registered one) before anything starts. `None` checks nothing: for tests,
+    benchmarks and senders that routed the event to a registered model themselves."""
+
+    def __init__(
+        self,
+        client: Client,
+        task_queue: str = names.TASK_QUEUE,
+        *,
+        models: KnownModels | None = RegisteredModels(),  # noqa: B008 (stateless)
+    ) -> None:
         self.client = client
         self.task_queue = task_queue
+        self.models = models
 
     def handle(self, model: str) -> WorkflowHandle[ModelCoordinator, None]:
         return self.client.get_workflow_handle_for(
@@ -72,8 +111,11 @@ class Coordinators:
         )
 
     def _start_options(self, model: str) -> dict[str, Any]:
-        """Start options shared by every way in: an existing coordinator is used as it is."""
+        """Start options shared by every way in: an existing coordinator is used as it is.
+        Every call that may start a coordinator passes here, so an unknown model is refused
+        before anything reaches the server."""
         names.validate_model_name(model)
+        require_known(self.models, model)
         return {
             "id": names.coordinator_id(model),
             "task_queue": self.task_queue,
@@ -136,13 +178,124 @@ class Coordinators:
                 **self._start_options(model),
             )
 
-    async def status(self, model: str) -> CoordinatorStatus:
-        return await self.handle(model).query(ModelCoordinator.status)
-
-    async def decisions(self, model: str, limit: int = 20) -> list[Decision]:
-        return await self.handle(model).query(
-            ModelCoordinator.decisions, DecisionsQuery(limit=limit)
+    async def submit_triggers(
+        self, model: str, events: Sequence[TriggerEvent], rpc_timeout: timedelta | None = None
+    ) -> TriggerVerdicts:
+        """Up to MAX_EVENTS_PER_BATCH triggers in one `submit_triggers` update, answered with a
+        verdict per event (starts the coordinator if needed). Unlike `send_triggers`, the
+        sender learns which events were refused for now (`verdicts.retry`: the backlog is
+        full) and resends only those."""
+        batch = TriggerBatch(events=list(events))
+        handle = self.handle(model)
+        try:
+            return await handle.execute_update(
+                ModelCoordinator.submit_triggers, batch, rpc_timeout=rpc_timeout
+            )
+        except RPCError as err:
+            # No coordinator yet, or a closed one: start it, then ask again. (Update-with-start
+            # would do it in one call, but the time-skipping test server lacks it.)
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
+        await self.start(model)
+        return await handle.execute_update(
+            ModelCoordinator.submit_triggers, batch, rpc_timeout=rpc_timeout
         )
+
+    async def deliver_triggers(
+        self,
+        model: str,
+        events: Sequence[TriggerEvent],
+        per_update: int = 200,
+        backoff: timedelta = timedelta(milliseconds=200),
+        max_backoff: timedelta = timedelta(seconds=5),
+        patience: timedelta = timedelta(minutes=10),
+    ) -> list[EventVerdict]:
+        """Deliver every event, resending those refused for now until each has a final
+        verdict (in the events' order). Waits `backoff` (doubling up to `max_backoff`) between
+        rounds that still had refusals; gives up (TimeoutError) only after `patience` without
+        a single event accepted, i.e. when the coordinator stopped draining its backlog."""
+        final: list[EventVerdict | None] = [None] * len(events)
+        waiting = list(range(len(events)))
+        delay = backoff
+        loop = asyncio.get_running_loop()
+        progress_at = loop.time()
+        while waiting:
+            refused: list[int] = []
+            for start in range(0, len(waiting), per_update):
+                chunk = waiting[start : start + per_update]
+                try:
+                    answer = await self.submit_triggers(model, [events[i] for i in chunk])
+                except RPCError as err:
+                    # The task meant to take the update failed or timed out (a busy worker, a
+                    # 1 MB state after continue-as-new): transient. Resending is safe, the
+                    # dedup window answers `duplicate_event` for what was already accepted.
+                    if err.status not in TRANSIENT_UPDATE_ERRORS:
+                        raise
+                    refused.extend(waiting[start:])
+                    break
+                for index, verdict in zip(chunk, answer.verdicts, strict=True):
+                    if verdict.retry:
+                        refused.append(index)
+                    else:
+                        final[index] = verdict
+                if answer.retry:
+                    # The backlog is full: the rest would be refused too. Wait, then resend.
+                    refused.extend(waiting[start + per_update :])
+                    break
+            if len(refused) < len(waiting):
+                progress_at, delay = loop.time(), backoff
+            elif loop.time() - progress_at > patience.total_seconds():
+                raise TimeoutError(
+                    f"{len(refused)} events still refused after {patience} without progress"
+                )
+            waiting = sorted(refused)
+            if waiting:
+                await asyncio.sleep(delay.total_seconds())
+                delay = min(delay * 2, max_backoff)
+        return [verdict for verdict in final if verdict is not None]
+
+    def _not_found(self, model: str) -> LookupError:
+        """What a missing coordinator means, in words: an unknown model (with the closest
+        registered name) or a registered one nothing has started yet."""
+        if self.models is not None and model not in (known := self.models.names()):
+            return UnknownModel(model, known, "and has no coordinator")
+        return CoordinatorNotFound(
+            f"model {model!r} has no running coordinator yet: `retrain trigger {model} "
+            "--kind manual` or `retrain models register FILE` starts it"
+        )
+
+    async def status(self, model: str) -> CoordinatorStatus:
+        try:
+            return await self.handle(model).query(ModelCoordinator.status)
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise self._not_found(model) from None
+            raise
+
+    async def decisions(
+        self,
+        model: str,
+        limit: int = 20,
+        before_seq: int | None = None,
+        archive: DecisionStore | None = None,
+    ) -> list[Decision]:
+        """The `limit` latest decisions (before `before_seq`), oldest first. The coordinator holds
+        the last DECISIONS_KEPT; with the `archive` (the workers' home), older ones come from
+        there."""
+        query = DecisionsQuery(limit=min(limit, DECISIONS_KEPT), before_seq=before_seq)
+        try:
+            found = await self.handle(model).query(ModelCoordinator.decisions, query)
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise self._not_found(model) from None
+            raise
+        if archive is None or len(found) >= limit:
+            return found[-limit:]
+        oldest = found[0].seq if found else before_seq
+        if oldest is not None and oldest <= 1:
+            return found
+        older = archive.read(model, before_seq=oldest, limit=limit - len(found))
+        return [*older, *found]
 
     async def pause(self, model: str, reason: str = "", by: str = "unknown") -> CoordinatorStatus:
         return await self.client.execute_update_with_start_workflow(
@@ -152,16 +305,22 @@ class Coordinators:
         )
 
     async def resume(self, model: str, by: str = "unknown") -> CoordinatorStatus:
-        return await self.handle(model).execute_update(ModelCoordinator.resume, PauseRequest(by=by))
+        try:
+            return await self.handle(model).execute_update(
+                ModelCoordinator.resume, PauseRequest(by=by)
+            )
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise self._not_found(model) from None
+            raise
 
     async def set_policy(self, model: str, changes: dict[str, Any]) -> CoordinatorStatus:
         """Change policy fields (a merge patch); validated here first so bad input never
         reaches the server. Raises ValueError listing every problem."""
+        require_known(self.models, model)
         try:
             current = (await self.status(model)).policy
-        except RPCError as err:
-            if err.status is not RPCStatusCode.NOT_FOUND:
-                raise
+        except CoordinatorNotFound:
             current = TriggerPolicy()
         current.with_changes(changes)
         return await self.client.execute_update_with_start_workflow(

@@ -2,6 +2,7 @@
 
 monitors = DriftMonitors(client)
 report = await monitors.check("churn")          # starts the monitor if needed, checks now
+check = await monitors.check_performance("churn")  # quality on labelled traffic, now
 status = await monitors.status("churn")         # last report, recent checks, next check
 """
 
@@ -14,7 +15,13 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.common import names
-from workflows.drift.models import CheckRequest, DriftMonitorInput, DriftReport, MonitorStatus
+from workflows.drift.models import (
+    CheckRequest,
+    DriftMonitorInput,
+    DriftReport,
+    MonitorStatus,
+    PerformanceCheck,
+)
 from workflows.drift.workflow import DriftMonitor
 
 MONITOR_HELP = (
@@ -69,6 +76,21 @@ class DriftMonitors:
             ),
         )
         return report
+
+    async def check_performance(
+        self, model: str, request: CheckRequest | None = None
+    ) -> PerformanceCheck:
+        """Measure the champion's quality on its labelled traffic now; starts the monitor if
+        needed. A degradation is sent to the coordinator unless `notify_coordinator` is off."""
+        check: PerformanceCheck = await self.client.execute_update_with_start_workflow(
+            "check_performance",
+            request or CheckRequest(),
+            result_type=PerformanceCheck,
+            start_workflow_operation=WithStartWorkflowOperation(
+                DriftMonitor.run, DriftMonitorInput(model=model), **self._start_options(model)
+            ),
+        )
+        return check
 
     async def status(self, model: str) -> MonitorStatus:
         try:

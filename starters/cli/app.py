@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Annotated
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
+from starters.api.observability import shutdown_tracing
 from starters.cli import (
     coordinator,
     demo,
@@ -22,9 +24,11 @@ from starters.cli import (
     schedule,
     serve,
     server,
+    simulate,
     slots,
 )
 from starters.cli.common import CliError, Connection, errors
+from starters.cli.help import readable_placeholders
 
 app = typer.Typer(
     help="Adaptive retraining on Temporal: coordinators, triggers and decisions.",
@@ -33,16 +37,42 @@ app = typer.Typer(
 )
 
 
+def versions() -> str:
+    """This package's version and the Temporal SDK's (what a bug report needs)."""
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"retrain {of('adaptive-retraining')} (temporalio {of('temporalio')})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(versions())
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
     address: Annotated[
         str | None,
-        typer.Option(help="Temporal frontend host:port (default: TEMPORAL_ADDRESS)"),
+        typer.Option(
+            metavar="HOST:PORT", help="Temporal frontend host:port (default: TEMPORAL_ADDRESS)"
+        ),
     ] = None,
     namespace: Annotated[
         str | None, typer.Option(help="Namespace (default: TEMPORAL_NAMESPACE)")
     ] = None,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit"
+        ),
+    ] = False,
 ) -> None:
     # No envvar= here: `connect` reads TEMPORAL_* (and TEMPORAL_PROFILE) itself, as the
     # `temporal` CLI does, so None means "from the environment".
@@ -64,6 +94,7 @@ for command in (
     coordinator.pause,
     coordinator.resume,
     demo.demo,
+    simulate.simulate,
 ):
     app.command()(command)
 app.add_typer(coordinator.policy_app, name="policy")
@@ -75,15 +106,21 @@ app.add_typer(slots.slots_app, name="slots")
 app.add_typer(gateway.dlq_app, name="dlq")
 
 
+def cli_command() -> Any:
+    """The `retrain` command tree, with readable value placeholders in its help."""
+    return readable_placeholders(typer.main.get_command(app))
+
+
 def main() -> None:
     code = 0
     try:
-        app()
+        cli_command()(prog_name="retrain")
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except CliError as err:
         errors.print(f"[bold red]error:[/] {escape(str(err))}")
         code = 1
+    shutdown_tracing()  # buffered spans go out before os._exit skips every exit hook
     # Skip interpreter finalization: the Temporal client's Rust threads can crash a short-lived
     # process while Python tears down (temporalio/sdk-python#300), turning a finished command
     # into a segfault exit code. Everything the command owns is closed by now.

@@ -24,7 +24,14 @@ from temporalio.runtime import Runtime
 from temporalio.service import RPCStatusCode
 
 from starters.api.connection import DEFAULT_ADDRESS, connect
-from workflows.common.models import describe_validation_error
+from starters.api.known_models import UnknownModel, registered_models, require_known
+from starters.api.observability import (
+    TracingUnavailable,
+    client_interceptors,
+    configure_logging,
+    setup_tracing,
+)
+from workflows.common.models import validation_problems
 from workflows.common.names import TASK_QUEUE, validate_model_name
 
 console = Console()
@@ -32,6 +39,21 @@ errors = Console(stderr=True)
 T = TypeVar("T")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
+LogFormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        metavar="[text|json]",
+        help="Log lines as text or JSON objects (default: RETRAIN_LOG_FORMAT, else text)",
+    ),
+]
+
+
+def setup_logging(log_format: str | None) -> None:
+    try:
+        configure_logging(log_format)
+    except ValueError as err:
+        raise fail(str(err), code=2) from None
 
 
 def _model_name(value: str) -> str:
@@ -46,6 +68,25 @@ ModelArgument = Annotated[
 ]
 
 
+def _registered_model(value: str) -> str:
+    name = _model_name(value)
+    try:
+        require_known(registered_models(), name)
+    except UnknownModel as err:
+        raise typer.BadParameter(str(err)) from None
+    return name
+
+
+# For the commands that start something for the model (a coordinator, a monitor, a schedule):
+# a name no registered spec carries is refused (exit 2) before Temporal is even contacted.
+RegisteredModelArgument = Annotated[
+    str,
+    typer.Argument(
+        help="Model name (a registered spec's)", metavar="MODEL", callback=_registered_model
+    ),
+]
+
+
 @dataclass(frozen=True)
 class Connection:
     """Where the commands find Temporal: the root options, `None` meaning "from the environment"
@@ -55,7 +96,13 @@ class Connection:
     namespace: str | None = None
 
     async def connect(self, runtime: Runtime | None = None) -> Client:
-        return await connect(self.address, self.namespace, runtime)
+        # Traced when OTEL_EXPORTER_OTLP_ENDPOINT says where to (the worker and the gateway set
+        # their own service names first); nothing otherwise.
+        try:
+            interceptors = client_interceptors(setup_tracing("retrain-cli"))
+        except TracingUnavailable as err:
+            raise CliError(str(err)) from None
+        return await connect(self.address, self.namespace, runtime, interceptors)
 
 
 def connection(ctx: typer.Context) -> Connection:
@@ -73,6 +120,16 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     # Escaped: messages quote user input and validation patterns such as `[a-z-]`.
     errors.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
+
+
+def fail_validation(err: ValidationError, what: str = "") -> typer.Exit:
+    """Every problem of a validation error on its own line (exit 2)."""
+    return fail(problems_text(validation_problems(err), what or f"invalid {err.title}"), code=2)
+
+
+def problems_text(problems: list[str], headline: str) -> str:
+    count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
+    return f"{headline} ({count}):\n" + "\n".join(f"  - {p}" for p in problems)
 
 
 def run(
@@ -97,7 +154,9 @@ def run(
     except CliError as err:
         raise fail(str(err)) from None
     except ValidationError as err:
-        raise fail(describe_validation_error(err), code=2) from None
+        raise fail_validation(err) from None
+    except UnknownModel as err:  # a name no registered spec carries: the user's mistake
+        raise fail(str(err), code=2) from None
     except LookupError as err:  # a loop or record that is not there (starters.api.loops)
         raise fail(str(err)) from None
     except ValueError as err:  # our validation at the edge (policy changes, model names)
@@ -111,7 +170,7 @@ def run(
         ) from None
     except RPCError as err:
         if err.status is RPCStatusCode.NOT_FOUND:
-            raise fail(f"not found: {err.message}") from None
+            raise fail(f"not found (Temporal says: {err.message})") from None
         raise fail(f"Temporal error ({err.status.name}): {err.message}") from None
 
 

@@ -1,4 +1,4 @@
-"""`retrain drift check|report|status MODEL`: run and read the drift monitor."""
+"""`retrain drift check|performance|report|status MODEL`: run and read the drift monitor."""
 
 from __future__ import annotations
 
@@ -11,13 +11,19 @@ from starters.api.drift import DriftMonitors
 from starters.cli.common import (
     JsonOption,
     ModelArgument,
+    RegisteredModelArgument,
     connection,
     console,
     print_json,
     run,
 )
-from starters.cli.render.drift import drift_report_header, drift_report_table, monitor_status_table
-from workflows.drift.models import CheckRequest, DriftReport
+from starters.cli.render.drift import (
+    drift_report_header,
+    drift_report_table,
+    monitor_status_table,
+    performance_check_lines,
+)
+from workflows.drift.models import CheckRequest, DriftReport, PerformanceCheck
 
 drift_app = typer.Typer(
     help="Drift of production data against the champion's reference profile.",
@@ -46,7 +52,7 @@ def _print_report(report: DriftReport, as_json: bool) -> None:
 @drift_app.command("check")
 def check(
     ctx: typer.Context,
-    model: ModelArgument,
+    model: RegisteredModelArgument,
     reason: ReasonOption = "on demand",
     notify: NotifyOption = True,
     as_json: JsonOption = False,
@@ -58,6 +64,30 @@ def check(
         return await DriftMonitors(client).check(model, request)
 
     _print_report(run(check_now, connection(ctx)), as_json)
+
+
+@drift_app.command("performance")
+def performance(
+    ctx: typer.Context,
+    model: ModelArgument,
+    reason: ReasonOption = "on demand",
+    notify: NotifyOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure the champion's quality on its labelled traffic now (captured answers joined
+    with their feedback): realized metrics with intervals against the promotion's, the change
+    detector, the label-free estimate; a degradation goes to the coordinator."""
+    request = CheckRequest(reason=reason, notify_coordinator=notify)
+
+    async def check_now(client: Client) -> PerformanceCheck:
+        return await DriftMonitors(client).check_performance(model, request)
+
+    result = run(check_now, connection(ctx))
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    for line in performance_check_lines(result):
+        console.print(line, highlight=False)
 
 
 @drift_app.command("report")

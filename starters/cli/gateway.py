@@ -4,7 +4,6 @@ dead-letter store)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -16,13 +15,16 @@ import uvicorn
 from rich.markup import escape
 
 from starters.api.connection import retrain_home
+from starters.api.observability import TracingUnavailable, setup_tracing
 from starters.cli.common import (
     JsonOption,
+    LogFormatOption,
     connection,
     console,
     errors,
     fail,
     print_json,
+    setup_logging,
 )
 from starters.gateway import dead_letters
 from starters.gateway.app import DEFAULT_MAX_BODY_BYTES, GatewayConfig, create_app
@@ -36,6 +38,7 @@ from starters.gateway.database import (
 from starters.gateway.delivery import DeliveryPolicy
 from starters.gateway.replay import replay
 from starters.gateway.routing import SpecRouter
+from starters.gateway.slack import load_signing_secret
 from starters.gateway.temporal import TemporalLink
 from workflows.common.names import TASK_QUEUE
 
@@ -67,18 +70,26 @@ def gateway(
         int, typer.Option(help="Largest request body accepted (413 beyond)", min=1)
     ] = DEFAULT_MAX_BODY_BYTES,
     task_queue: TaskQueueOption = TASK_QUEUE,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Run the event gateway: S3/EventBridge, SNS, Pub/Sub and Alertmanager events in, trigger
     events to the coordinators out (stored first; undeliverable ones kept in `retrain dlq`)."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_format)
+    try:
+        setup_tracing("retrain-gateway")  # its Temporal calls are traced as the gateway's
+    except TracingUnavailable as err:
+        raise fail(str(err), code=2) from None
     try:
         secrets = load_secrets(os.environ)
+        slack_secret = load_signing_secret(os.environ)
     except SecretsError as err:
         raise fail(str(err), code=2) from None
     config = GatewayConfig(
-        home=retrain_home(), secrets=secrets, max_body_bytes=max_body_bytes, task_queue=task_queue
+        home=retrain_home(),
+        secrets=secrets,
+        max_body_bytes=max_body_bytes,
+        task_queue=task_queue,
+        slack_signing_secret=slack_secret,
     )
     try:
         app = create_app(config, connection(ctx).connect)

@@ -13,6 +13,7 @@ from starters.api.schedules import Schedules, ScheduleView, check_backfill_range
 from starters.cli.common import (
     JsonOption,
     ModelArgument,
+    RegisteredModelArgument,
     connection,
     console,
     fail,
@@ -43,7 +44,7 @@ def _show(view: ScheduleView, as_json: bool) -> None:
 @schedule_app.command("set")
 def set_schedule(
     ctx: typer.Context,
-    model: ModelArgument,
+    model: RegisteredModelArgument,
     cron: Annotated[
         list[str] | None,
         typer.Option("--cron", help="Cron expression, repeatable: '0 3 * * *', '@daily'"),

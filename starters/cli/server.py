@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from typing import Annotated
 
@@ -12,8 +11,17 @@ from temporalio.client import Client, RPCError
 
 from starters.api.connection import retrain_home
 from starters.api.dev_server import DevServer, stop
-from starters.cli.common import connection, console, errors, fail, run
-from workflows.common.names import TASK_QUEUE
+from starters.api.observability import TracingUnavailable, setup_tracing, worker_interceptors
+from starters.cli.common import (
+    LogFormatOption,
+    connection,
+    console,
+    errors,
+    fail,
+    run,
+    setup_logging,
+)
+from workflows.common.names import SEARCH_ATTRIBUTES, TASK_QUEUE
 
 
 def server(
@@ -76,16 +84,21 @@ def worker(
             max=1000,
         ),
     ] = None,
+    log_format: LogFormatOption = None,
 ) -> None:
-    """Run a worker (Ctrl-C / SIGTERM for a graceful shutdown)."""
+    """Run a worker (Ctrl-C / SIGTERM for a graceful shutdown). Traced when
+    OTEL_EXPORTER_OTLP_ENDPOINT is set."""
     from workers.fleet_metrics import ApprovalGauges
     from workers.search_attributes import ensure_search_attributes
     from workers.telemetry import metrics_runtime
-    from workers.worker import build_worker, run_until_signalled
+    from workers.worker import GRACEFUL_SHUTDOWN, run_worker
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_format)
+    try:
+        # Before connecting: the connection's tracing interceptor uses this provider.
+        worker_tracing = worker_interceptors(setup_tracing("retrain-worker"))
+    except TracingUnavailable as err:
+        raise fail(str(err), code=2) from None
     runtime = None
     if metrics_address is not None:
         try:
@@ -101,7 +114,7 @@ def worker(
         except RPCError as err:
             errors.print(
                 f"[yellow]warning:[/] could not check search attributes ({err.message}); "
-                "register ModelName, TriggerKind, LoopStage, RetrainPaused, ActiveLoop yourself"
+                "register " + ", ".join(key.name for key in SEARCH_ATTRIBUTES) + " yourself"
             )
         target = client.service_client.config.target_host
         console.print(f"worker on task queue [bold]{task_queue}[/] at {target}")
@@ -116,8 +129,12 @@ def worker(
             gauges = ApprovalGauges(client, runtime.metric_meter)
             background.append(asyncio.create_task(gauges.run()))
         try:
-            await run_until_signalled(
-                build_worker(client, home=retrain_home(), task_queue=task_queue)
+            await run_worker(
+                client,
+                home=retrain_home(),
+                task_queue=task_queue,
+                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+                interceptors=worker_tracing,
             )
         finally:
             for task in background:

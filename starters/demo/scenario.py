@@ -1,26 +1,34 @@
 """`make demo`: a model's retraining life on the embedded default, end to end.
 
 A synthetic concept-drift stream (river's Agrawal generator) writes daily labelled Parquet
-partitions for one model; the concept changes on a known day. A real prediction endpoint
-(`retrain serve`, a child process) answers live traffic from a generator that sends requests and,
-later, their true labels. Then:
+partitions for one model. A real prediction endpoint (`retrain serve`, a child process) answers
+live traffic from a generator that sends requests and, a second later, their true labels. Then:
 
-1. three weeks of history (the old concept) exist and a manual trigger asks for the first
+1. a month of history (the old concept) exists and a manual trigger asks for the first
    deployment: the loop selects the data window, trains a scikit-learn model in its own
    process, registers it in MLflow, evaluates it on the holdout and the golden set, and waits
    for a human (first deployment): the demo prints the Web UI address and both approval
    commands; approved, the version takes 100% of the endpoint's traffic;
-2. the drift monitor compares the first live traffic with the champion's reference profile:
-   the inputs have not moved (a pure concept change), the labels coming back have;
-3. the concept changes; the pipeline lands the following days' partitions, one
-   `data_arrived` event each: the coordinator batches them into one loop, whose candidate is
-   evaluated against the champion and rolled out on live traffic, 5% → 25% → 50% → 100%, a
-   canary analysis after each stage, then promoted and watched;
-4. (`--bad-candidate`, on by default) a release with a broken online path
+2. the performance monitor (`retrain drift performance`) measures v1 on the labelled live
+   traffic it answered: as good as at its promotion;
+3. the concept changes on the live traffic; the pipeline lands the new regime's labelled rows;
+   the performance monitor finds v1's accuracy collapsed (ADWIN on the per-prediction loss
+   locates the change) and sends a `performance` trigger with its numbers; the coordinator's
+   adaptive policy weighs what keeping v1 costs against what a retraining costs ("excess loss
+   since v1: ... EUR >= retraining cost 23 EUR") and retrains, with a human's approval (a high
+   degradation). Meanwhile the drift monitor shows why feature drift alone would not have
+   caught it (a pure concept change: only the labels moved);
+4. the loop answers the change: its data window starts at the change point (the baseline a
+   10% floor, not 30% of old-regime rows), the candidate is evaluated on the most recent
+   labelled data and on the captured traffic replayed with its feedback, and must *improve*
+   the degraded accuracy significantly, offline and in every canary of its staged rollout
+   (5% → 25% → 50% → 100%), then is promoted and watched;
+5. (`--bad-candidate`, on by default) a release with a broken online path
    (`starters.demo.bad_candidate`: it passes every offline gate, but its one-row serving path has a
    feature-order mismatch, added latency and errors) is rolled back automatically at 5%, and
    the verdict's numbers are printed;
-5. a summary table of the loops.
+6. a summary: the loops, and each champion's accuracy on its last 1,000 labelled live
+   requests (captured answers joined with their feedback).
 
 `--auto-approve` approves as reviewer `demo-auto-approver` instead of waiting (CI runs it).
 The demo's rollout has no shadow stage so that the bad release meets live traffic at 5%; a
@@ -37,6 +45,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client
@@ -50,15 +59,32 @@ from starters.api.drift import DriftMonitors
 from starters.api.loops import Loops, read_audit
 from starters.api.rollouts import Rollouts
 from starters.cli.render import coordinators as render
-from starters.cli.render.drift import drift_report_header, drift_report_table
+from starters.cli.render.drift import (
+    drift_report_header,
+    drift_report_table,
+    performance_check_lines,
+)
 from starters.demo.endpoint_process import endpoint_process, free_port
-from starters.demo.synthetic import POST_DRIFT_FUNCTION, concept_on, write_day, write_demo_dataset
+from starters.demo.live import LiveAccuracy, live_accuracy
+from starters.demo.synthetic import (
+    POST_DRIFT_FUNCTION,
+    PRE_DRIFT_FUNCTION,
+    write_day,
+    write_demo_dataset,
+)
 from starters.demo.traffic import TrafficGenerator
 from workers.worker import build_worker
 from workflows.common.names import coordinator_id, retraining_loop_id
-from workflows.coordinator.policy import TriggerPolicy
-from workflows.coordinator.triggers import DataArrival, TriggerEvent, TriggerKind
-from workflows.drift.models import CheckRequest, ColumnRule, DriftPolicy, DriftStatistic
+from workflows.coordinator.policy import AdaptiveSettings, CostModel, TriggerPolicy
+from workflows.coordinator.triggers import TriggerEvent, TriggerKind
+from workflows.drift.models import (
+    CheckRequest,
+    ColumnRule,
+    DriftPolicy,
+    DriftStatistic,
+    PerformanceCheck,
+)
+from workflows.drift.performance_models import PerformancePolicy
 from workflows.loop.audit import LoopStage
 from workflows.loop.details import render_loop_details
 from workflows.loop.models import LoopStatus, ReviewDecision
@@ -69,14 +95,21 @@ from workflows.rollout.models import (
     RolloutResult,
     StagePlan,
 )
-from workflows.spec.models import ModelSpec
+from workflows.spec.models import Metric, ModelSpec
 
 MODEL = "demo-credit"
 WINDOW_DAYS = 30
-# History of the old concept, then the days since the change, which land during the demo.
-HISTORY_DAYS = 22
-NEW_CONCEPT_DAYS = 8
+# History of the old concept, up to yesterday; the concept changes during the demo.
+HISTORY_DAYS = 30
 ROWS_PER_DAY = 400
+# The new regime's labelled rows the pipeline lands after the change (five files of 400).
+NEW_REGIME_PARTS = 5
+# Labels each performance check waits for (its window's minimum), and the drift check's window:
+# a minute of traffic after the change, so it holds the new concept only.
+PERFORMANCE_LABELS = 600
+DRIFT_WINDOW = timedelta(minutes=1)
+# The live accuracy figure of the summary: each champion's last labelled requests.
+LIVE_ACCURACY_ROWS = 1000
 AUTO_REVIEWER = "demo-auto-approver"
 LOOP_TIMEOUT = 300.0
 # Live traffic: enough requests per bake that 5% of them (about 60) can decide a canary.
@@ -84,7 +117,7 @@ REQUESTS_PER_SECOND = 80
 STAGE_BAKE = timedelta(seconds=15)
 STAGE_MIN_REQUESTS = 40
 BAD_ENTRYPOINT = "starters.demo.bad_candidate:train"
-# Enough answers for the monitor's minimum, about 12 s of traffic.
+# Enough answers for the drift monitor's minimum, about 12 s of traffic.
 DRIFT_CHECK_REQUESTS = 1000
 
 
@@ -108,11 +141,15 @@ async def embedded_server(home: Path, console: Console) -> AsyncIterator[DevServ
 def demo_spec(spec: ModelSpec, endpoint_url: str) -> ModelSpec:
     """The generated spec with demo-speed timings (real deployments use hours, not seconds).
 
-    The first deployment sees 22 of the window's 30 days, hence the lower day coverage. And
-    a real concept change moves a good candidate away from the old champion by design: on the
-    old baseline (more than the default 0.05) and in its predictions (KL about 1.5 here,
-    against the default limit 0.25, which the gate enforces: lower it and watch loop 2 be
-    rejected). The rollout bakes each stage for seconds rather than the default ten minutes.
+    The first deployment sees 29 of the window's 30 days, hence the lower day coverage. A
+    real concept change moves a good candidate away from the old champion by design, in its
+    predictions (KL about 1.5 here, against the default limit 0.25, which the gate enforces:
+    lower it and watch loop 2 be rejected); on the old baseline the gate allows what the
+    champion itself moved between the regimes. The rollout bakes each stage for seconds rather
+    than the default ten minutes. The performance policy's cut points make a collapse of
+    accuracy (about 45% relative) "high": retrain, with a human's approval; the default (0.30)
+    would call it critical and block automation for a human review. It watches accuracy only
+    (log loss, relative to its reference, degrades by several hundred percent here).
     """
     deployment = DeploymentPolicy(
         endpoint_url=endpoint_url,
@@ -120,7 +157,10 @@ def demo_spec(spec: ModelSpec, endpoint_url: str) -> ModelSpec:
             StagePlan(weight=weight, bake=STAGE_BAKE, min_requests=STAGE_MIN_REQUESTS)
             for weight in (5, 25, 50, 100)
         ],
-        canary=CanaryPolicy(min_labelled=STAGE_MIN_REQUESTS),
+        # Latency is compared across stages (the 100% stage against the champion's last live
+        # window): on a loaded laptop that ratio swings past the default 1.5 by itself. The bad
+        # release fails on its errors and its quality anyway.
+        canary=CanaryPolicy(min_labelled=STAGE_MIN_REQUESTS, max_latency_ratio=3.0),
         max_extensions=6,
         watch=STAGE_BAKE,
         watch_min_requests=STAGE_MIN_REQUESTS,
@@ -141,13 +181,18 @@ def demo_spec(spec: ModelSpec, endpoint_url: str) -> ModelSpec:
     )
     return spec.model_copy(
         update={
+            # Adaptive: an error costs 0.50 EUR, a retraining 3 EUR of compute plus 20 EUR of
+            # review and rollout; the coordinator retrains when keeping the model is expected
+            # to cost more than that (the rules' limits still apply).
             "trigger_policy": TriggerPolicy(
-                batch_size=NEW_CONCEPT_DAYS,
+                batch_size=8,
                 batch_window=timedelta(seconds=20),
                 max_wait=timedelta(minutes=1),
                 cooldown=timedelta(seconds=5),
                 max_daily_trainings=10,
                 daily_budget=100.0,
+                cost=CostModel(currency="EUR", hourly_rate=3.0),
+                adaptive=AdaptiveSettings(value_per_error=0.5, retraining_overhead=20.0),
             ),
             "loop": loop,
             # Jensen-Shannon distance as the score: the label shift of this concept change
@@ -156,8 +201,15 @@ def demo_spec(spec: ModelSpec, endpoint_url: str) -> ModelSpec:
             # requests' sampling noise cannot hide it.
             "drift": DriftPolicy(
                 statistic=DriftStatistic.JS,
+                window=DRIFT_WINDOW,
                 min_rows=DRIFT_CHECK_REQUESTS,
                 label=ColumnRule(threshold=0.05),
+            ),
+            "performance": PerformancePolicy(
+                metrics=[Metric.ACCURACY],
+                min_rows=PERFORMANCE_LABELS,
+                min_rows_at_max_age=PERFORMANCE_LABELS,
+                severity_cut_points=(0.03, 0.10, 0.60),
             ),
         }
     )
@@ -194,6 +246,8 @@ class Scenario:
         self.endpoint_url = endpoint_url
         self.bad_candidate = bad_candidate
         self.numbers: list[int] = []
+        self.traffic_started = datetime.now(UTC)
+        self.live: dict[str, LiveAccuracy] = {}
 
     def step(self, text: str) -> None:
         self.console.print(f"\n[bold]>> {text}[/]")
@@ -205,16 +259,15 @@ class Scenario:
     async def prepare(self) -> ModelSpec:
         """History of the old concept, the spec registered, the coordinator running."""
         today = datetime.now(UTC).date()
-        self.drift_day = today - timedelta(days=NEW_CONCEPT_DAYS - 1)
         self.step(
             f"{HISTORY_DAYS} days of labelled history for {MODEL} (Agrawal generator, river); "
-            f"the concept will change on {self.drift_day}"
+            "the concept will change while the demo runs"
         )
         spec = await asyncio.to_thread(
             write_demo_dataset,
             self.home,
             MODEL,
-            start=self.drift_day - timedelta(days=HISTORY_DAYS),
+            start=today - timedelta(days=HISTORY_DAYS),
             days=HISTORY_DAYS,
             drift_day=None,
         )
@@ -241,24 +294,49 @@ class Scenario:
             rate=REQUESTS_PER_SECOND,
             label_share=0.8,
             label_delay=1.0,
-            function=POST_DRIFT_FUNCTION,
+            function=PRE_DRIFT_FUNCTION,
         ) as traffic:
-            await self.drift_check(traffic)
-            await self.concept_change(spec, ui_url)
+            self.traffic_started = datetime.now(UTC)
+            await self.performance_check(
+                traffic, "the performance monitor measures v1 on its labelled live traffic"
+            )
+            await self.concept_change(spec, traffic, ui_url)
             if self.bad_candidate:
                 await self.bad_release(spec, ui_url)
-            self.console.print(f"\ntraffic: {traffic.stats.line()}")
+        self.console.print(f"\ntraffic: {traffic.stats.line()}")
+        self.live = await self.live_accuracy(spec)
 
-    async def drift_check(self, traffic: TrafficGenerator) -> None:
-        """The drift monitor on the first live traffic: the inputs look as they did in
-        training (pure concept drift), but the labels coming back do not."""
-        self.step(
-            "the drift monitor compares live traffic with v1's reference profile "
-            f"(`retrain drift check {MODEL}`)"
-        )
-        while traffic.stats.ok < DRIFT_CHECK_REQUESTS or traffic.stats.labelled < 200:
+    async def performance_check(self, traffic: TrafficGenerator, title: str) -> PerformanceCheck:
+        """A performance check once its window has enough labels; printed, and (when degraded)
+        the coordinator's decision for the trigger it sent."""
+        self.step(f"{title} (`retrain drift performance {MODEL}`)")
+        wanted = traffic.stats.labelled + PERFORMANCE_LABELS + 100
+        while traffic.stats.labelled < wanted:
             await asyncio.sleep(0.5)
-        # Report only: the pipeline's data_arrived events drive this demo's next loop.
+        check = await DriftMonitors(self.client).check_performance(
+            MODEL, CheckRequest(reason="demo")
+        )
+        for line in performance_check_lines(check):
+            self.console.print(line, highlight=False)
+        # The coordinator's adaptive decision on what the monitor observed (and its trigger).
+        ids = {f"obs-{check.check_id}", *([check.event_id] if check.event_id else [])}
+        for _ in range(20):
+            decisions = await self.coordinators.decisions(MODEL, limit=10)
+            answered = [d for d in decisions if ids.intersection(d.event_ids)]
+            if answered:
+                self.console.print(render.decision_panel(answered[-1]))
+                break
+            await asyncio.sleep(0.5)
+        return check
+
+    async def drift_check(self) -> None:
+        """The drift monitor on the last minute of live traffic (the new concept): the inputs
+        look as they did in training (a pure concept change), the labels coming back do not."""
+        self.step(
+            "meanwhile the drift monitor compares the last minute of live traffic with v1's "
+            f"reference profile (`retrain drift check {MODEL}`)"
+        )
+        # Report only: the performance trigger already asked for a retraining.
         report = await DriftMonitors(self.client).check(
             MODEL, CheckRequest(reason="demo", notify_coordinator=False)
         )
@@ -266,34 +344,51 @@ class Scenario:
             self.console.print(line, highlight=False)
         self.console.print(drift_report_table(report))
 
-    async def concept_change(self, spec: ModelSpec, ui_url: str) -> None:
-        drift_day = self.drift_day
+    async def concept_change(self, spec: ModelSpec, traffic: TrafficGenerator, ui_url: str) -> None:
+        changed_at = datetime.now(UTC)
+        traffic.set_concept(POST_DRIFT_FUNCTION)
         self.step(
-            f"the concept changed on {drift_day}: the pipeline lands {NEW_CONCEPT_DAYS} daily "
-            "partitions, one data_arrived event each, batched into one loop"
+            f"the concept changes at {changed_at:%H:%M:%S} UTC: live requests are now labelled "
+            f"by Agrawal function {POST_DRIFT_FUNCTION}, the same inputs, other answers"
         )
-        for offset in range(NEW_CONCEPT_DAYS):
-            day = drift_day + timedelta(days=offset)
-            path = await asyncio.to_thread(
+        await asyncio.sleep(5)
+        # The pipeline lands the new regime's labelled rows (event times since the change).
+        landed = datetime.now(UTC)
+        day = changed_at.date()
+        until = min(landed, datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1))
+        for part in range(NEW_REGIME_PARTS):
+            await asyncio.to_thread(
                 write_day,
                 self.home,
                 spec,
                 day,
-                function=concept_on(day, drift_day),
+                function=POST_DRIFT_FUNCTION,
                 rows=ROWS_PER_DAY,
-                seed=offset + 1,
-                # Labels arrive late: the last two days are half labelled.
-                unlabelled_share=0.5 if offset >= NEW_CONCEPT_DAYS - 2 else 0.0,
+                seed=part + 1,
+                part=part + 1,
+                between=(changed_at, until),
             )
-            await self.send(
-                TriggerEvent(
-                    kind=TriggerKind.DATA_ARRIVED,
-                    source="demo-pipeline",
-                    event_id=f"partition-{day}",
-                    data=DataArrival(uri=str(path), rows=ROWS_PER_DAY),
-                )
-            )
+        self.console.print(
+            f"the pipeline landed {NEW_REGIME_PARTS * ROWS_PER_DAY} labelled rows of the new "
+            f"regime under data/{MODEL}/labelled/date={day}/"
+        )
+        check = await self.performance_check(traffic, "the performance monitor measures v1 again")
+        if check.event_id is None:
+            raise RuntimeError(f"demo: no performance trigger: {check.verdict.summary}")
+        while datetime.now(UTC) < changed_at + DRIFT_WINDOW + timedelta(seconds=2):
+            await asyncio.sleep(0.5)
+        await self.drift_check()
         await self.through_loop(2, ui_url)
+
+    async def live_accuracy(self, spec: ModelSpec) -> dict[str, LiveAccuracy]:
+        """Each version's accuracy on its last labelled live requests (the capture joined with
+        its feedback, as the performance monitor reads it)."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            with contextlib.suppress(httpx.HTTPError):
+                await client.post(f"{self.endpoint_url}/admin/flush")
+        return await asyncio.to_thread(
+            live_accuracy, self.home, spec, self.traffic_started, LIVE_ACCURACY_ROWS
+        )
 
     async def bad_release(self, spec: ModelSpec, ui_url: str) -> None:
         self.step(
@@ -401,6 +496,36 @@ class Scenario:
         while (await self.loops.view(MODEL, number)).awaiting_approval:
             await asyncio.sleep(1)
 
+    def live_table(self) -> Table:
+        """Each champion's accuracy on its last labelled live requests."""
+        champion = MlflowRegistry(self.home).champion(MODEL)
+        table = Table(
+            title=f"{MODEL}: accuracy on each version's last {LIVE_ACCURACY_ROWS:,} labelled "
+            "live requests (captured answers joined with their feedback)"
+        )
+        for column in ("version", "role", "accuracy", "95% interval", "labelled", "served"):
+            table.add_column(column)
+        current = int(champion.version) if champion else 0
+        for version, live in sorted(self.live.items(), key=lambda item: int(item[0])):
+            if int(version) == current:
+                role = "champion"
+            else:
+                role = "previous champion" if int(version) < current else "rolled back"
+            served = (
+                f"{live.first_at:%H:%M:%S} - {live.last_at:%H:%M:%S} UTC"
+                if live.first_at and live.last_at
+                else "-"
+            )
+            table.add_row(
+                f"v{version}",
+                role,
+                f"{live.accuracy:.3f}",
+                f"[{live.ci_low:.3f}, {live.ci_high:.3f}]",
+                f"{live.rows:,}",
+                served,
+            )
+        return table
+
     def summary(self) -> Table:
         table = Table(title=f"{MODEL}: what happened")
         columns = ("loop", "trigger", "outcome", "version", "holdout", "golden", "approval")
@@ -476,6 +601,7 @@ async def run_demo(
                 await scenario.play(spec, dev.ui_url)
                 console.print()
                 console.print(scenario.summary())
+                console.print(scenario.live_table())
                 console.print(
                     f"audit records: retrain audit {MODEL} [N]; loops: retrain loops {MODEL}; "
                     f"rollouts: retrain rollout status {MODEL} --loop N\n"

@@ -92,8 +92,10 @@ def generate_rows(
     stream: int = _PRODUCTION,
     part: int = 0,
     unlabelled_share: float = 0.0,
+    between: tuple[datetime, datetime] | None = None,
 ) -> pa.Table:
-    """`rows` rows of `day` (event times spread through it), deterministic for the arguments."""
+    """`rows` rows of `day` (event times spread through it, or through `between`, a stretch of
+    that day), deterministic for the arguments."""
     sequence = np.random.SeedSequence([seed, stream, day.toordinal(), part])
     river_seed = int(sequence.generate_state(1)[0])
     rng = np.random.default_rng(sequence)
@@ -101,7 +103,13 @@ def generate_rows(
     columns = {name: [x[name] for x, _ in samples] for name in FEATURES}
     labels = np.array([y for _, y in samples], dtype=np.int64)
     labels = np.where(rng.random(rows) < LABEL_NOISE, 1 - labels, labels)
-    seconds = np.sort(rng.uniform(0, 86_400, rows))
+    low, high = 0.0, 86_400.0
+    if between is not None:
+        midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        low, high = ((moment - midnight).total_seconds() for moment in between)
+        if not 0 <= low <= high <= 86_400:
+            raise ValueError(f"{between} is not a stretch of {day}")
+    seconds = np.sort(rng.uniform(low, high, rows))
     times = np.datetime64(day.isoformat(), "us") + (seconds * 1e6).astype("timedelta64[us]")
     zipcodes = np.array(columns["zipcode"], dtype=np.int64)
     return pa.table(
@@ -125,10 +133,17 @@ def write_day(
     seed: int,
     part: int = 0,
     unlabelled_share: float = 0.0,
+    between: tuple[datetime, datetime] | None = None,
 ) -> Path:
     """Write `date=<day>/part-<part>.parquet` under the spec's labelled directory."""
     table = generate_rows(
-        day, rows, function=function, seed=seed, part=part, unlabelled_share=unlabelled_share
+        day,
+        rows,
+        function=function,
+        seed=seed,
+        part=part,
+        unlabelled_share=unlabelled_share,
+        between=between,
     )
     path = resolve_uri(home, spec.data.labelled) / f"date={day.isoformat()}/part-{part}.parquet"
     write_parquet_atomic(table, path)

@@ -10,6 +10,10 @@ HTTP contract (every error body is `{"error": "..."}`):
   fetched). 400 malformed JSON, an unknown event shape or an invalid `?model=`; 401 no valid
   credential (see `auth`); 413 body over the limit (checked first: the HMAC needs the whole
   body); 503 the events could not be stored (nothing was acknowledged: retry).
+- `POST /v1/slack/actions`: the Slack app's interactivity Request URL; an Approve / Reject
+  click, signed with the app's signing secret, becomes the loop's `approve` / `reject` update
+  (`slack`); 401 unsigned, stale or unconfigured, 400 not one of our buttons, else 200 with
+  the outcome (also posted back to the Slack message).
 - `GET /healthz` -> 200 `{"status": "ok"|"degraded", "database": {...}, "temporal": {...},
   "pending", "dead_letters"}`; Temporal being unreachable is `degraded`, not an error (events
   are still stored and delivered later); 503 when the database is not writable.
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -37,11 +42,12 @@ from starlette.routing import Route
 from temporalio.client import Client
 
 from serving.http_json import error_response, http_error, internal_error, read_capped_body
-from serving.schemas import BadRequest
+from serving.schemas import BadRequest, parse_json
 from starters.gateway import dead_letters, pending
 from starters.gateway.auth import (
     REALM,
     SOURCES,
+    ReplayGuard,
     SourceSecrets,
     Unauthorized,
     authenticate,
@@ -54,9 +60,10 @@ from starters.gateway.database import (
     open_database,
 )
 from starters.gateway.delivery import Deliverer, DeliveryPolicy
-from starters.gateway.intake import Intake, IntakeClosed, IntakeFailed
+from starters.gateway.intake import Intake, IntakeClosed, IntakeFailed, IntakeFull
 from starters.gateway.metrics import CONTENT_TYPE, GatewayMetrics, Outcome
 from starters.gateway.routing import RouteKeys, SpecRouter
+from starters.gateway.slack import SlackActions, SlackRefused
 from starters.gateway.sources import MAPPERS, Incoming, SnsControl
 from starters.gateway.temporal import TemporalLink
 from workflows.common.names import TASK_QUEUE, validate_model_name
@@ -64,6 +71,8 @@ from workflows.common.names import TASK_QUEUE, validate_model_name
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# What a refused sender is told to wait when the store is full.
+RETRY_AFTER_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -74,10 +83,16 @@ class GatewayConfig:
     task_queue: str = TASK_QUEUE
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     health_timeout_seconds: float = 2.0
+    # Undelivered events the store may hold; beyond, requests are answered 503 + Retry-After.
+    max_pending: int = 200_000
+    # The Slack app's signing secret (Slack approvals); None refuses every click.
+    slack_signing_secret: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
+        if self.max_pending < 1:
+            raise ValueError("max_pending must be positive")
 
 
 class Refused(Exception):
@@ -90,10 +105,15 @@ class Refused(Exception):
         self.headers = headers
 
 
-def create_app(config: GatewayConfig, connect: Callable[[], Awaitable[Client]]) -> Starlette:
+def create_app(
+    config: GatewayConfig,
+    connect: Callable[[], Awaitable[Client]],
+    slack_http: httpx.AsyncClient | None = None,
+) -> Starlette:
     """The gateway app. Opens the database now (a gateway that cannot store events must not
-    start); `connect` is called on first delivery and again after a failed connection."""
-    gateway = Gateway(config, TemporalLink(connect, config.task_queue))
+    start); `connect` is called on first delivery and again after a failed connection.
+    `slack_http` posts Slack approvals' outcomes (tests pass one of their own)."""
+    gateway = Gateway(config, TemporalLink(connect, config.task_queue), slack_http)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -105,6 +125,7 @@ def create_app(config: GatewayConfig, connect: Callable[[], Awaitable[Client]]) 
         for source in SOURCES
     ]
     routes += [
+        Route("/v1/slack/actions", gateway.slack_actions, methods=["POST"]),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_text, methods=["GET"]),
     ]
@@ -118,15 +139,22 @@ def create_app(config: GatewayConfig, connect: Callable[[], Awaitable[Client]]) 
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, link: TemporalLink) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        link: TemporalLink,
+        slack_http: httpx.AsyncClient | None = None,
+    ) -> None:
         self.config = config
         self.link = link
+        self.slack = SlackActions(config.home, config.slack_signing_secret, link, slack_http)
         self.path = database_path(config.home)
         self.db = DatabaseThread(open_database(self.path))
         self.metrics = GatewayMetrics()
         self.router = SpecRouter(config.home)
         self.deliverer = Deliverer(self.db, link, config.delivery, self.metrics)
-        self.intake = Intake(self.db, self._committed)
+        self.intake = Intake(self.db, self._committed, max_pending=config.max_pending)
+        self.replays = ReplayGuard()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -141,6 +169,7 @@ class Gateway:
             self.intake.close()
             await writer
             await tasks.cancel()
+            await self.slack.close()
             self.db.close()
 
     def _committed(self, events: Sequence[pending.NewEvent]) -> None:
@@ -178,7 +207,13 @@ class Gateway:
             raise Refused(err.status, err.message) from None
         found = credentials(source, request.headers, request.query_params)
         try:
-            authenticate(source, self.config.secrets.get(source, SourceSecrets()), found, body)
+            authenticate(
+                source,
+                self.config.secrets.get(source, SourceSecrets()),
+                found,
+                body,
+                replays=self.replays,
+            )
         except Unauthorized as err:
             challenge = f'Bearer realm="{REALM}", Basic realm="{REALM}"'
             raise Refused(401, str(err), {"WWW-Authenticate": challenge}) from None
@@ -189,18 +224,26 @@ class Gateway:
             except ValueError as err:
                 raise Refused(400, f"?model=: {err}") from None
         try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise Refused(400, f"malformed JSON: {err}") from None
+            payload = parse_json(body)
+        except BadRequest as err:
+            raise Refused(400, f"malformed JSON: {err.message}") from None
         try:
             mapped = MAPPERS[source](payload)
+            if isinstance(mapped, SnsControl):
+                return self._sns_handshake(mapped)
+            events = [self._new_event(source, item, explicit) for item in mapped]
         except ValueError as err:
             raise Refused(400, f"{source}: {err}") from None
-        if isinstance(mapped, SnsControl):
-            return self._sns_handshake(mapped)
-        events = [self._new_event(source, item, explicit) for item in mapped]
+        # The mappers read untrusted JSON: whatever they trip over (a list where a string was
+        # expected, a timestamp past year 9999) is the sender's malformed event, not our 500.
+        except (TypeError, KeyError, AttributeError, OverflowError, ArithmeticError) as err:
+            logger.info("%s: unreadable event", source, exc_info=err)
+            message = f"{source}: cannot read this event ({type(err).__name__}: {err})"
+            raise Refused(400, message[:2000]) from None
         try:
             await self.intake.submit(events)
+        except IntakeFull as err:
+            return error_response(503, str(err), {"Retry-After": str(RETRY_AFTER_SECONDS)})
         except (IntakeClosed, IntakeFailed) as err:
             return error_response(503, str(err))
         answers = [_answer(event) for event in events]
@@ -234,6 +277,20 @@ class Gateway:
         return JSONResponse(
             {"status": message, "topic_arn": control.topic_arn, "url": control.url}, 200
         )
+
+    # ---- Slack approvals ---------------------------------------------------------------------
+
+    async def slack_actions(self, request: Request) -> Response:
+        try:
+            body = await read_capped_body(request, self.config.max_body_bytes)
+            response = JSONResponse(await self.slack.handle(request.headers, body))
+        except BadRequest as err:
+            response = error_response(err.status, err.message)
+        except SlackRefused as refused:
+            logger.info("slack: refused with %d: %s", refused.status, refused.message)
+            response = error_response(refused.status, refused.message)
+        self.metrics.request("slack", response.status_code)
+        return response
 
     # ---- health and metrics --------------------------------------------------------------
 

@@ -10,9 +10,15 @@ passes when one credential it carries is valid:
   carry credentials in the URL, as basic auth; the user name is ignored);
 - `?token=<token>`, for Pub/Sub push only (Google's advice for push endpoints without OIDC;
   query strings end up in access logs, so no other source accepts it);
-- `X-Retrain-Signature: sha256=<hex>`: HMAC-SHA256 of the raw body under the source's key.
+- `X-Retrain-Timestamp: <Unix seconds>` with `X-Retrain-Signature: sha256=<hex>`: HMAC-SHA256
+  under the source's key of `<timestamp>.` followed by the raw body. The timestamp must be
+  within `SIGNATURE_TOLERANCE` of the gateway's clock, and a signature is accepted once
+  (`ReplayGuard`): a captured request cannot be sent again, later or twice (a body-only
+  signature, which could be replayed for ever, is refused).
 
 A source without any secret refuses everything: an unconfigured source is closed, not open.
+Error messages never quote what was presented (a token sent in the wrong place stays unechoed,
+in the answer and in the log).
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +37,9 @@ SOURCES = ("eventbridge", "s3", "sns", "pubsub", "alertmanager")
 TOKEN_PREFIX = "RETRAIN_GATEWAY_TOKEN_"
 HMAC_PREFIX = "RETRAIN_GATEWAY_HMAC_"
 SIGNATURE_HEADER = "x-retrain-signature"
+TIMESTAMP_HEADER = "x-retrain-timestamp"
+# How far a signed request's timestamp may be from the gateway's clock (either way).
+SIGNATURE_TOLERANCE_SECONDS = 300
 QUERY_TOKEN_SOURCES = frozenset({"pubsub"})
 REALM = "retrain-gateway"
 
@@ -59,6 +70,7 @@ class Credentials:
     basic_password: str | None = None
     query_token: str | None = None
     signature: str | None = None
+    timestamp: str | None = None
     malformed: str | None = None
 
 
@@ -115,20 +127,78 @@ def credentials(source: str, headers: Mapping[str, str], query: Mapping[str, str
             if not sep:
                 malformed, basic = "malformed basic credentials (no ':')", None
     elif authorization:
-        malformed = f"unsupported authorization scheme {scheme!r}"
+        # Never quoted: a bare token sent without a scheme would be echoed back (and logged).
+        malformed = "unsupported authorization scheme (use Bearer or Basic)"
     query_token = query.get("token") if source in QUERY_TOKEN_SOURCES else None
     return Credentials(
         bearer=bearer,
         basic_password=basic,
         query_token=query_token,
         signature=headers.get(SIGNATURE_HEADER),
+        timestamp=headers.get(TIMESTAMP_HEADER),
         malformed=malformed,
     )
 
 
-def signature(key: bytes, body: bytes) -> str:
-    """The `X-Retrain-Signature` value for `body`: what senders compute."""
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+def signature(key: bytes, body: bytes, timestamp: str) -> str:
+    """The `X-Retrain-Signature` value for `body` sent at `timestamp` (Unix seconds, as sent in
+    `X-Retrain-Timestamp`): what senders compute."""
+    signed = timestamp.encode() + b"." + body
+    return "sha256=" + hmac.new(key, signed, hashlib.sha256).hexdigest()
+
+
+def signed_headers(key: bytes, body: bytes, now: float | None = None) -> dict[str, str]:
+    """The two headers a sender adds (for senders written in Python, and tests)."""
+    timestamp = str(int(time.time() if now is None else now))
+    return {
+        "X-Retrain-Timestamp": timestamp,
+        "X-Retrain-Signature": signature(key, body, timestamp),
+    }
+
+
+class ReplayGuard:
+    """Signatures accepted within the tolerance window: each is accepted once. Older ones need
+    no memory (their timestamp is refused). In memory: after a restart, a replay inside the
+    window is still answered by the coordinators' deduplication of event ids."""
+
+    def __init__(
+        self,
+        tolerance: float = SIGNATURE_TOLERANCE_SECONDS,
+        clock: Callable[[], float] = time.time,
+        capacity: int = 100_000,
+    ) -> None:
+        self.tolerance = tolerance
+        self.clock = clock
+        self.capacity = capacity
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def fresh(self, timestamp: str | None) -> str | None:
+        """Why the timestamp is unacceptable, or None."""
+        if timestamp is None:
+            return f"signed requests need the {TIMESTAMP_HEADER} header (Unix seconds)"
+        text = timestamp.strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 12):
+            return f"{TIMESTAMP_HEADER} must be Unix seconds"
+        skew = abs(self.clock() - int(text))
+        if skew > self.tolerance:
+            return (
+                f"signature timestamp is {skew:.0f}s from the gateway's clock "
+                f"(at most {self.tolerance:.0f}s)"
+            )
+        return None
+
+    def first_use(self, digest: str) -> bool:
+        """Remember `digest`; False when it was seen within the window (a replay)."""
+        now = self.clock()
+        while self._seen and (
+            len(self._seen) >= self.capacity
+            or next(iter(self._seen.values())) < now - 2 * self.tolerance
+        ):
+            self._seen.popitem(last=False)
+        if digest in self._seen:
+            return False
+        self._seen[digest] = now
+        return True
 
 
 def _same(given: str, expected: bytes) -> bool:
@@ -138,7 +208,13 @@ def _same(given: str, expected: bytes) -> bool:
     )
 
 
-def authenticate(source: str, secrets: SourceSecrets, found: Credentials, body: bytes) -> None:
+def authenticate(
+    source: str,
+    secrets: SourceSecrets,
+    found: Credentials,
+    body: bytes,
+    replays: ReplayGuard | None = None,
+) -> None:
     """Raise Unauthorized unless one presented credential is valid for `source`."""
     if not secrets.configured:
         raise Unauthorized(
@@ -152,13 +228,21 @@ def authenticate(source: str, secrets: SourceSecrets, found: Credentials, body: 
             return
         problems.append("invalid token" if secrets.token is not None else "tokens not accepted")
     if found.signature:
-        if secrets.hmac_key is not None and _same(
-            found.signature.strip().lower(), signature(secrets.hmac_key, body).encode()
+        guard = replays or ReplayGuard()
+        stale = guard.fresh(found.timestamp)
+        if secrets.hmac_key is None:
+            problems.append("signatures not accepted")
+        elif stale is not None:
+            problems.append(stale)
+        elif not _same(
+            found.signature.strip().lower(),
+            signature(secrets.hmac_key, body, (found.timestamp or "").strip()).encode(),
         ):
+            problems.append("invalid signature")
+        elif not guard.first_use(found.signature.strip().lower()):
+            problems.append("this signed request was already received (a replay)")
+        else:
             return
-        problems.append(
-            "invalid signature" if secrets.hmac_key is not None else "signatures not accepted"
-        )
     if problems:
         raise Unauthorized(f"{source}: {'; '.join(problems)}")
     accepted = []
@@ -167,5 +251,8 @@ def authenticate(source: str, secrets: SourceSecrets, found: Credentials, body: 
         if source in QUERY_TOKEN_SOURCES:
             accepted.append("?token=<token>")
     if secrets.hmac_key is not None:
-        accepted.append("X-Retrain-Signature: sha256=<hex HMAC-SHA256 of the body>")
+        accepted.append(
+            "X-Retrain-Timestamp: <Unix seconds> with X-Retrain-Signature: "
+            "sha256=<hex HMAC-SHA256 of '<timestamp>.<body>'>"
+        )
     raise Unauthorized(f"{source}: missing credentials (send {' or '.join(accepted)})")

@@ -1,11 +1,11 @@
 """The gateway's SQLite database (`<RETRAIN_HOME>/gateway/gateway.db`): schema and connection.
 
-Two tables: `pending` (accepted, not yet delivered to a coordinator) and `dead_letters` (could
-not be delivered, with the reason). An event is in exactly one of them until it is delivered,
-when it is deleted. WAL with synchronous=FULL: a commit that returned survives a crash or a
-power cut, and readers (`retrain dlq list`) never block the gateway's writer. Several
-processes may open it (the gateway and `retrain dlq`); each waits up to `BUSY_TIMEOUT_MS` for
-the other's write to finish.
+Two tables: `pending` (accepted, not yet delivered to a coordinator, with its attempts and
+when the next one is due) and `dead_letters` (could not be delivered, with the reason). An
+event is in exactly one of them until it is delivered, when it is deleted. WAL with
+synchronous=FULL: a commit that returned survives a crash or a power cut, and readers
+(`retrain dlq list`) never block the gateway's writer. Several processes may open it (the
+gateway and `retrain dlq`); each waits up to `BUSY_TIMEOUT_MS` for the other's write to finish.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -31,7 +31,10 @@ CREATE TABLE IF NOT EXISTS pending (
     event_id TEXT,
     event TEXT NOT NULL,
     route TEXT NOT NULL,
-    received_at TEXT NOT NULL
+    received_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT,
+    last_error TEXT
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -47,7 +50,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attempts INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_model ON dead_letters (model);
+CREATE INDEX IF NOT EXISTS pending_due ON pending (next_attempt_at);
 """
+# Version 1 -> 2: the pending table learns its retries (schema 1 dead-lettered after 3 tries).
+_MIGRATIONS = {
+    1: (
+        "ALTER TABLE pending ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE pending ADD COLUMN next_attempt_at TEXT",
+        "ALTER TABLE pending ADD COLUMN last_error TEXT",
+    )
+}
 
 
 class DatabaseError(RuntimeError):
@@ -83,6 +95,9 @@ def open_database(path: Path) -> sqlite3.Connection:
                 "upgrade adaptive-retraining"
             )
         with transaction(conn):
+            for step in range(version, SCHEMA_VERSION) if version else ():
+                for statement in _MIGRATIONS[step]:
+                    conn.execute(statement)
             # Statement by statement: executescript would commit the open transaction first.
             for statement in _SCHEMA.split(";"):
                 if statement.strip():

@@ -1,13 +1,21 @@
-"""Delivering stored events to the coordinators, in batched `trigger_batch` signals.
+"""Delivering stored events to the coordinators, in batched `submit_triggers` updates.
 
-The `Deliverer` takes the oldest pending events (woken by each intake commit, and every
-`poll` seconds for what a previous run left), groups them per model and sends each group in
-signals of at most `per_signal` events (signal-with-start: a model's first event starts its
-coordinator). A delivered signal's events are deleted. A send that fails is retried
-`attempts` times with exponential backoff; then it and the group's unsent rest go to the
-dead-letter store with the reason. An event that no longer validates goes there at once.
-Coordinators deduplicate by event id, so a signal sent twice (a retry after a lost answer, a
-restart between sending and deleting, a replay) changes nothing.
+The `Deliverer` takes the oldest pending events that are due (woken by each intake commit, by
+the next retry coming due, and every `poll` seconds), groups them per model and sends each
+group in updates of at most `per_batch` events and `max_batch_bytes` (a model's first events
+start its coordinator). The update answers with a verdict per event:
+
+- decided (started, buffered, deferred, a duplicate, ...): deleted from the store;
+- refused for now (`retry`: the coordinator's backlog is full, in a storm): kept pending and
+  sent again after a backoff, so nothing is lost for good and nothing needs a blind resend;
+- invalid (the coordinator refused the event itself): dead-lettered with the reason.
+
+While Temporal cannot be reached (down, restarting, no worker answering in `rpc_timeout`), the
+events stay pending and are retried with exponential backoff (`backoff_seconds` doubling up to
+`max_backoff_seconds`) for as long as it takes; only a refusal that another attempt cannot
+change (a malformed request) dead-letters them. Coordinators deduplicate by event id, so an
+update sent twice (a retry after a lost answer, a restart between sending and deleting)
+changes nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +27,11 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 from pydantic import ValidationError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 from tenacity import (
     AsyncRetrying,
@@ -36,6 +46,7 @@ from starters.gateway.metrics import GatewayMetrics, Outcome
 from starters.gateway.temporal import TemporalLink, TemporalUnavailable
 from workflows.common.models import describe_validation_error
 from workflows.common.names import validate_model_name
+from workflows.coordinator.models import EventVerdict
 from workflows.coordinator.triggers import MAX_EVENTS_PER_BATCH, TriggerEvent
 
 logger = logging.getLogger(__name__)
@@ -51,31 +62,45 @@ _TRANSIENT = frozenset(
         RPCStatusCode.CANCELLED,
         RPCStatusCode.UNKNOWN,
         RPCStatusCode.INTERNAL,
+        # An update to a workflow that is just continuing-as-new, or gone between start and
+        # update: asking again finds the new run.
+        RPCStatusCode.NOT_FOUND,
     }
 )
 
 
 @dataclass(frozen=True)
 class DeliveryPolicy:
-    per_signal: int = 200
+    per_batch: int = 200
+    # An update's events, as JSON: far under Temporal's 2 MB payload limit.
+    max_batch_bytes: int = 512 * 1024
     # Pending events read per round (every model's groups are sent concurrently).
     round_size: int = 2000
+    # Immediate attempts per batch in `retrain dlq replay` (the deliverer retries for ever).
     attempts: int = 3
-    backoff_seconds: float = 0.5  # before the second attempt; doubling up to max_backoff
-    max_backoff_seconds: float = 5.0
+    # The deliverer's wait before an event's next attempt: doubling from this up to the max.
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 60.0
+    # How long an update may wait for a worker to answer before it counts as a failure.
+    rpc_timeout_seconds: float = 30.0
     # After a wake-up, wait this long for the rest of a burst to be committed.
     linger_seconds: float = 0.05
     poll_seconds: float = 5.0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.per_signal <= MAX_EVENTS_PER_BATCH:
-            raise ValueError(f"per_signal must be 1..{MAX_EVENTS_PER_BATCH}")
-        if self.round_size < 1 or self.attempts < 1:
-            raise ValueError("round_size and attempts must be at least 1")
+        if not 1 <= self.per_batch <= MAX_EVENTS_PER_BATCH:
+            raise ValueError(f"per_batch must be 1..{MAX_EVENTS_PER_BATCH}")
+        if self.round_size < 1 or self.attempts < 1 or self.max_batch_bytes < 1024:
+            raise ValueError("round_size and attempts must be at least 1, max_batch_bytes 1024")
         if min(self.backoff_seconds, self.max_backoff_seconds, self.linger_seconds) < 0:
             raise ValueError("backoff and linger must not be negative")
-        if self.poll_seconds <= 0:
-            raise ValueError("poll_seconds must be positive")
+        if self.poll_seconds <= 0 or self.rpc_timeout_seconds <= 0:
+            raise ValueError("poll_seconds and rpc_timeout_seconds must be positive")
+
+    def backoff(self, attempts: int) -> timedelta:
+        """The wait before the attempt after `attempts` failed ones."""
+        seconds = self.backoff_seconds * 2 ** min(max(attempts - 1, 0), 30)
+        return timedelta(seconds=min(seconds, self.max_backoff_seconds))
 
 
 class DeliveryFailed(Exception):
@@ -86,18 +111,24 @@ class DeliveryFailed(Exception):
 
 
 def classify(err: BaseException) -> DeliveryFailed:
-    """The dead-letter reason for a failed send, and whether another attempt may succeed."""
+    """The reason a send failed, and whether another attempt may succeed."""
     if isinstance(err, DeliveryFailed):
         return err
     if isinstance(err, TemporalUnavailable):
         return DeliveryFailed(f"Temporal unreachable: {err}", retryable=True)
+    if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
+        return DeliveryFailed("no worker answered the update in time", retryable=True)
+    if isinstance(err, WorkflowUpdateFailedError):
+        cause = err.cause
+        message = getattr(cause, "message", None) or str(cause)
+        return DeliveryFailed(f"the coordinator refused the batch: {message}", retryable=False)
     if isinstance(err, RPCError):
         if err.status is RPCStatusCode.UNAVAILABLE:
             return DeliveryFailed(f"Temporal unreachable: {err.message}", retryable=True)
         if err.status in _TRANSIENT:
             return DeliveryFailed(f"Temporal error ({err.status.name}): {err.message}", True)
         return DeliveryFailed(
-            f"Temporal refused the signal ({err.status.name}): {err.message}", retryable=False
+            f"Temporal refused the update ({err.status.name}): {err.message}", retryable=False
         )
     if isinstance(err, ValidationError):
         return DeliveryFailed(describe_validation_error(err), retryable=False)
@@ -113,72 +144,132 @@ class Failure(Generic[K]):
     attempts: int
 
 
-async def send_once(link: TemporalLink, model: str, events: Sequence[TriggerEvent]) -> None:
+@dataclass(frozen=True)
+class Outcomes(Generic[K]):
+    """What became of one model's events in one pass."""
+
+    delivered: list[K]
+    # Refused for now by the coordinator, or not sent because Temporal is away: try later.
+    later: list[tuple[K, str]]
+    # Refused for good: dead letters.
+    failed: list[Failure[K]]
+
+
+async def send_once(
+    link: TemporalLink, model: str, events: Sequence[TriggerEvent], policy: DeliveryPolicy
+) -> list[EventVerdict]:
     try:
         coordinators = await link.coordinators()
-        await coordinators.send_triggers(model, events, per_signal=len(events))
+        answer = await coordinators.submit_triggers(
+            model, events, rpc_timeout=timedelta(seconds=policy.rpc_timeout_seconds)
+        )
     except Exception as err:
         failed = classify(err)
-        if not isinstance(err, TemporalUnavailable | RPCError):
+        expected = (TemporalUnavailable, RPCError, WorkflowUpdateRPCTimeoutOrCancelledError)
+        if not isinstance(err, expected):
             logger.warning("sending to %s failed: %s", model, failed.reason, exc_info=err)
         raise failed from err
+    if len(answer.verdicts) != len(events):
+        raise DeliveryFailed(f"{len(answer.verdicts)} verdicts for {len(events)} events", True)
+    return answer.verdicts
 
 
 async def send_with_retries(
     link: TemporalLink, model: str, events: Sequence[TriggerEvent], policy: DeliveryPolicy
-) -> None:
-    """One signal, retried with backoff while the failure is transient; raises DeliveryFailed."""
+) -> list[EventVerdict]:
+    """One batch, retried `attempts` times while the failure is transient."""
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.attempts),
-        wait=wait_exponential(multiplier=policy.backoff_seconds, max=policy.max_backoff_seconds),
+        wait=wait_exponential(
+            multiplier=policy.backoff_seconds, max=min(policy.max_backoff_seconds, 5.0)
+        ),
         retry=retry_if_exception(lambda e: isinstance(e, DeliveryFailed) and e.retryable),
         reraise=True,
     )
     async for attempt in retrying:
         with attempt:
-            await send_once(link, model, events)
+            return await send_once(link, model, events, policy)
+    raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+
+def batches(
+    events: Sequence[tuple[K, TriggerEvent, int]], policy: DeliveryPolicy
+) -> list[list[tuple[K, TriggerEvent, int]]]:
+    """Consecutive batches of at most `per_batch` events and `max_batch_bytes` (each event's
+    JSON size is the third item); an event alone over the bytes still goes alone."""
+    out: list[list[tuple[K, TriggerEvent, int]]] = []
+    current: list[tuple[K, TriggerEvent, int]] = []
+    size = 0
+    for item in events:
+        if current and (
+            len(current) >= policy.per_batch or size + item[2] > policy.max_batch_bytes
+        ):
+            out.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += item[2]
+    if current:
+        out.append(current)
+    return out
 
 
 async def send_grouped(
     link: TemporalLink,
     model: str,
-    events: Sequence[tuple[K, TriggerEvent]],
+    events: Sequence[tuple[K, TriggerEvent, int]],
     policy: DeliveryPolicy,
-    on_sent: Callable[[list[K]], Awaitable[None]],
-) -> list[Failure[K]]:
-    """Send one model's events in signals of `per_signal`, calling `on_sent` after each.
-    A transient failure that outlasts the retries fails the rest too (Temporal is away: no
-    point waiting once per signal); a refused signal fails only its own events."""
-    failures: list[Failure[K]] = []
-    chunks = [events[i : i + policy.per_signal] for i in range(0, len(events), policy.per_signal)]
-    for index, chunk in enumerate(chunks):
-        keys = [key for key, _ in chunk]
+    on_sent: Callable[[Outcomes[K]], Awaitable[None]],
+    retries: bool = False,
+) -> None:
+    """Send one model's events in batches, calling `on_sent` with each batch's outcomes. A
+    transient failure postpones this batch and the rest (Temporal is away: no point trying
+    each batch); a refused batch fails only its own events. `retries`: try each batch
+    `attempts` times first (the interactive `retrain dlq replay`)."""
+    groups = batches(events, policy)
+    for index, group in enumerate(groups):
+        keys = [key for key, _, _ in group]
         try:
-            await send_with_retries(link, model, [event for _, event in chunk], policy)
+            send = send_with_retries if retries else send_once
+            verdicts = await send(link, model, [event for _, event, _ in group], policy)
         except DeliveryFailed as failed:
-            attempts = policy.attempts if failed.retryable else 1
-            failures.append(Failure(keys, failed.reason, attempts))
             if failed.retryable:
-                rest = [key for later in chunks[index + 1 :] for key, _ in later]
-                if rest:
-                    failures.append(Failure(rest, failed.reason, 0))
-                break
+                rest = [key for later in groups[index:] for key, _, _ in later]
+                await on_sent(Outcomes([], [(key, failed.reason) for key in rest], []))
+                return
+            attempts = policy.attempts if retries else 1
+            await on_sent(Outcomes([], [], [Failure(keys, failed.reason, attempts)]))
             continue
-        await on_sent(keys)
-    return failures
+        delivered, later, failed_keys = [], [], []
+        for key, verdict in zip(keys, verdicts, strict=True):
+            if verdict.retry:
+                later.append((key, f"refused for now: {verdict.reason.value}"))
+            elif verdict.error is not None:
+                failed_keys.append(
+                    Failure([key], f"the coordinator refused it: {verdict.error}", 1)
+                )
+            else:
+                delivered.append(key)
+        if later:
+            # The coordinator's backlog is full: the rest would be refused too; try later.
+            rest = [key for after in groups[index + 1 :] for key, _, _ in after]
+            later += [(key, "not sent: the coordinator's backlog is full") for key in rest]
+            await on_sent(Outcomes(delivered, later, failed_keys))
+            return
+        await on_sent(Outcomes(delivered, later, failed_keys))
 
 
 def parse_events(
     rows: Sequence[tuple[K, str]],
-) -> tuple[list[tuple[K, TriggerEvent]], list[Failure[K]]]:
-    """Stored event JSON back to TriggerEvents; those that no longer validate fail at once."""
-    valid: list[tuple[K, TriggerEvent]] = []
+) -> tuple[list[tuple[K, TriggerEvent, int]], list[Failure[K]]]:
+    """Stored event JSON back to TriggerEvents (with their size); those that no longer
+    validate fail at once."""
+    valid: list[tuple[K, TriggerEvent, int]] = []
     invalid: list[Failure[K]] = []
     for key, text in rows:
         try:
-            valid.append((key, TriggerEvent.model_validate_json(text)))
+            valid.append((key, TriggerEvent.model_validate_json(text), len(text)))
         except ValidationError as err:
-            invalid.append(Failure([key], describe_validation_error(err), 0))
+            invalid.append(Failure([key], describe_validation_error(err, TriggerEvent), 0))
     return valid, invalid
 
 
@@ -202,8 +293,14 @@ class Deliverer:
 
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.policy.poll_seconds)
+            sleep = await self._sleep_seconds()
+            if sleep > 0:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+                # cancellation that arrives as the event is set, and the gateway's shutdown
+                # then waits forever.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(sleep):
+                        await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self.policy.linger_seconds)
             try:
@@ -214,10 +311,22 @@ class Deliverer:
                 # and the next round tries again.
                 logger.exception("delivery round failed; retrying in %ss", self.policy.poll_seconds)
 
+    async def _sleep_seconds(self) -> float:
+        """Until the next postponed event is due, at most `poll_seconds`."""
+        try:
+            due = await self.db.run(pending.next_due)
+        except sqlite3.Error:
+            return self.policy.poll_seconds
+        if due is None:
+            return self.policy.poll_seconds
+        wait = (datetime.fromisoformat(due) - datetime.now(UTC)).total_seconds()
+        return min(max(wait, 0.0), self.policy.poll_seconds)
+
     async def deliver_round(self) -> bool:
-        """Deliver up to `round_size` pending events; True when more may be waiting."""
+        """Deliver up to `round_size` due events; True when more may be due now."""
         size = self.policy.round_size
-        rows = await self.db.run(lambda conn: pending.take(conn, size))
+        now = now_text()
+        rows = await self.db.run(lambda conn: pending.take(conn, size, due_by=now))
         groups: dict[str, list[pending.PendingEvent]] = defaultdict(list)
         for row in rows:
             groups[row.model].append(row)
@@ -229,38 +338,44 @@ class Deliverer:
         try:
             validate_model_name(model)
         except ValueError as err:
-            await self._bury([Failure(list(by_id), str(err), 0)], by_id)
+            await self._record(Outcomes([], [], [Failure(list(by_id), str(err), 0)]), by_id)
             return
         valid, invalid = parse_events([(row.id, row.event) for row in rows])
+        if invalid:
+            await self._record(Outcomes([], [], invalid), by_id)
 
-        async def sent(ids: list[int]) -> None:
-            await self.db.run(lambda conn: _delete(conn, ids))
-            for row in (by_id[i] for i in ids):
-                self.metrics.events(row.source, Outcome.DELIVERED)
+        async def sent(outcomes: Outcomes[int]) -> None:
+            await self._record(outcomes, by_id)
 
-        failures = await send_grouped(self.link, model, valid, self.policy, sent)
-        await self._bury(invalid + failures, by_id)
+        await send_grouped(self.link, model, valid, self.policy, sent)
 
-    async def _bury(
-        self, failures: list[Failure[int]], by_id: dict[int, pending.PendingEvent]
+    async def _record(
+        self, outcomes: Outcomes[int], by_id: dict[int, pending.PendingEvent]
     ) -> None:
-        if not failures:
-            return
-        now = now_text()
+        now = datetime.now(UTC)
+        postponed = [
+            (key, reason, (now + self.policy.backoff(by_id[key].attempts + 1)).isoformat())
+            for key, reason in outcomes.later
+        ]
 
         def write(conn: sqlite3.Connection) -> None:
             with transaction(conn):
-                for failure in failures:
+                pending.delete(conn, outcomes.delivered)
+                pending.postpone(conn, postponed)
+                for failure in outcomes.failed:
                     rows = [by_id[i] for i in failure.keys]
-                    pending.bury(conn, rows, failure.reason, failure.attempts, now)
+                    pending.bury(conn, rows, failure.reason, failure.attempts, now.isoformat())
 
         await self.db.run(write)
-        for failure in failures:
+        for key in outcomes.delivered:
+            self.metrics.events(by_id[key].source, Outcome.DELIVERED)
+        for key, _ in outcomes.later:
+            self.metrics.events(by_id[key].source, Outcome.POSTPONED)
+        if outcomes.later:
+            logger.info(
+                "%d event(s) postponed: %s", len(outcomes.later), outcomes.later[0][1][:300]
+            )
+        for failure in outcomes.failed:
             logger.warning("%d event(s) dead-lettered: %s", len(failure.keys), failure.reason)
             for key in failure.keys:
                 self.metrics.events(by_id[key].source, Outcome.DEAD_LETTERED)
-
-
-def _delete(conn: sqlite3.Connection, ids: list[int]) -> None:
-    with transaction(conn):
-        pending.delete(conn, ids)

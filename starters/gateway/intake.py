@@ -3,7 +3,9 @@
 Requests hand their events to one writer task through a queue; the writer commits everything
 that queued up meanwhile in a single transaction (one fsync for a whole burst instead of one
 per request), then resolves each request's future. A failed commit fails every request of
-that transaction (answered 503: the sender retries; nothing was acknowledged).
+that transaction (answered 503: the sender retries; nothing was acknowledged). With
+`max_pending` events already waiting (Temporal away for long, a storm), further requests are
+refused whole (`IntakeFull`, answered 503 with Retry-After) rather than filling the disk.
 """
 
 from __future__ import annotations
@@ -29,16 +31,22 @@ class IntakeFailed(RuntimeError):
     """The events could not be committed."""
 
 
+class IntakeFull(RuntimeError):
+    """The store holds `max_pending` undelivered events: nothing more until they drain."""
+
+
 class Intake:
     def __init__(
         self,
         db: DatabaseThread,
         on_commit: Callable[[Sequence[pending.NewEvent]], None],
         max_requests_per_commit: int = 1000,
+        max_pending: int = 200_000,
     ) -> None:
         self.db = db
         self.on_commit = on_commit
         self.max_requests_per_commit = max_requests_per_commit
+        self.max_pending = max_pending
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._closed = False
 
@@ -67,26 +75,43 @@ class Intake:
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Item]) -> None:
-        events = [event for request, _ in batch for event in request]
-
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> list[_Item]:
+            """Commit the requests that fit under max_pending (in order); the ones that fit."""
             with transaction(conn):
-                pending.add(conn, events, now_text())
+                room = self.max_pending - pending.count(conn)
+                taken: list[_Item] = []
+                for item in batch:
+                    if len(item[0]) > room:
+                        break
+                    room -= len(item[0])
+                    taken.append(item)
+                pending.add(conn, [event for request, _ in taken for event in request], now_text())
+            return taken
 
         try:
-            await self.db.run(write)
+            taken = await self.db.run(write)
         # Whatever failed, every waiting request must get its answer (503), never hang.
         except Exception as err:
-            logger.error("could not store %d event(s): %s", len(events), err, exc_info=err)
+            count = sum(len(request) for request, _ in batch)
+            logger.error("could not store %d event(s): %s", count, err, exc_info=err)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(IntakeFailed(f"could not store the events: {err}"))
             return
-        for _, future in batch:
+        full = IntakeFull(
+            f"the gateway holds {self.max_pending} undelivered events (is Temporal reachable?); "
+            "nothing was stored: retry later"
+        )
+        for index, (_, future) in enumerate(batch):
             # A request whose client went away is committed all the same (at-least-once).
             if not future.done():
-                future.set_result(None)
-        self.on_commit(events)
+                if index < len(taken):
+                    future.set_result(None)
+                else:
+                    future.set_exception(full)
+        if len(taken) < len(batch):
+            logger.warning("store full: refused %d request(s)", len(batch) - len(taken))
+        self.on_commit([event for request, _ in taken for event in request])
 
     def close(self) -> None:
         """Refuse new events; the writer commits what is queued and then stops."""

@@ -24,6 +24,8 @@ GATEWAY_METRIC_NAMES: tuple[str, ...] = (
 class Outcome:
     ACCEPTED = "accepted"
     DELIVERED = "delivered"
+    # Not delivered this time (Temporal away, or the coordinator's backlog full): retried later.
+    POSTPONED = "postponed"
     DEAD_LETTERED = "dead_lettered"
 
 
@@ -39,7 +41,7 @@ class GatewayMetrics:
         self._events = Counter(
             "retrain_gateway_events",
             "Events by source and outcome: accepted (stored for delivery), delivered to a "
-            "coordinator, dead_lettered.",
+            "coordinator, postponed (an attempt that will be retried), dead_lettered.",
             ["source", "outcome"],
             registry=self.registry,
         )

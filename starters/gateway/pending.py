@@ -32,6 +32,11 @@ class PendingEvent:
     event: str
     route: str
     received_at: str
+    # Delivery attempts that failed or were refused for now, when the next one is due (None:
+    # at once) and why the last one did not deliver.
+    attempts: int = 0
+    next_attempt_at: str | None = None
+    last_error: str | None = None
 
 
 def add(conn: sqlite3.Connection, events: Sequence[NewEvent], now: str) -> None:
@@ -63,14 +68,39 @@ def add(conn: sqlite3.Connection, events: Sequence[NewEvent], now: str) -> None:
             )
 
 
-def take(conn: sqlite3.Connection, limit: int) -> list[PendingEvent]:
-    """The oldest `limit` pending events (they stay pending until deleted or buried)."""
-    rows = conn.execute(
-        "SELECT id, source, model, event_id, event, route, received_at FROM pending "
-        "ORDER BY id LIMIT ?",
-        (limit,),
-    ).fetchall()
+_COLUMNS = (
+    "id, source, model, event_id, event, route, received_at, attempts, next_attempt_at, last_error"
+)
+
+
+def take(conn: sqlite3.Connection, limit: int, due_by: str | None = None) -> list[PendingEvent]:
+    """The oldest `limit` pending events (due by `due_by` when given); they stay pending until
+    deleted, postponed or buried."""
+    if due_by is None:
+        query = f"SELECT {_COLUMNS} FROM pending ORDER BY id LIMIT ?"
+        rows = conn.execute(query, (limit,)).fetchall()
+    else:
+        query = (
+            f"SELECT {_COLUMNS} FROM pending WHERE next_attempt_at IS NULL "
+            "OR next_attempt_at <= ? ORDER BY id LIMIT ?"
+        )
+        rows = conn.execute(query, (due_by, limit)).fetchall()
     return [PendingEvent(*row) for row in rows]
+
+
+def postpone(conn: sqlite3.Connection, retries: Sequence[tuple[int, str, str]]) -> None:
+    """(id, why, next attempt at): one more attempt counted, the next one due then."""
+    conn.executemany(
+        "UPDATE pending SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+        "WHERE id = ?",
+        [(reason[:2000], due, key) for key, reason, due in retries],
+    )
+
+
+def next_due(conn: sqlite3.Connection) -> str | None:
+    """When the earliest postponed event is due (None: nothing is postponed)."""
+    row = conn.execute("SELECT min(next_attempt_at) FROM pending").fetchone()
+    return None if row is None else row[0]
 
 
 def delete(conn: sqlite3.Connection, ids: Sequence[int]) -> None:

@@ -2,7 +2,8 @@
 
 Entries without a model are routed again first (a spec registered since may match). Each
 delivered entry is removed; each failure keeps its entry with the new reason, the time and
-the attempts added. Coordinators deduplicate by event id, so replaying is safe to repeat.
+the attempts added (an event the coordinator refused for now, its backlog being full, too:
+replay again later). Coordinators deduplicate by event id, so replaying is safe to repeat.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from dataclasses import dataclass, field
 
 from starters.gateway import dead_letters
 from starters.gateway.database import now_text, transaction
-from starters.gateway.delivery import DeliveryPolicy, Failure, parse_events, send_grouped
+from starters.gateway.delivery import (
+    DeliveryPolicy,
+    Failure,
+    Outcomes,
+    parse_events,
+    send_grouped,
+)
 from starters.gateway.routing import RouteKeys, SpecRouter
 from starters.gateway.temporal import TemporalLink
 from workflows.common.names import validate_model_name
@@ -65,15 +72,19 @@ async def replay(
         else:
             groups[model].append(letter)
 
-    async def sent(keys: list[int]) -> None:
-        with transaction(conn):
-            dead_letters.remove(conn, keys)
-        report.delivered.extend(keys)
-
     for model, group in groups.items():
         valid, invalid = parse_events([(letter.id, letter.event) for letter in group])
-        failed = invalid + await send_grouped(link, model, valid, policy, sent)
-        failures.extend((failure, model) for failure in failed)
+        failures.extend((failure, model) for failure in invalid)
+
+        async def sent(outcomes: Outcomes[int], model: str = model) -> None:
+            with transaction(conn):
+                dead_letters.remove(conn, outcomes.delivered)
+            report.delivered.extend(outcomes.delivered)
+            for key, reason in outcomes.later:
+                failures.append((Failure([key], reason, policy.attempts), model))
+            failures.extend((failure, model) for failure in outcomes.failed)
+
+        await send_grouped(link, model, valid, policy, sent, retries=True)
 
     now = now_text()
     with transaction(conn):

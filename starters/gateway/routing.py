@@ -1,7 +1,9 @@
 """Which model an event is for, from the registered specs (pure matching plus a cached index).
 
 In this order:
-1. a model named by the request (`?model=`) or by the payload (Alertmanager label `model`);
+1. a model named by the request (`?model=`) or by the payload (Alertmanager label `model`),
+   which must be registered (a typo is dead-lettered with the closest registered name, never
+   delivered to a phantom `coordinator-<typo>`);
 2. the object's uri under a spec's `data.labelled` prefix (the longest prefix wins);
 3. a platform monitoring job of the spec's backend settings (`vertex.monitoring_job`: the full
    resource name or its id);
@@ -20,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from activities.specs import SpecError, SpecStore
+from starters.api.known_models import UnknownModel
 from starters.events.mapped import MappedEvent
 from workflows.common.names import validate_model_name
 from workflows.spec.models import ModelSpec
@@ -76,11 +79,15 @@ def _unique(models: Iterable[str], what: str) -> Route | None:
 class SpecIndex:
     """The registered specs' routing keys."""
 
-    def __init__(self, specs: Iterable[ModelSpec]) -> None:
+    def __init__(self, specs: Iterable[ModelSpec], names: Iterable[str] = ()) -> None:
+        """`names`: every registered model, including any whose spec does not load now (it
+        cannot be routed to by its keys, but naming it is no typo)."""
         self.labelled: list[tuple[str, str]] = []
+        self.names: set[str] = set(names)
         self.endpoints: dict[str, set[str]] = {}
         self.monitoring_jobs: list[tuple[str, str]] = []
         for spec in specs:
+            self.names.add(spec.name)
             self.labelled.append((spec.data.labelled, spec.name))
             settings = spec.backend_settings
             if settings is not None:
@@ -90,9 +97,12 @@ class SpecIndex:
     def route(self, keys: RouteKeys) -> Route:
         if keys.model is not None:
             try:
-                return Route(validate_model_name(keys.model))
+                model = validate_model_name(keys.model)
             except ValueError as err:
                 return Route(None, str(err))
+            if model not in self.names:
+                return Route(None, str(UnknownModel(model, self.names)))
+            return Route(model)
         if keys.uri is not None:
             matching = [(len(p.rstrip("/")), m) for p, m in self.labelled if _under(keys.uri, p)]
             if matching:
@@ -150,7 +160,7 @@ class SpecRouter:
                     continue
                 if spec is not None:
                     specs.append(spec)
-            self._index, self._stamp = SpecIndex(specs), stamp
+            self._index, self._stamp = SpecIndex(specs, self.store.names()), stamp
         return self._index
 
     def route(self, keys: RouteKeys) -> Route:

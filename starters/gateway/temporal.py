@@ -32,7 +32,8 @@ class TemporalLink:
                     client = await self._connect()
                 except RuntimeError as err:  # the SDK's "Failed client connect: ..."
                     raise TemporalUnavailable(str(err)) from None
-                self._coordinators = Coordinators(client, self.task_queue)
+                # Events reach it routed to a registered model (routing.py): no second check.
+                self._coordinators = Coordinators(client, self.task_queue, models=None)
             return self._coordinators
 
     async def health(self, timeout: float = 2.0) -> str | None:

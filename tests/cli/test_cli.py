@@ -19,11 +19,17 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from activities.specs import SpecStore
 from starters.api.dev_server import port_open
 from tests.support.loop_harness import with_changes, write_dataset
+from workflows.spec.models import ModelSpec
 
 RETRAIN = str(Path(sysconfig.get_path("scripts")) / "retrain")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 pytestmark = pytest.mark.slow
+# Models these tests trigger without data: registered (unknown models are refused), their loops
+# end `insufficient_data`.
+TRIGGERED = ("churn", "metered", "fraud", "no-rollout", "plain")
 
 
 def free_port() -> int:
@@ -108,6 +114,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "COLUMNS": "200",
     }
     stack = Stack(home, port, ui_port, env, metrics_port=free_port())
+    for name in TRIGGERED:
+        SpecStore(home).register(
+            ModelSpec.model_validate(
+                {
+                    "name": name,
+                    "features": [{"name": "x"}],
+                    "label": "y",
+                    "data": {
+                        "labelled": f"data/{name}/labelled",
+                        "baseline_holdout": f"data/{name}/baseline.parquet",
+                        "golden_set": f"data/{name}/golden.parquet",
+                    },
+                }
+            )
+        )
     stack.start_server()
     stack.start_worker()
     yield stack
@@ -203,7 +224,39 @@ def test_status_pause_resume_and_policy(stack: Stack) -> None:
 
 def test_unknown_model_status_is_a_clear_error(stack: Stack) -> None:
     result = stack.retrain("status", "nobody", check=False)
-    assert result.returncode == 1 and "not found" in result.stderr
+    assert result.returncode == 2
+    assert "model 'nobody' is not registered (and has no coordinator)" in result.stderr
+    assert "workflow not found" not in result.stderr
+    typo = stack.retrain("status", "chrun", check=False)
+    assert typo.returncode == 2 and "did you mean 'churn'?" in " ".join(typo.stderr.split())
+    refused = stack.retrain("trigger", "chrun", "--kind", "manual", check=False)
+    assert refused.returncode == 2 and "did you mean 'churn'?" in " ".join(refused.stderr.split())
+    listing = stack.retrain("status").stdout
+    assert "chrun" not in listing, "a refused trigger must not start a coordinator"
+
+
+def test_a_newcomer_runs_the_local_example(stack: Stack, tmp_path: Path) -> None:
+    """examples/local/credit.yaml as the README says: data, register, trigger, approve, audit."""
+    spec_file = tmp_path / "credit.yaml"
+    spec_file.write_text((EXAMPLES / "local" / "credit.yaml").read_text())
+    stack.retrain("models", "example-data", "credit", "--days", "30")
+    stack.retrain("models", "register", str(spec_file))
+    decision = stack.retrain("trigger", "credit", "--kind", "manual", "--json").stdout
+    assert json.loads(decision)["loop_id"] == "retrain-credit-1"
+    deadline = time.monotonic() + 300
+    while "awaiting_approval" not in stack.retrain("loops", "credit").stdout:
+        assert time.monotonic() < deadline, "the loop never asked for approval"
+        time.sleep(2)
+    approved = stack.retrain("approve", "credit", "--reviewer", "ana", "--comment", "first")
+    assert "approved by ana" in approved.stdout
+    deadline = time.monotonic() + 300
+    while "promoted" not in stack.retrain("loops", "credit").stdout:
+        assert time.monotonic() < deadline, "the loop never finished"
+        time.sleep(2)
+    audit = json.loads(stack.retrain("audit", "credit", "--json").stdout)
+    assert audit["outcome"]["status"] == "promoted"
+    assert audit["deployment"]["mode"] == "all_at_once"
+    assert audit["approval"]["review"]["reviewer"] == "ana"
 
 
 def test_rollout_commands_and_serve_refuse_clearly(stack: Stack) -> None:
@@ -284,10 +337,27 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "temporal workflow signal --workflow-id retrain-demo-credit-1 --name approve" in out
     assert "approved by demo-auto-approver" in out
     assert "promoted: version 1 promoted to champion: first deployment" in out
+    # The concept changes on live traffic: the performance monitor finds the change and sends a
+    # performance trigger; its loop learns the new regime and must improve accuracy.
+    assert "trigger      sent perf-demo-credit-v1-change-" in out
+    # The coordinator decides adaptively: keep v1 while it is good, retrain once keeping it
+    # costs more than a retraining (23 EUR), each decision with its numbers.
+    assert "reason  adaptive_keep" in out and "message keep v1: " in out
+    assert "message retrain v1: excess loss since v1: " in out
+    assert "retraining_cost=23.0" in out and "expected_excess_cost=" in out
+    assert "loop    retrain-demo-credit-2" in out
+    assert "| quality_improvement | pass |" in out
     assert "v2 promoted to champion through 5% → 25% → 50% → 100%" in out
     assert "canary at 5%: fail" in out and "rolled_back: rolled back: canary failed at 5%" in out
     # The drift check on live traffic: the inputs did not move, the labels did.
     assert re.search(r"^drifted .*\blabel\b", out, re.MULTILINE)
+    # The champion at the end is right on the new concept, on its last 1,000 labelled live
+    # requests (captured answers joined with their feedback); the old one was not.
+    live = dict(re.findall(r"│ (v\d) +│ [a-z ]+ +│ (0\.\d+|1\.0+) +│", out))
+    champion = re.search(r"│ (v\d) +│ champion +│ (0\.\d+|1\.0+) +│ [^│]+│ ([\d,]+) +│", out)
+    assert champion is not None and champion.group(1) == "v2", out[-3000:]
+    assert float(champion.group(2)) >= 0.80 and champion.group(3) == "1,000"
+    assert float(live["v1"]) < 0.70
     reports = tmp_path / "drift" / "demo-credit" / "reports"
     assert len(list(reports.glob("*.html"))) == 1
     assert (tmp_path / "audit" / "demo-credit" / "retrain-demo-credit-3.json").exists()

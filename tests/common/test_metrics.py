@@ -82,7 +82,7 @@ async def test_coordinator_counts_triggers_decisions_and_finished_loops(
     worker = build_worker(
         client, home=home, task_queue=task_queue, workflows=[ModelCoordinator, InstantLoop]
     )
-    coordinators = Coordinators(client, task_queue)
+    coordinators = Coordinators(client, task_queue, models=None)
     async with worker:
         manual = TriggerEvent(kind=TriggerKind.MANUAL, event_id="m-1")
         await coordinators.send_triggers(model, [manual, manual])

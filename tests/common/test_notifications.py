@@ -85,7 +85,7 @@ def activities(
         SpecStore(home),
         [LogChannel(), OutboxChannel(home / "notifications")],
         lambda model: [cloud] if cloud is not None else [],
-        webhook=lambda url: WebhookChannel(url, client),
+        webhook=lambda url, **options: WebhookChannel(url, client, **options),
     )
 
 

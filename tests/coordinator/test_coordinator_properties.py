@@ -273,7 +273,13 @@ class Harness:
             case SetPolicy(policy):
                 self.record(rules.set_policy(policy, self.now))
             case Invalid():
-                exclude = {"decisions", "decision_seq", "events_received"}
+                exclude = {
+                    "decisions",
+                    "decision_seq",
+                    "events_received",
+                    "unarchived",
+                    "decisions_dropped",
+                }
                 before = rules.state.model_dump(exclude=exclude)
                 step = self.record(rules.on_invalid_trigger({"event_id": "bad"}, "bad", self.now))
                 assert [(d.action, d.reason) for d in step.decisions] == [
@@ -400,12 +406,21 @@ def build_event(op: Send, event_id: str) -> TriggerEvent:
         raw["drift"] = {"score": score, "severity": op.severity}
     elif op.kind is TriggerKind.ALARM:
         raw["alarm"] = {"name": f"alarm-{op.uri}", "state": op.alarm_state}
+    elif op.kind is TriggerKind.PERFORMANCE:
+        raw["performance"] = {
+            "severity": op.severity or "medium",
+            "metric": "accuracy",
+            "reference": 0.9,
+            "current": 0.9 - (op.score or 0.1),
+        }
     return parse_trigger(raw)
 
 
 def bypassed_cooldown(start: LoopStart) -> bool:
-    """The started request carried a priority <= 2 drift event (the only cooldown bypass)."""
-    return any(e.kind is TriggerKind.DRIFT and e.priority <= 2 for e in start.trigger.events)
+    """The started request carried a priority <= 2 drift or performance event (the only
+    cooldown bypasses)."""
+    urgent = (TriggerKind.DRIFT, TriggerKind.PERFORMANCE)
+    return any(e.kind in urgent and e.priority <= 2 for e in start.trigger.events)
 
 
 # ------------------------------------------------------------------ properties

@@ -224,16 +224,21 @@ def test_non_json_metadata_is_refused() -> None:
 @pytest.mark.parametrize(
     ("raw", "field"),
     [
-        ({"kind": "manual", "colour": "blue"}, "colour"),
-        ({"kind": "drift", "drift": {"score": 0.2, "p_value": 0.01}}, "drift.p_value"),
-        ({"kind": "data_arrived", "data": {"uri": "s3://x", "md5": "00"}}, "data.md5"),
+        ({"kind": "manual", "colour": "blue"}, "unknown field 'colour'; expected {kind, source"),
+        (
+            {"kind": "drift", "drift": {"score": 0.2, "p_value": 0.01}},
+            "drift: unknown field 'p_value'; expected {score, severity, features",
+        ),
+        (
+            {"kind": "data_arrived", "data": {"uri": "s3://x", "md5": "00"}},
+            "data: unknown field 'md5'; expected {uri, rows, size_bytes}",
+        ),
     ],
 )
 def test_unknown_extra_fields_are_refused(raw: dict[str, Any], field: str) -> None:
-    """Unknown fields, top-level or nested, are refused and named."""
-    message = rejected(raw)
-    assert f"{field}:" in message
-    assert "Extra inputs are not permitted" in message
+    """Unknown fields, top-level or nested, are refused and named with the fields expected
+    there (what a person typing JSON into the Web UI needs)."""
+    assert field in rejected(raw)
 
 
 def test_naive_occurred_at_is_refused() -> None:
@@ -285,7 +290,7 @@ def test_every_error_is_listed_without_urls() -> None:
     message = rejected({"kind": "manual", "priority": 9, "source": "", "extra": 1})
     assert "priority:" in message
     assert "source:" in message
-    assert "extra:" in message
+    assert "unknown field 'extra'" in message
     assert "errors.pydantic.dev" not in message
 
 

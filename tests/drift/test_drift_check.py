@@ -5,6 +5,7 @@ written as the endpoint writes it, feedback labels. No Temporal here
 from __future__ import annotations
 
 import shutil
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from activities.drift.check import StoredReport, check_drift
 from activities.drift.profile import profiles_dir
+from activities.files import FILE_MODE
 from activities.local.capture import request_schema
 from activities.local.registry import MlflowRegistry
 from activities.loop.data_window import loop_data_dir, resolve_uri, write_parquet_atomic
@@ -120,6 +122,9 @@ def test_shifted_features_drift_and_the_report_is_written(setup: Setup) -> None:
     assert stored.report == report and "age" in stored.histograms
     page = Path(report.html_uri or "").read_text()
     assert "salary" in page and "<svg" in page
+    # Readable by whoever may read the home (a browser, another container), not 0600.
+    for uri in (report.report_uri, report.html_uri):
+        assert stat.S_IMODE(Path(uri or "").stat().st_mode) == FILE_MODE
     event = monitor_trigger(report)
     assert event is not None and event.kind is TriggerKind.DRIFT
     assert event.drift is not None and event.drift.html_uri == report.html_uri

@@ -22,17 +22,21 @@ from starters.api.coordinators import Coordinators
 from tests.support.drift_harness import production_rows, shifted, write_capture
 from tests.support.endpoint_harness import train_versions
 from tests.support.loop_harness import with_changes
+from tests.support.performance_capture import capture_stream, champion_home, stream_rows
 from workflows.common import names
 from workflows.coordinator.models import Action, Reason
 from workflows.coordinator.policy import TriggerPolicy
+from workflows.coordinator.triggers import TriggerKind
 from workflows.drift.models import (
     CheckRequest,
     Delivery,
     DriftMonitorInput,
     DriftReport,
     MonitorStatus,
+    PerformanceCheck,
     ReportStatus,
 )
+from workflows.drift.performance_models import PerformanceStatus, VolumeDecision
 from workflows.drift.workflow import DriftMonitor
 from workflows.spec.models import ModelSpec
 
@@ -83,14 +87,16 @@ async def test_a_drifted_window_reaches_the_coordinator(
     rows = shifted(production_rows(2000, seed=1), "age", lambda v: v + 15)
     await capture_now(home, spec, rows, env)
     async with new_worker():
-        await Coordinators(env.client, task_queue).start(model, TriggerPolicy(auto_retrain=False))
+        await Coordinators(env.client, task_queue, models=None).start(
+            model, TriggerPolicy(auto_retrain=False)
+        )
         handle = await start_monitor(env.client, model, task_queue)
         report = await handle.execute_update(
             "check", CheckRequest(reason="test"), result_type=DriftReport
         )
         assert report.status is ReportStatus.DRIFT and "age" in report.drifted
         status: MonitorStatus = await handle.query(DriftMonitor.status)
-        decisions = await Coordinators(env.client, task_queue).decisions(model)
+        decisions = await Coordinators(env.client, task_queue, models=None).decisions(model)
     assert status.checks == 1 and status.last_report == report
     record = status.history[0]
     assert record.delivery is Delivery.SENT and record.trigger == "drift"
@@ -113,14 +119,14 @@ async def test_broken_data_is_a_data_quality_alarm_and_never_a_loop(
     schema = schema.remove(schema.get_field_index("loan"))
     await capture_now(home, spec, production_rows(1000, seed=2), env, schema=schema)
     async with new_worker():
-        await Coordinators(env.client, task_queue).start(model)
+        await Coordinators(env.client, task_queue, models=None).start(model)
         handle = await start_monitor(env.client, model, task_queue)
         report = await handle.execute_update("check", CheckRequest(), result_type=DriftReport)
         # The same problems an hour later: the reviewers were told already.
         await handle.execute_update("check", CheckRequest(), result_type=DriftReport)
         status = await handle.query(DriftMonitor.status)
-        coordinator = await Coordinators(env.client, task_queue).status(model)
-        decisions = await Coordinators(env.client, task_queue).decisions(model)
+        coordinator = await Coordinators(env.client, task_queue, models=None).status(model)
+        decisions = await Coordinators(env.client, task_queue, models=None).decisions(model)
     assert report.status is ReportStatus.DATA_QUALITY
     assert any("loan" in problem for problem in report.data_quality)
     quality = [d for d in decisions if d.reason is Reason.DATA_QUALITY]
@@ -206,3 +212,50 @@ async def test_scheduled_checks_run_on_durable_timers_and_continue_as_new(
     # Two checks per run: the third ran in a new run that carried the history.
     assert last_run != first_run
     assert status.next_check_at is not None
+
+
+async def test_a_performance_degradation_reaches_the_coordinator_once(
+    env: WorkflowEnvironment,
+    new_worker: Callable[..., Worker],
+    home: Path,
+    model: str,
+    task_queue: str,
+) -> None:
+    """The champion's accuracy collapses on labelled live traffic (a concept change): the
+    monitor's performance check sends one `performance` trigger with its numbers, the
+    coordinator routes it by severity (critical here: human review), and a second check that
+    finds the same change does not send it again."""
+    spec = champion_home(home, model, metrics=["accuracy"])
+    now = await env.get_current_time()
+    rows = stream_rows([0] * 600 + [2] * 600, seed=11)
+    capture_stream(home, spec, rows, start=now - timedelta(seconds=1300))
+    async with new_worker():
+        coordinators = Coordinators(env.client, task_queue, models=None)
+        await coordinators.start(model, TriggerPolicy())
+        handle = await start_monitor(env.client, model, task_queue)
+        first = await handle.execute_update(
+            "check_performance", CheckRequest(reason="test"), result_type=PerformanceCheck
+        )
+        second = await handle.execute_update(
+            "check_performance", CheckRequest(reason="again"), result_type=PerformanceCheck
+        )
+        status: MonitorStatus = await handle.query(DriftMonitor.status)
+        decisions = await coordinators.decisions(model)
+    assert first.verdict.status is PerformanceStatus.DEGRADED
+    assert first.delivery is Delivery.SENT and first.event_id is not None
+    assert "-change-" in first.event_id
+    assert second.delivery is Delivery.NOT_SENT and second.event_id is None
+    assert [d for d in decisions if first.event_id in d.event_ids] == [
+        d for d in decisions if d.kinds == [TriggerKind.PERFORMANCE]
+    ]
+    decision = next(d for d in decisions if first.event_id in d.event_ids)
+    assert decision.action is Action.ESCALATE and decision.reason is Reason.PERFORMANCE_CRITICAL
+    assert decision.numbers["metric"] == "accuracy" and decision.numbers["reference"] == 0.95
+    current = decision.numbers["current"]
+    assert isinstance(current, float) and current < 0.7
+    assert decision.numbers["change_at"] is not None
+    assert [r.reason for r in status.performance_history] == ["again", "test"]
+    assert status.last_performance == second
+    # The second window has no labels yet: it keeps gathering from where the first ended.
+    assert second.volume is VolumeDecision.WAIT
+    assert status.performance_window_start == first.checked_at

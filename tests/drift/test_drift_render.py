@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -568,3 +569,34 @@ def test_monitor_status_with_history() -> None:
     assert "4 older checks not shown" in text
     assert "drift-credit-42 at 2024-06-03 09:00:00: drift, severity high, score 0.62" in text
     assert "2 drifted" in text
+
+
+def test_numeric_bins_are_labelled_by_their_edges_without_overlap() -> None:
+    """Numeric charts show the quantile bins PSI compares, one edge number per boundary:
+    never rotated, thinned when the numbers would touch, every range kept in its tooltip."""
+    reference = report()
+    for edges, readable in (
+        ([1.5, 2.5, 3.5], True),
+        ([12_345.678 * (i + 1) for i in range(9)], True),  # ten bins of five-digit values
+        ([1_000_000.123456 + i * 0.001 for i in range(29)], False),
+    ):
+        labels = ["≤ a", *[f"b{i}" for i in range(len(edges) - 1)], "> z"]
+        share = [1 / len(labels)] * len(labels)
+        histogram = Histogram(labels=labels, reference=share, current=share, edges=edges)
+        page = render_drift_html(reference, {"income": histogram})
+        chart = page.split("<h3>income</h3>", 1)[1].split("</svg>", 1)[0]
+        assert "rotate(-45" not in chart
+        assert "the reference&#x27;s quantile bins, which PSI compares" in chart
+        ticks = re.findall(
+            r'<text x="([\d.]+)" y="[\d.]+" text-anchor="middle">([^<]+)</text>', chart
+        )
+        numbers = [(float(x), text) for x, text in ticks if text[0].isdigit()]
+        thinned = re.search(r"1 in (\d+) labels shown", chart)
+        step = int(thinned.group(1)) if thinned else 1
+        assert (step == 1) == readable
+        assert len(numbers) == len(edges) // step
+        for (x1, a), (x2, b) in itertools.pairwise(numbers):
+            # Centred labels: half of each, plus a gap, fit between their centres.
+            assert x2 - x1 >= (len(a) + len(b)) / 2 * 6.2 + 4, (a, b)
+        assert chart.count("<title>") == len(labels)
+    assert "equal-width" not in page

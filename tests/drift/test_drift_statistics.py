@@ -3,6 +3,7 @@ categorical test is a contingency test rather than goodness of fit."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from collections.abc import Callable
@@ -143,24 +144,43 @@ def test_ks_pvalue_fast_branch_matches_scipy() -> None:
             assert ds._kstwo_sf(x, n) == pytest.approx(expected, rel=1e-9, abs=1e-11)
 
 
-def test_numeric_histogram_for_people() -> None:
+def test_numeric_histogram_shows_the_bins_psi_compares() -> None:
     rng = np.random.default_rng(3)
     ref, cur = rng.normal(0, 1, 5_000), rng.normal(1, 1, 8_000)
-    stats = _one(build_numeric_reference(["x"], ref.reshape(-1, 1)), cur)
+    reference = build_numeric_reference(["x"], ref.reshape(-1, 1))
+    stats = _one(reference, cur)
     hist = stats.histogram
-    assert len(hist.labels) == ds.DISPLAY_BINS == len(hist.reference) == len(hist.current)
-    assert sum(hist.reference) == pytest.approx(1.0)
-    assert sum(hist.current) == pytest.approx(1.0)
-    low = min(np.quantile(ref, 0.005), np.quantile(cur, 0.005))
-    high = max(np.quantile(ref, 0.995), np.quantile(cur, 0.995))
-    first_low, _ = hist.labels[0].split("\u2013", 1)
-    _, last_high = hist.labels[-1].rsplit("\u2013", 1)
-    assert float(first_low) == pytest.approx(low, abs=0.01)
-    assert float(last_high) == pytest.approx(high, abs=0.01)
-    # Values outside the central range land in the end bins (nothing is dropped).
-    step = (high - low) / ds.DISPLAY_BINS
-    assert hist.current[-1] == pytest.approx(np.mean(cur >= high - step), abs=1e-12)
-    assert hist.reference[0] == pytest.approx(np.mean(ref < low + step), abs=1e-12)
+    edges = reference.edges[0]
+    assert hist.edges == edges.tolist() and len(edges) == ds.DEFAULT_BINS - 1
+    assert len(hist.labels) == len(edges) + 1 == len(hist.reference) == len(hist.current)
+    # The reference's quantile bins: about a tenth of the reference in each.
+    assert hist.reference == pytest.approx([0.1] * ds.DEFAULT_BINS, abs=1e-3)
+    assert hist.current == pytest.approx(
+        [np.mean(cur <= edges[0])]
+        + [np.mean((cur > a) & (cur <= b)) for a, b in itertools.pairwise(edges)]
+        + [np.mean(cur > edges[-1])],
+        abs=1e-12,
+    )
+    # PSI is computed from exactly these shares.
+    ref_share, cur_share = np.array(hist.reference), np.array(hist.current)
+    assert stats.psi == pytest.approx(ds._psi_kl(ref_share, cur_share)[0], rel=1e-12)
+    # Labels name the edges, short but distinct, open at both ends.
+    assert hist.labels[0] == f"\u2264 {edges[0]:.3g}"
+    assert hist.labels[-1] == f"> {edges[-1]:.3g}"
+    assert hist.labels[1] == f"{edges[0]:.3g}\u2013{edges[1]:.3g}"
+
+
+def test_edge_labels_get_digits_until_they_differ() -> None:
+    assert ds.edge_labels([1.0, 2.5, 1234567.0, 98_765.4, 5_000.0]) == [
+        "1",
+        "2.5",
+        "1.23M",
+        "98.8k",
+        "5000",
+    ]
+    assert ds.edge_labels([1234.5, 12.5, 2.0]) == ["1234", "12.5", "2"]
+    assert ds.edge_labels([0.000012345, -0.5]) == ["1.23e-05", "-0.5"]
+    assert ds.edge_labels([100.1, 100.2, 100.25]) == ["100.1", "100.2", "100.25"]
 
 
 def test_numeric_edge_cases() -> None:

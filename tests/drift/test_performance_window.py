@@ -24,7 +24,7 @@ from activities.local.registry import MlflowRegistry
 from activities.loop.data_window import write_parquet_atomic
 from serving.config import EndpointConfig
 from starters.demo.synthetic import FEATURES, generate_rows
-from tests.support.endpoint_harness import running_endpoint, train_versions
+from tests.support.endpoint_harness import ADMIN_HEADERS, running_endpoint, train_versions
 from workflows.spec.models import Metric, Task
 
 DAY = date(2026, 3, 10)
@@ -285,7 +285,7 @@ def test_the_real_endpoints_capture_reads_back(tmp_path: Path) -> None:
             assert response.status_code == 200, response.text
         labels = [{"request_id": i, "label": y} for i, y in zip(ids, truth, strict=True)]
         assert http.post(f"{url}/feedback", json={"labels": labels}).status_code == 200
-        assert http.post(f"{url}/admin/flush").status_code == 200
+        assert http.post(f"{url}/admin/flush", headers=ADMIN_HEADERS).status_code == 200
     window = read_labelled_window(
         layout.capture_dir(tmp_path, spec),
         spec.task,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from temporalio.client import Client
 from typer.testing import CliRunner, Result
 
 from starters.cli.app import app as retrain
+from starters.gateway import pending
+from starters.gateway.database import database_path, now_text, open_database, transaction
 from tests.gateway.test_gateway import _decided_ids
 from tests.support.gateway_harness import (
     closed_port,
@@ -48,19 +51,22 @@ def listed(result: Result) -> list[dict[str, Any]]:
     return found
 
 
+REFUSED = "Temporal refused the update (INVALID_ARGUMENT): the batch is too large"
+
+
 async def _dead_letter(home: Path, events: dict[str, str]) -> None:
-    """Post `events` (event id -> bucket) to a gateway whose Temporal is down and wait until
-    each one is a dead letter."""
+    """Post `events` (event id -> bucket) to a gateway whose Temporal is down: those no model
+    matches are dead letters at once; the routed ones wait, and are then refused for good as
+    the deliverer does when Temporal refuses their update (a transient outage never
+    dead-letters anything)."""
     async with gateway(home, temporal_down()) as gw:
         for event_id, bucket in events.items():
             answer = await gw.post("eventbridge", object_created(bucket, "labelled/x", event_id))
             assert answer.status_code == 202
-
-        async def all_dead() -> bool:
-            waiting, dead = stored(home)
-            return not waiting and len(dead) >= len(events)
-
-        await eventually(all_dead, what="dead letters")
+    with closing(open_database(database_path(home))) as conn, transaction(conn):
+        pending.bury(conn, pending.take(conn, 1000), REFUSED, 1, now_text())
+    waiting, dead = stored(home)
+    assert not waiting and len(dead) == len(events)
 
 
 def target(client: Client) -> str:
@@ -79,7 +85,7 @@ async def test_list_and_drop(home: Path):
     assert set(rows) == {"routed", "stray-1", "stray-2"}
     routed = rows["routed"]
     assert routed["model"] == "churn" and routed["source"] == "eventbridge"
-    assert routed["reason"].startswith("Temporal unreachable")
+    assert routed["reason"] == REFUSED
     assert routed["event"]["kind"] == "data_arrived" and routed["attempts"] >= 1
     assert rows["stray-1"]["model"] is None and "no registered model" in rows["stray-1"]["reason"]
     assert [

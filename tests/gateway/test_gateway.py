@@ -4,18 +4,21 @@ credentials, bodies and shapes are refused with a clear message and counted."""
 from __future__ import annotations
 
 import base64
+import copy
+import hashlib
+import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from activities.specs import SpecStore
-from starters.api.coordinators import Coordinators
+from starters.api.coordinators import CoordinatorNotFound, Coordinators
 from starters.gateway.auth import SecretsError, SourceSecrets, load_secrets
 from starters.gateway.metrics import GATEWAY_METRIC_NAMES
 from tests.events.test_aws_events import ALARM_MESSAGE, ALARM_STATE_CHANGE, S3_RECORDS, sns
@@ -28,6 +31,7 @@ from tests.events.test_gcp_events import (
     push,
 )
 from tests.support.gateway_harness import (
+    HMAC_KEY,
     TOKEN,
     Gateway,
     alertmanager_payload,
@@ -87,11 +91,11 @@ def _basic(token: str) -> dict[str, str]:
 
 async def _decided_ids(client: Client, task_queue: str, model: str) -> set[str]:
     try:
-        decisions: list[Decision] = await Coordinators(client, task_queue).decisions(model, 200)
-    except RPCError as err:
-        if err.status is RPCStatusCode.NOT_FOUND:  # the deliverer has not started it yet
-            return set()
-        raise
+        decisions: list[Decision] = await Coordinators(client, task_queue, models=None).decisions(
+            model, 200
+        )
+    except CoordinatorNotFound:  # the deliverer has not started it yet
+        return set()
     return {event_id for d in decisions for event_id in d.event_ids}
 
 
@@ -135,7 +139,11 @@ async def test_each_endpoint_maps_routes_and_delivers(home, client, task_queue, 
             return True
 
         await eventually(delivered, what="every event decided by its coordinator")
-        assert stored(home) == ([], [])
+
+        async def drained() -> bool:  # each row goes once its update's verdicts are back
+            return stored(home) == ([], [])
+
+        await eventually(drained, what="the store to empty")
         metrics = (await gw.http.get("/metrics")).text
     assert gw.metric(metrics, "retrain_gateway_events_total", source="pubsub", outcome="delivered")
     assert gw.metric(metrics, "retrain_gateway_requests_total", source="sns", status="202") == 1
@@ -274,6 +282,41 @@ async def test_an_event_no_model_matches_is_dead_lettered_with_the_reason(offlin
     )
 
 
+async def test_a_model_named_but_not_registered_is_dead_lettered_with_a_suggestion(
+    offline: Gateway,
+):
+    """A typo in `?model=` or in an Alertmanager `model` label never reaches a phantom
+    coordinator: the event waits in the dead letters with the closest registered name."""
+    gw = offline
+    register_sagemaker_model(gw.home, "churn", "s3://churn-data/labelled")
+    typo = await gw.post(
+        "eventbridge", object_created("b", "k", "e-typo"), params={"model": "chrun"}
+    )
+    assert typo.status_code == 202 and typo.json()["dead_lettered"] == 1
+    assert typo.json()["events"][0]["reason"] == (
+        "model 'chrun' is not registered: did you mean 'churn'?"
+    )
+    body = json.dumps(alertmanager_payload("fraud")).encode()
+    label = await gw.http.post("/v1/events/alertmanager", content=body, headers=signed(body))
+    assert label.status_code == 202 and label.json()["dead_lettered"] == 1
+    reason = label.json()["events"][0]["reason"]
+    assert reason.startswith("model 'fraud' is not registered: register its spec")
+    # The registered name itself is routed as before.
+    named = await gw.post(
+        "eventbridge", object_created("b", "k", "e-named"), params={"model": "churn"}
+    )
+    assert named.json()["events"][0] == {
+        "event_id": "e-named",
+        "model": "churn",
+        "outcome": "accepted",
+    }
+    _, dead = stored(gw.home)
+    assert [(d.event_id, d.model, d.reason) for d in dead] == [
+        ("e-typo", None, typo.json()["events"][0]["reason"]),
+        (label.json()["events"][0]["event_id"], None, reason),
+    ]
+
+
 async def test_sns_subscription_is_logged_for_the_operator_not_fetched(
     offline: Gateway, caplog: pytest.LogCaptureFixture
 ):
@@ -352,3 +395,118 @@ def test_secrets_come_from_the_environment_or_files(tmp_path: Path):
     both = {"RETRAIN_GATEWAY_TOKEN_S3": "a", "RETRAIN_GATEWAY_TOKEN_S3_FILE": str(secret_file)}
     with pytest.raises(SecretsError, match="not both"):
         load_secrets(both)
+
+
+def _with(payload: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of `payload` with the dotted `path` set to `value`."""
+    changed = copy.deepcopy(payload)
+    *parents, last = path.split(".")
+    node: Any = changed
+    for key in parents:
+        node = node[int(key)] if key.isdigit() else node[key]
+    node[int(last) if last.isdigit() else last] = value
+    return changed
+
+
+async def test_malformed_authenticated_bodies_are_400_never_500(offline: Gateway):
+    """What an authenticated but broken (or hostile) sender can post is refused with the reason:
+    no 500, nothing stored."""
+    gw = offline
+    register_sagemaker_model(gw.home, "churn", "s3://churn-data/labelled")
+    event = object_created("churn-data", "labelled/x.parquet", "e1")
+    raw: dict[str, tuple[str, bytes]] = {
+        "deep nesting": ("eventbridge", b"[" * 30_000 + b"]" * 30_000),
+        "5,000 digits": ("eventbridge", b'{"source": "aws.s3", "n": ' + b"7" * 5000 + b"}"),
+        "lone surrogate": ("eventbridge", b'{"source": "\\ud800"}'),
+        "not UTF-8": ("eventbridge", b'{"source": "\xff\xfe"}'),
+        "NaN": ("eventbridge", b'{"source": NaN}'),
+    }
+    shaped: dict[str, tuple[str, Any]] = {
+        "size inf": ("eventbridge", _with(event, "detail.object.size", "inf")),
+        "size list": ("eventbridge", _with(event, "detail.object.size", [1])),
+        "key object": ("eventbridge", _with(event, "detail.object.key", {"a": 1})),
+        "time 1e20": ("eventbridge", _with(event, "time", 1e20)),
+        "started_at 1e20": ("pubsub", push(_with(INCIDENT, "incident.started_at", 1e20))),
+        "started_at text": ("pubsub", push(_with(INCIDENT, "incident.started_at", "soon"))),
+        "status []": ("alertmanager", _with(alertmanager_payload("churn"), "alerts.0.status", [])),
+        "alerts dict": ("alertmanager", _with(alertmanager_payload("churn"), "alerts", {})),
+    }
+    answers = {
+        what: await gw.http.post(
+            f"/v1/events/{source}", content=body, headers=bearer(), params={"token": TOKEN}
+        )
+        for what, (source, body) in raw.items()
+    }
+    for what, (source, payload) in shaped.items():
+        answers[what] = await gw.post(source, payload, params={"token": TOKEN})
+    for what, answer in answers.items():
+        assert answer.status_code == 400, (what, answer.status_code, answer.text)
+        assert answer.json()["error"], what
+    assert "integer of 5000 digits" in answers["5,000 digits"].json()["error"]
+    assert "lone surrogate" in answers["lone surrogate"].json()["error"]
+    assert stored(gw.home) == ([], [])
+    metrics = (await gw.http.get("/metrics")).text
+    assert 'status="500"' not in metrics
+
+
+async def test_a_token_sent_without_a_scheme_is_never_echoed(
+    offline: Gateway, caplog: pytest.LogCaptureFixture
+):
+    with caplog.at_level(logging.INFO):
+        answer = await offline.post("eventbridge", {}, {"Authorization": TOKEN})
+        spaced = await offline.post("eventbridge", {}, {"Authorization": f"Token {TOKEN}"})
+    for refused in (answer, spaced):
+        assert refused.status_code == 401
+        assert TOKEN not in refused.text
+        assert "unsupported authorization scheme (use Bearer or Basic)" in refused.text
+    assert TOKEN not in caplog.text
+
+
+async def test_signed_requests_carry_a_fresh_timestamp_and_are_accepted_once(offline: Gateway):
+    """The HMAC covers `<timestamp>.<body>`: a captured request cannot be sent again, neither at
+    once (the signature was seen) nor later (the timestamp is stale)."""
+    gw = offline
+    body = json.dumps(alertmanager_payload("churn")).encode()
+    headers = signed(body)
+
+    async def post(with_headers: dict[str, str]) -> Any:
+        return await gw.http.post("/v1/events/alertmanager", content=body, headers=with_headers)
+
+    first = await post(headers)
+    assert first.status_code == 202, first.text
+    replayed = await post(headers)
+    assert replayed.status_code == 401
+    assert "already received (a replay)" in replayed.json()["error"]
+    stale = await post(signed(body, at=time.time() - 3600))
+    assert stale.status_code == 401 and "from the gateway's clock" in stale.json()["error"]
+    future = await post(signed(body, at=time.time() + 3600))
+    assert future.status_code == 401
+    body_only = {
+        "X-Retrain-Signature": "sha256="
+        + hmac.new(HMAC_KEY.encode(), body, hashlib.sha256).hexdigest()
+    }
+    unstamped = await post(body_only)
+    assert unstamped.status_code == 401
+    assert "need the x-retrain-timestamp header" in unstamped.json()["error"]
+    forged = dict(signed(body), **{"X-Retrain-Timestamp": str(int(time.time()) + 1)})
+    assert (await post(forged)).json()["error"] == "alertmanager: invalid signature"
+    waiting, dead = stored(gw.home)
+    assert len(waiting) + len(dead) == 1  # only the one accepted was stored
+
+
+async def test_a_full_store_answers_503_with_retry_after(home: Path):
+    """The store holds at most `max_pending` undelivered events (Temporal away for long):
+    beyond, requests are refused whole, nothing stored, and told when to come back."""
+    register_sagemaker_model(home, "churn", "s3://churn-data/labelled")
+    async with gateway(home, temporal_down(), max_pending=2) as gw:
+        kept = [
+            await gw.post("eventbridge", object_created("churn-data", f"labelled/{i}", f"e{i}"))
+            for i in range(2)
+        ]
+        assert [a.status_code for a in kept] == [202, 202]
+        full = await gw.post("eventbridge", object_created("churn-data", "labelled/2", "e2"))
+        assert full.status_code == 503
+        assert int(full.headers["retry-after"]) > 0
+        assert "2 undelivered events" in full.json()["error"]
+        waiting, _ = stored(home)
+    assert sorted(p.event_id or "" for p in waiting) == ["e0", "e1"]

@@ -4,6 +4,7 @@ cleanly), across restarts (pending events), or in a burst of 10,000 events (batc
 from __future__ import annotations
 
 import asyncio
+import functools
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from starters.api.coordinators import Coordinators
 from starters.gateway.database import database_path, open_database
@@ -29,7 +31,7 @@ from tests.support.gateway_harness import (
     temporal_down,
 )
 from tests.support.helpers import eventually
-from tests.support.loop_doubles import ControlledLoop
+from tests.support.loop_doubles import ControlledLoop, FinishLoop
 from workflows.coordinator.models import Reason
 from workflows.coordinator.policy import TriggerPolicy
 from workflows.loop.models import RetrainingLoopInput
@@ -47,7 +49,7 @@ async def _send(gw: Gateway, count: int, prefix: str = "e") -> list[str]:
 
 
 async def _status(client: Client, task_queue: str, model: str):  # -> CoordinatorStatus
-    return await Coordinators(client, task_queue).status(model)
+    return await Coordinators(client, task_queue, models=None).status(model)
 
 
 async def _replay_all(home: Path, client: Client, task_queue: str):  # -> ReplayReport
@@ -56,62 +58,65 @@ async def _replay_all(home: Path, client: Client, task_queue: str):  # -> Replay
         return await replay(conn, link, SpecRouter(home), None, FAST)
 
 
+class Outage:
+    """A connection that fails while Temporal is "down", then reaches the test's server."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.down = True
+        self.attempts = 0
+
+    async def __call__(self) -> Client:
+        self.attempts += 1
+        if self.down:
+            return await temporal_down()()
+        return self.client
+
+
 @pytest.mark.time_skipping_only
-async def test_temporal_down_dead_letters_then_replay_delivers_once(
+async def test_events_wait_out_a_temporal_outage_and_arrive_once(
     home, client, task_queue, model, new_worker
 ):
+    """While Temporal cannot be reached, events stay pending and are retried with backoff for
+    as long as it takes (never dead-lettered for it); once it is back, each arrives once."""
     register_sagemaker_model(home, model, LABELLED)
-    async with gateway(home, temporal_down(), task_queue) as gw:
+    outage = Outage(client)
+    async with new_worker(ControlledLoop), gateway(home, outage, task_queue) as gw:
         ids = await _send(gw, 3)
 
-        async def all_dead() -> bool:
+        async def retried() -> bool:
             waiting, dead = stored(home)
-            return not waiting and len(dead) == 3
+            return not dead and len(waiting) == 3 and min(p.attempts for p in waiting) >= 3
 
-        await eventually(all_dead, what="the events to be dead-lettered")
-        metrics = (await gw.http.get("/metrics")).text
-    _, dead = stored(home)
-    assert {d.event_id for d in dead} == set(ids)
-    for letter in dead:
-        assert letter.model == model and letter.source == "eventbridge"
-        assert letter.reason.startswith("Temporal unreachable: ")
-        assert letter.attempts == FAST.attempts
-        assert letter.first_failed_at == letter.last_failed_at
-    assert gw.metric(metrics, "retrain_dead_letters") == 3
-    assert gw.metric(metrics, "retrain_gateway_pending_events") == 0
-    count = gw.metric(
-        metrics, "retrain_gateway_events_total", source="eventbridge", outcome="accepted"
-    )
-    assert count == 3
+        await eventually(retried, what="several failed attempts per event")
+        waiting, _ = stored(home)
+        assert all((p.last_error or "").startswith("Temporal unreachable") for p in waiting)
+        assert all(p.next_attempt_at is not None for p in waiting)
 
-    async with new_worker(ControlledLoop):
-        report = await _replay_all(home, client, task_queue)
-        assert sorted(report.delivered) == sorted(d.id for d in dead) and not report.failed
-        assert stored(home) == ([], [])
+        outage.down = False
         status = await eventually(
-            lambda: _accepted(client, task_queue, model, 3), what="the replayed events"
+            lambda: _accepted(client, task_queue, model, 3), what="the events after the outage"
         )
-        assert status.events_accepted == 3
+        await eventually(lambda: _drained(home), what="the store to empty")
+        metrics = (await gw.http.get("/metrics")).text
+    assert status.events_received == 3 and status.events_accepted == 3
+    assert {i for d in status.recent_decisions for i in d.event_ids} == set(ids)
+    postponed = gw.metric(
+        metrics, "retrain_gateway_events_total", source="eventbridge", outcome="postponed"
+    )
+    assert postponed >= 9
+    assert gw.metric(metrics, "retrain_dead_letters") == 0
 
-        # The same events dead-lettered again (a sender retried while Temporal was away) and
-        # replayed again: the coordinator has seen them, nothing changes.
-        async with gateway(home, temporal_down(), task_queue) as gw:
-            await _send(gw, 3)
-            await eventually(all_dead, what="the repeats to be dead-lettered")
-        again = await _replay_all(home, client, task_queue)
-        assert len(again.delivered) == 3 and stored(home) == ([], [])
-        after = await eventually(
-            lambda: _received(client, task_queue, model, 6), what="the repeats to arrive"
-        )
-        assert after.events_accepted == 3 and after.events_received == 6
-        duplicates = [d for d in after.recent_decisions if d.reason is Reason.DUPLICATE_EVENT]
-        assert {i for d in duplicates for i in d.event_ids} == set(ids)
-        # Nothing left: a third replay has nothing to do.
-        assert (await _replay_all(home, client, task_queue)).delivered == []
+
+async def _drained(home: Path) -> bool:
+    return stored(home) == ([], [])
 
 
 async def _accepted(client: Client, task_queue: str, model: str, count: int):
-    status = await _status(client, task_queue, model)
+    try:
+        status = await _status(client, task_queue, model)
+    except RPCError:  # not started yet: the gateway starts it with the first delivery
+        return None
     return status if status.events_accepted >= count else None
 
 
@@ -124,8 +129,7 @@ async def _received(client: Client, task_queue: str, model: str, count: int):
 async def test_pending_events_survive_a_restart(home, client, task_queue, model, new_worker):
     register_sagemaker_model(home, model, LABELLED)
     # Temporal is down and the gateway keeps retrying: the events stay pending until it stops.
-    patient = DeliveryPolicy(attempts=1000, backoff_seconds=0.05, max_backoff_seconds=0.05)
-    async with gateway(home, temporal_down(), task_queue, policy=patient) as gw:
+    async with gateway(home, temporal_down(), task_queue) as gw:
         ids = await _send(gw, 4)
     waiting, dead = stored(home)
     assert sorted(p.event_id or "" for p in waiting) == sorted(ids) and dead == []
@@ -150,8 +154,8 @@ BURST_POLICY = TriggerPolicy(
 )
 
 
-async def _signals(client: Client, workflow_id: str) -> int:
-    """Signals received by every run of a workflow (back through continue-as-new)."""
+async def _updates(client: Client, workflow_id: str) -> int:
+    """Updates accepted by every run of a workflow (back through continue-as-new)."""
     total, run_id = 0, ""
     while True:
         history = await client.get_workflow_handle(
@@ -160,7 +164,7 @@ async def _signals(client: Client, workflow_id: str) -> int:
         total += sum(
             1
             for e in history.events
-            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
         )
         started = history.events[0].workflow_execution_started_event_attributes
         run_id = started.continued_execution_run_id
@@ -178,11 +182,11 @@ async def _loop_input(client: Client, model: str) -> RetrainingLoopInput | None:
 
 @pytest.mark.slow
 @pytest.mark.time_skipping_only
-async def test_a_burst_of_ten_thousand_events_arrives_whole_in_batched_signals(
+async def test_a_burst_of_ten_thousand_events_arrives_whole_in_batched_updates(
     home, client, task_queue, new_worker
 ):
     models = [f"burst-{i}" for i in range(BURST_MODELS)]
-    coordinators = Coordinators(client, task_queue)
+    coordinators = Coordinators(client, task_queue, models=None)
     for name in models:
         register_sagemaker_model(home, name, f"s3://burst-data/{name}")
         await coordinators.start(name, BURST_POLICY)
@@ -214,7 +218,7 @@ async def test_a_burst_of_ten_thousand_events_arrives_whole_in_batched_signals(
             loop_input = await eventually(fired, timeout=120, what=f"{name}'s batch to fire")
             got = {event.event_id for event in loop_input.trigger.events}
             assert got == {f"{name}-{i}" for i in range(BURST_PER_MODEL)}
-        signals = [await _signals(client, f"coordinator-{name}") for name in models]
+        updates = [await _updates(client, f"coordinator-{name}") for name in models]
         metrics = (await gw.http.get("/metrics")).text
     assert stored(home) == ([], [])
     total = BURST_MODELS * BURST_PER_MODEL
@@ -224,6 +228,89 @@ async def test_a_burst_of_ten_thousand_events_arrives_whole_in_batched_signals(
         )
         == total
     )
-    # Batched: each signal carried many events (at most 200), never one signal per event.
-    assert sum(signals) >= total // policy.per_signal
-    assert sum(signals) <= total // 10, signals
+    # Batched: each update carried many events (at most 200), never one update per event.
+    assert sum(updates) >= total // policy.per_batch
+    assert sum(updates) <= total // 10, updates
+
+
+STORM_EVENTS = 3000
+STORM_RECORDS = 100  # S3 notification records per request
+
+
+def _records(first: int, count: int) -> dict[str, object]:
+    """An S3 event notification of `count` new objects under the labelled prefix."""
+    return {
+        "Records": [
+            {
+                "eventName": "ObjectCreated:Put",
+                "eventTime": "2026-11-12T00:00:00.000Z",
+                "s3": {
+                    "bucket": {"name": "churn-data"},
+                    "object": {"key": f"labelled/storm-{i:05d}.parquet", "size": 10},
+                },
+            }
+            for i in range(first, first + count)
+        ]
+    }
+
+
+async def _nth_loop(client: Client, model: str, number: int) -> RetrainingLoopInput | None:
+    try:
+        return await client.get_workflow_handle(f"retrain-{model}-{number}").query(
+            ControlledLoop.loop_input
+        )
+    except RPCError:  # not started yet
+        return None
+
+
+@pytest.mark.time_skipping_only
+async def test_a_storm_through_the_gateway_loses_and_doubles_nothing(
+    home, client, task_queue, model, new_worker
+):
+    """3,000 data events while each loop runs until told to finish: the coordinator's backlog
+    fills (1,000 events waiting for a loop) and it refuses the rest for now; the gateway keeps
+    those, learns which they are from the verdicts, and sends exactly them again as loops end.
+    Every event reaches exactly one loop, none is dead-lettered."""
+    register_sagemaker_model(home, model, LABELLED)
+    policy = TriggerPolicy(
+        batch_size=100,
+        batch_window=timedelta(hours=1),
+        max_wait=timedelta(hours=2),
+        cooldown=timedelta(0),
+        max_daily_trainings=1000,
+        daily_budget=1_000_000,
+    )
+    await Coordinators(client, task_queue, models=None).start(model, policy)
+    async with new_worker(ControlledLoop), gateway(home, temporal_at(client), task_queue) as gw:
+        answers = [
+            await gw.post("s3", _records(first, STORM_RECORDS))
+            for first in range(0, STORM_EVENTS, STORM_RECORDS)
+        ]
+        assert all(a.status_code == 202 for a in answers)
+        sent = {e["event_id"] for a in answers for e in a.json()["events"]}
+        assert len(sent) == STORM_EVENTS
+
+        seen: list[str] = []
+        number = 0
+        while len(seen) < STORM_EVENTS:
+            number += 1
+            loop_input = await eventually(
+                functools.partial(_nth_loop, client, model, number),
+                timeout=120,
+                what=f"loop {number} ({len(seen)} events in loops so far)",
+            )
+            seen.extend(e.event_id for e in loop_input.trigger.events)
+            await client.get_workflow_handle(f"retrain-{model}-{number}").signal(
+                ControlledLoop.finish, FinishLoop()
+            )
+        await eventually(lambda: _drained(home), what="the store to empty")
+        status = await Coordinators(client, task_queue, models=None).status(model)
+        metrics = (await gw.http.get("/metrics")).text
+    assert len(seen) == len(set(seen)) == STORM_EVENTS, "an event reached two loops"
+    assert set(seen) == sent
+    assert status.events_accepted == STORM_EVENTS
+    refused = [d for d in status.recent_decisions if d.reason is Reason.BACKLOG_FULL]
+    postponed = gw.metric(metrics, "retrain_gateway_events_total", source="s3", outcome="postponed")
+    # The backlog did fill: events were refused for now, kept and sent again.
+    assert postponed > 0 and status.events_received > STORM_EVENTS, (postponed, refused)
+    assert gw.metric(metrics, "retrain_dead_letters") == 0

@@ -34,7 +34,7 @@ SUGGEST_CONTINUE_AS_NEW_AT = 120
 
 
 async def scenario(client: Client, task_queue: str, model: str) -> None:
-    coordinators = Coordinators(client, task_queue)
+    coordinators = Coordinators(client, task_queue, models=None)
     policy = TriggerPolicy(
         batch_size=3,
         batch_window=timedelta(seconds=1),

@@ -3,16 +3,21 @@ tests/test_replay.py.
 
 Real activities on a time-skipping server: a monitor that runs an on-demand check and scheduled
 checks on drifted captured traffic, reporting to a coordinator, then continues-as-new (its
-first run is recorded); a loop promoted all at once, whose last step rebuilds the reference
-profile (the `reference-profile-on-promotion` patch). `make histories` runs it.
+first run is recorded); a monitor whose performance checks find the champion's accuracy
+collapsed on labelled traffic and send a `performance` trigger (the `performance-check`
+patch); a loop promoted all at once, whose last step rebuilds the reference profile (the
+`reference-profile-on-promotion` patch). `make histories` runs it; `python -m
+tests.histories.record_drift NAME...` records only the histories named.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import sysconfig
 import tempfile
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,27 +31,34 @@ from starters.api.coordinators import Coordinators
 from tests.support.drift_harness import production_rows, shifted, write_capture
 from tests.support.endpoint_harness import train_versions
 from tests.support.loop_harness import register, start_loop, with_changes, write_dataset
+from tests.support.performance_capture import capture_stream, champion_home, stream_rows
 from workers.search_attributes import ensure_search_attributes
 from workers.worker import build_worker
 from workflows.common import names
 from workflows.coordinator.policy import TriggerPolicy
-from workflows.drift.models import CheckRequest, DriftMonitorInput, DriftReport
+from workflows.drift.models import CheckRequest, DriftMonitorInput, DriftReport, PerformanceCheck
 from workflows.drift.workflow import DriftMonitor
 
 HERE = Path(__file__).parent
 
 
-async def record() -> None:
+async def record(only: Sequence[str] = ()) -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(Path(sysconfig.get_path("scripts")) / "temporal-test-server"),
         data_converter=pydantic_data_converter,
     )
+    recorders = {
+        "drift-monitor-run1": _monitor,
+        "drift-monitor-performance": _performance_monitor,
+        "retraining-loop-profile-rebuilt": _loop,
+    }
     try:
         await ensure_search_attributes(env.client)
         with tempfile.TemporaryDirectory() as tmp:
             handles = {
-                "drift-monitor-run1": await _monitor(env, Path(tmp) / "monitor"),
-                "retraining-loop-profile-rebuilt": await _loop(env, Path(tmp) / "loop"),
+                name: await recorder(env, Path(tmp) / name)
+                for name, recorder in recorders.items()
+                if not only or name in only
             }
         for name, handle in handles.items():
             history = await handle.fetch_history()
@@ -68,7 +80,9 @@ async def _monitor(env: WorkflowEnvironment, home: Path) -> WorkflowHandle:  # t
     at = await env.get_current_time() - timedelta(minutes=10)
     write_capture(home, spec, rows, at=at, estimator=registry.load(champion))
     async with build_worker(env.client, home=home, task_queue=task_queue):
-        await Coordinators(env.client, task_queue).start(model, TriggerPolicy(auto_retrain=False))
+        await Coordinators(env.client, task_queue, models=None).start(
+            model, TriggerPolicy(auto_retrain=False)
+        )
         handle = await env.client.start_workflow(
             DriftMonitor.run,
             DriftMonitorInput(model=model, checks_per_run=2),
@@ -80,6 +94,33 @@ async def _monitor(env: WorkflowEnvironment, home: Path) -> WorkflowHandle:  # t
         await env.sleep(timedelta(hours=2, minutes=10))
         await handle.terminate("recorded")
     return env.client.get_workflow_handle(handle.id, run_id=first_run)
+
+
+async def _performance_monitor(env: WorkflowEnvironment, home: Path) -> WorkflowHandle:  # type: ignore[type-arg]
+    model, task_queue = "replay-performance", f"record-{uuid.uuid4().hex[:8]}"
+    spec = champion_home(home, model, metrics=["accuracy"])
+    SpecStore(home).register(with_changes(spec, {"drift": {"interval": "1h", "min_rows": 100}}))
+    now = await env.get_current_time()
+    capture_stream(
+        home, spec, stream_rows([0] * 600 + [2] * 600, seed=1), start=now - timedelta(seconds=1300)
+    )
+    async with build_worker(env.client, home=home, task_queue=task_queue):
+        await Coordinators(env.client, task_queue, models=None).start(
+            model, TriggerPolicy(auto_retrain=False)
+        )
+        handle = await env.client.start_workflow(
+            DriftMonitor.run,
+            DriftMonitorInput(model=model),
+            id=names.drift_monitor_id(model),
+            task_queue=task_queue,
+        )
+        await handle.execute_update(
+            "check_performance", CheckRequest(reason="replay"), result_type=PerformanceCheck
+        )
+        # A scheduled check: drift, then performance (the same change: not sent again).
+        await env.sleep(timedelta(hours=1, minutes=5))
+        await handle.terminate("recorded")
+    return handle
 
 
 async def _loop(env: WorkflowEnvironment, home: Path) -> WorkflowHandle:  # type: ignore[type-arg]
@@ -96,4 +137,4 @@ async def _loop(env: WorkflowEnvironment, home: Path) -> WorkflowHandle:  # type
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    asyncio.run(record(sys.argv[1:]))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from typer.main import get_command
@@ -46,7 +46,8 @@ WORKER_METRICS_PORT = 9464
 GATEWAY_PORT = 8080
 
 # Services that run once and exit; everything else runs for good and needs a healthcheck.
-ONE_SHOT = {"temporal-admin-tools", "temporal-setup"}
+TEMPORAL_ONE_SHOT = {"temporal-admin-tools", "temporal-setup"}
+ONE_SHOT = TEMPORAL_ONE_SHOT | {"mlflow-db", "internal-secrets"}
 REQUIRED_SERVICES = {
     "postgresql",
     "temporal-admin-tools",
@@ -57,6 +58,10 @@ REQUIRED_SERVICES = {
     "gateway",
     "prometheus",
     "grafana",
+    "mlflow-db",
+    "mlflow",
+    "internal-secrets",
+    "alertmanager",
 }
 
 # What the Temporal SDK (1.35) exports on a worker's /metrics with workers/telemetry.py's
@@ -125,6 +130,7 @@ def metric_names(expr: str) -> set[str]:
     stripped = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
     stripped = re.sub(r"\{[^}]*\}", "", stripped)
     stripped = re.sub(r"\[[^\]]*\]", "", stripped)
+    stripped = re.sub(r"\boffset\s+[0-9]+[smhdwy]+", "", stripped)
     stripped = re.sub(
         r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", stripped
     )
@@ -266,10 +272,15 @@ def test_services_start_in_order_on_conditions(services: dict[str, Any]) -> None
     assert waits_for("temporal") == {"temporal-admin-tools"}
     assert waits_for("temporal-setup") == {"temporal"}
     assert waits_for("temporal-ui") == {"temporal"}
-    # Nothing of ours starts before the namespace and its search attributes exist.
-    for name in ("worker", "gateway", "cli"):
-        assert waits_for(name) == {"temporal-setup"}
+    # Nothing of ours starts before the namespace and its search attributes exist; workers
+    # also wait for their model registry, the gateway for Alertmanager's token.
+    assert waits_for("worker") == {"temporal-setup", "mlflow"}
+    assert waits_for("gateway") == {"temporal-setup", "internal-secrets"}
+    assert waits_for("cli") == {"temporal-setup"}
     assert waits_for("grafana") == {"prometheus"}
+    assert waits_for("mlflow-db") == {"postgresql"}
+    assert waits_for("mlflow") == {"mlflow-db"}
+    assert waits_for("alertmanager") == {"internal-secrets"}
 
 
 def test_temporal_images_are_current_and_pinned(services: dict[str, Any]) -> None:
@@ -277,7 +288,7 @@ def test_temporal_images_are_current_and_pinned(services: dict[str, Any]) -> Non
     assert "auto-setup" not in raw
     images = {name: service["image"] for name, service in services.items()}
     assert images["temporal"].startswith("temporalio/server:1.32.")
-    for name in ONE_SHOT:
+    for name in TEMPORAL_ONE_SHOT:
         # The admin tools match the server they migrate.
         assert images[name] == images["temporal"].replace("server", "admin-tools")
     assert images["temporal-ui"].startswith("temporalio/ui:")
@@ -381,10 +392,14 @@ def test_services_run_real_retrain_commands(services: dict[str, Any]) -> None:
 
 def test_gateway_secrets_stay_out_of_git(services: dict[str, Any]) -> None:
     gateway = services["gateway"]
-    assert not any(key.startswith("RETRAIN_GATEWAY_") for key in gateway["environment"])
+    # No secret in the file: only the path of the token the stack makes for Alertmanager.
+    settings = {k: v for k, v in gateway["environment"].items() if k.startswith("RETRAIN_GATEWAY_")}
+    assert settings == {
+        "RETRAIN_GATEWAY_TOKEN_ALERTMANAGER_FILE": "/run/secrets/internal/alertmanager-token"
+    }
     example = (ROOT / "ops/gateway/gateway.env.example").read_text()
-    settings = [line for line in example.splitlines() if line and not line.startswith("#")]
-    assert settings == [], "the example sets nothing: every line is a documented placeholder"
+    example_lines = [line for line in example.splitlines() if line and not line.startswith("#")]
+    assert example_lines == [], "the example sets nothing: every line is a documented placeholder"
     from starters.gateway.auth import HMAC_PREFIX, SOURCES, TOKEN_PREFIX
 
     documented = set(re.findall(r"(RETRAIN_GATEWAY_(?:TOKEN|HMAC)_[A-Z0-9]+)(?:_FILE)?=", example))
@@ -495,16 +510,19 @@ def test_prometheus_scrapes_every_worker_and_the_gateway(services: dict[str, Any
     assert "9464" in services["worker"].get("expose", [])
     mounts = {(m["source"], m["target"]) for m in services["prometheus"]["volumes"]}
     assert (str(PROMETHEUS_DIR), "/etc/prometheus") in mounts
-    assert config["rule_files"] == ["alerts.yml"]
+    assert config["rule_files"] == ["alerts.yml", "retrain-triggers.yml"]
+    assert config["alerting"]["alertmanagers"] == [
+        {"static_configs": [{"targets": ["alertmanager:9093"]}]}
+    ]
 
 
-def alert_rules() -> list[dict[str, Any]]:
-    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+def alert_rules(name: str = "alerts.yml") -> list[dict[str, Any]]:
+    rules = yaml.safe_load((PROMETHEUS_DIR / name).read_text())
     return [rule for group in rules["groups"] for rule in group["rules"]]
 
 
 def test_alerts_cover_the_failure_modes_with_known_metrics() -> None:
-    rules = alert_rules()
+    rules = alert_rules() + alert_rules("retrain-triggers.yml")
     known = known_metrics()
     used: set[str] = set()
     for rule in rules:
@@ -534,6 +552,7 @@ def test_promtool_accepts_config_rules_and_dashboard_queries(
 
     promtool("check", "config", str(PROMETHEUS_DIR / "prometheus.yml"))
     promtool("check", "rules", str(PROMETHEUS_DIR / "alerts.yml"))
+    promtool("check", "rules", str(PROMETHEUS_DIR / "retrain-triggers.yml"))
     # Every dashboard query as a recording rule: promtool parses each one.
     rules = [
         {"record": f"dashboard:query_{index}", "expr": as_rule_expr(expr)}
@@ -707,7 +726,7 @@ def test_dockerfile_builds_a_slim_non_root_image() -> None:
         assert setting in env
 
     builder = " ".join(rest for keyword, rest in instructions[: len(instructions) - len(final)])
-    assert "--no-deps -r requirements.lock" in builder
+    assert "--constraint requirements.lock" in builder
     assert "[dev]" not in (ROOT / "Dockerfile").read_text()
 
 

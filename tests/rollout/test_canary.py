@@ -50,8 +50,10 @@ from workflows.rollout.models import (
     CheckResult,
     CheckStatistic,
     Outcome,
+    QualityImprovement,
     VariantSummary,
     WindowRef,
+    canary_improvement,
 )
 from workflows.rollout.rules import SHIFT_EXPLAINED, canary_verdict
 
@@ -934,3 +936,75 @@ def test_a_p99_from_fewer_than_a_hundred_calls_cannot_fail() -> None:
     assert "only 60 successful calls per variant (< 100)" in few.summary
     enough = canary_verdict(statistics(latency_p99=slower | {"samples": 100}), POLICY, 50)
     assert result(enough, CheckName.LATENCY_P99).outcome is Outcome.FAIL
+
+
+# ---- a rollout answering degraded quality: the challenger must be significantly better ------
+
+
+def test_p_better_is_the_other_side_of_each_quality_test() -> None:
+    rng = np.random.default_rng(12)
+    champion, challenger = draw(rng, 800, accuracy=0.6), draw(rng, 800, accuracy=0.9)
+    stats = compare(champion, challenger, POLICY, seed=2)
+    accuracy = check(stats, CheckName.ACCURACY)
+    assert accuracy.p_better is not None and accuracy.p_value is not None
+    assert accuracy.p_better < 1e-6 < 0.999 < accuracy.p_value
+    assert accuracy.p_better + accuracy.p_value == pytest.approx(1.0)
+    log_loss = check(stats, CheckName.LOG_LOSS)
+    assert log_loss.p_better is not None and log_loss.p_better < 1e-6
+
+
+def test_an_improvement_requirement_passes_only_a_significantly_better_challenger() -> None:
+    improve = QualityImprovement(check="accuracy")
+    better = dict(champion=0.52, challenger=0.91, difference=-0.39, p_value=1.0, p_better=1e-20)
+    verdict = canary_verdict(statistics(accuracy=better), POLICY, MIN_REQUESTS, improve)
+    assert verdict.outcome is Outcome.PASS
+    assert "improvement: +0.39 (p_better=1e-20 < 0.0017): significantly better" in (
+        result(verdict, CheckName.ACCURACY).reason
+    )
+    # Not worse is not enough: a challenger as good as the degraded champion waits (bake
+    # again, then a human), and without the requirement it would pass.
+    same = dict(champion=0.52, challenger=0.53, difference=-0.01, p_value=0.6, p_better=0.4)
+    verdict = canary_verdict(statistics(accuracy=same), POLICY, MIN_REQUESTS, improve)
+    assert verdict.outcome is Outcome.INCONCLUSIVE
+    assert "not shown yet" in result(verdict, CheckName.ACCURACY).reason
+    assert canary_verdict(statistics(accuracy=same), POLICY, MIN_REQUESTS).outcome is Outcome.PASS
+    # Too few labels: inconclusive whatever require_labels says.
+    few = canary_verdict(
+        statistics(labelled=(30, 30), accuracy=better), POLICY, MIN_REQUESTS, improve
+    )
+    assert few.outcome is Outcome.INCONCLUSIVE
+    assert "not enough labels yet (30/100)" in result(few, CheckName.ACCURACY).reason
+    # Significantly worse still fails.
+    worse = dict(champion=0.60, challenger=0.50, difference=0.10, p_value=1e-9, p_better=1.0)
+    verdict = canary_verdict(statistics(accuracy=worse), POLICY, MIN_REQUESTS, improve)
+    assert verdict.outcome is Outcome.FAIL
+    # The requirement on log loss leaves accuracy to the usual rule; a p-value without its
+    # other side (another backend's statistics) counts as its complement.
+    on_loss = QualityImprovement(check="log_loss")
+    loss = dict(champion=1.6, challenger=0.3, difference=-1.3, p_value=1.0 - 1e-12)
+    verdict = canary_verdict(statistics(log_loss=loss), POLICY, MIN_REQUESTS, on_loss)
+    assert result(verdict, CheckName.LOG_LOSS).outcome is Outcome.PASS
+
+
+def test_a_prediction_shift_is_explained_by_a_significant_improvement() -> None:
+    improve = QualityImprovement(check="accuracy")
+    better = dict(champion=0.52, challenger=0.91, difference=-0.39, p_value=1.0, p_better=1e-20)
+    shift = dict(difference=0.4, p_value=1e-5)
+    verdict = canary_verdict(
+        statistics(accuracy=better, prediction_shift=shift), POLICY, MIN_REQUESTS, improve
+    )
+    assert verdict.outcome is Outcome.PASS
+    assert result(verdict, CheckName.PREDICTION_SHIFT).reason.endswith(SHIFT_EXPLAINED)
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected"),
+    [("accuracy", "accuracy"), ("roc_auc", "accuracy"), ("log_loss", "log_loss"), ("mae", None)],
+)
+def test_the_canary_requirement_follows_the_degraded_metric(
+    metric: str, expected: str | None
+) -> None:
+    requirement = canary_improvement(metric, has_champion=True)
+    assert (requirement.check if requirement else None) == expected
+    assert canary_improvement(metric, has_champion=False) is None
+    assert canary_improvement(None, has_champion=True) is None

@@ -36,7 +36,7 @@ from activities.local.registry import MlflowRegistry
 from serving.config import EndpointConfig
 from serving.routing import INITIAL_CHANGE, PersistedState, read_state
 from starters.demo.traffic import TrafficGenerator
-from tests.support.endpoint_harness import register_estimator, train_versions
+from tests.support.endpoint_harness import ADMIN_HEADERS, register_estimator, train_versions
 from tests.support.restart_harness import (
     RolloutHandle,
     RolloutHistory,
@@ -208,7 +208,7 @@ async def stop_rollout(handle: RolloutHandle | None) -> None:
 async def put_weights(url: str, weights: dict[str, int], change_id: str | None) -> EndpointState:
     """What `shift_traffic` sends: PUT /admin/weights with a change id."""
     body = {"weights": weights, "shadow": None, "change_id": change_id}
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, headers=ADMIN_HEADERS) as http:
         response = await http.put(f"{url}/admin/weights", json=body)
         response.raise_for_status()
         return EndpointState.model_validate_json(response.content)

@@ -15,13 +15,12 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 from typer.testing import CliRunner, Result
 
 from activities.specs import SpecStore
-from starters.api.coordinators import Coordinators
+from starters.api.coordinators import CoordinatorNotFound, Coordinators
 from starters.api.schedules import Schedules
 from tests.conftest import binary
 from tests.support.aws_harness import free_port
@@ -52,7 +51,7 @@ NEVER_SOON = "0 0 29 2 *"
 
 
 async def scheduled_decisions(client: Client, task_queue: str, model: str) -> list[Decision]:
-    decisions = await Coordinators(client, task_queue).decisions(model, limit=200)
+    decisions = await Coordinators(client, task_queue, models=None).decisions(model, limit=200)
     return [d for d in decisions if TriggerKind.SCHEDULED in d.kinds]
 
 
@@ -195,7 +194,7 @@ async def test_backfill_delivers_each_time_once_and_a_repeat_is_deduplicated(
         for d in (3, 2, 1)
     }
     schedules = Schedules(client, task_queue)
-    coordinators = Coordinators(client, task_queue)
+    coordinators = Coordinators(client, task_queue, models=None)
     async with deleted_after(schedules, model), schedule_worker(client, home, task_queue):
         await schedules.set(model, cron=["0 3 * * *"])
         await schedules.pause(model, note="backfills run while paused")
@@ -204,10 +203,8 @@ async def test_backfill_delivers_each_time_once_and_a_repeat_is_deduplicated(
         async def decided(reason: Reason | None) -> set[str] | None:
             try:
                 decisions = await coordinators.decisions(model, limit=200)
-            except RPCError as error:  # the first run has not started the coordinator yet
-                if error.status is RPCStatusCode.NOT_FOUND:
-                    return None
-                raise
+            except CoordinatorNotFound:  # the first run has not started the coordinator yet
+                return None
             ids = {
                 event_id
                 for d in decisions

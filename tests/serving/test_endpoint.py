@@ -7,12 +7,18 @@ starts from a fresh endpoint state and capture directory of that model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,12 @@ from activities.local.capture import (
     partitions_since,
     request_schema,
 )
+from activities.local.endpoint import (
+    ADMIN_TOKEN_ENV,
+    LocalEndpoint,
+    admin_token,
+    admin_token_file,
+)
 from activities.local.registry import MlflowRegistry
 from activities.loop.data_window import resolve_uri
 from activities.specs import SpecStore
@@ -44,6 +56,7 @@ from serving.config import EndpointConfig
 from starters.cli.serve import endpoint_port
 from starters.demo.synthetic import write_demo_dataset
 from tests.support.endpoint_harness import (
+    ADMIN_HEADERS,
     FailingModel,
     demo_features,
     register_estimator,
@@ -87,8 +100,11 @@ def config(trained: Trained) -> EndpointConfig:
 
 @pytest.fixture
 def http() -> Any:
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=ADMIN_HEADERS) as client:
         yield client
+
+
+RETRAIN = str(Path(sys.executable).parent / "retrain")
 
 
 def put_weights(
@@ -455,11 +471,15 @@ def test_feedback_attaches_to_answered_requests_also_after_a_restart(
         assert (single.status_code, single.json()) == (200, {"accepted": 1}), single.text
         batch = [{"request_id": i, "label": 0} for i in ids[1:3]]
         assert http.post(f"{url}/feedback", json={"labels": batch}).json() == {"accepted": 2}
-        # All or nothing: one unknown id refuses the whole batch, naming it.
+        # One unknown id costs only its own label: the others are recorded, it is named.
         mixed = [{"request_id": "fb-3", "label": 1}, {"request_id": "never-seen", "label": 1}]
-        refused = http.post(f"{url}/feedback", json={"labels": mixed})
+        partial = http.post(f"{url}/feedback", json={"labels": mixed})
+        assert partial.status_code == 200, partial.text
+        assert partial.json()["accepted"] == 1 and partial.json()["unknown"] == ["never-seen"]
+        assert "fb-3" not in partial.json()["warning"]
+        # Every id unknown: nothing to record, refused naming them.
+        refused = http.post(f"{url}/feedback", json={"labels": mixed[1:]})
         assert refused.status_code == 404 and "never-seen" in refused.json()["error"]
-        assert "fb-3" not in refused.json()["error"]
         invalid: list[tuple[dict[str, Any], int]] = [
             ({"json": {"request_id": "fb-3", "label": True}}, 422),
             ({"json": {"request_id": "fb-3", "label": "1"}}, 422),
@@ -472,9 +492,9 @@ def test_feedback_attaches_to_answered_requests_also_after_a_restart(
         for request, status in invalid:
             response = http.post(f"{url}/feedback", **request)
             assert response.status_code == status, (request, response.text)
-        assert flush(http, url) == {"requests": 6, "feedback": 3}
+        assert flush(http, url) == {"requests": 6, "feedback": 4}
         metrics = http.get(f"{url}/metrics").text
-    assert metric(metrics, "retrain_endpoint_feedback_total", model=MODEL) == 3
+    assert metric(metrics, "retrain_endpoint_feedback_total", model=MODEL) == 4
     assert metric(metrics, "retrain_endpoint_bad_requests_total", reason="unknown_request_ids") == 1
 
     # A new process knows no ids in memory: they are found in the capture files.
@@ -488,7 +508,7 @@ def test_feedback_attaches_to_answered_requests_also_after_a_restart(
     table = captured(trained, FEEDBACK)
     assert table.schema.remove_metadata().equals(FEEDBACK_SCHEMA)
     labels = {r["request_id"]: r["label"] for r in table.to_pylist()}
-    assert labels == {"fb-0": 1.0, "fb-1": 0.0, "fb-2": 0.0, "fb-5": 1.0}
+    assert labels == {"fb-0": 1.0, "fb-1": 0.0, "fb-2": 0.0, "fb-3": 1.0, "fb-5": 1.0}
 
 
 # ---- admin: weights ----------------------------------------------------------------------
@@ -655,3 +675,98 @@ def test_endpoint_port_comes_from_the_url() -> None:
     assert endpoint_port("http://127.0.0.1:8081") == 8081
     assert endpoint_port("http://localhost") == 80
     assert endpoint_port("https://models.internal/predict") == 443
+
+
+# ---- admin: authentication ---------------------------------------------------------------
+
+
+def test_the_admin_api_needs_the_token_and_never_echoes_it(config: EndpointConfig) -> None:
+    """Without the token nobody moves live traffic (or reads the split, or flushes)."""
+    change = {"weights": {"v1": 0, "v2": 100}, "change_id": "attack"}
+    with running_endpoint(config) as url, httpx.Client(timeout=30) as anonymous:
+        before = anonymous.get(f"{url}/admin/weights", headers=ADMIN_HEADERS).json()
+        attempts = {
+            "no token": anonymous.put(f"{url}/admin/weights", json=change),
+            "wrong token": anonymous.put(
+                f"{url}/admin/weights", json=change, headers={"Authorization": "Bearer guess"}
+            ),
+            "bare token": anonymous.put(
+                f"{url}/admin/weights", json=change, headers={"Authorization": "guess"}
+            ),
+            "read": anonymous.get(f"{url}/admin/weights"),
+            "flush": anonymous.post(f"{url}/admin/flush"),
+        }
+        for what, answer in attempts.items():
+            assert answer.status_code == 401, what
+            assert "guess" not in answer.text and "Bearer" in answer.headers["www-authenticate"]
+        after = anonymous.get(f"{url}/admin/weights", headers=ADMIN_HEADERS).json()
+    assert after == before
+
+
+def test_the_admin_token_file_is_created_once_and_private(
+    config: EndpointConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without RETRAIN_ENDPOINT_ADMIN_TOKEN, the first start writes a random token readable by
+    its owner only; workers sharing the home read the same file."""
+    monkeypatch.delenv(ADMIN_TOKEN_ENV)
+    token = admin_token(config.home, MODEL, create=True)
+    path = admin_token_file(config.home, MODEL)
+    assert token and len(token) >= 32 and path.stat().st_mode & 0o777 == 0o600
+    assert admin_token(config.home, MODEL, create=True) == token == admin_token(config.home, MODEL)
+    with running_endpoint(config) as url, httpx.Client(timeout=30) as http:
+        headers = {"Authorization": f"Bearer {token}"}
+        assert http.get(f"{url}/admin/weights", headers=headers).status_code == 200
+        assert http.get(f"{url}/admin/weights", headers=ADMIN_HEADERS).status_code == 401
+        state = LocalEndpoint(config.home).read_traffic(MODEL, url)
+    assert state.model == MODEL
+
+
+def test_what_a_killed_endpoint_acknowledged_is_captured_once(
+    trained: Trained, config: EndpointConfig, tmp_path: Path
+) -> None:
+    """kill -9 between answering and writing the Parquet files loses nothing answered: the
+    write-ahead log is replayed by the next process, once."""
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    command = [RETRAIN, "serve", MODEL, "--home", str(trained.home), "--port", str(port)]
+    ids = [f"kill-{i}" for i in range(40)]
+
+    # This checkout's code in the child, whatever the venv's editable install points at.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+    def start() -> subprocess.Popen[bytes]:
+        log = open(tmp_path / "endpoint.log", "ab")  # noqa: SIM115 - the child's
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    return process
+            assert process.poll() is None, (tmp_path / "endpoint.log").read_text()[-3000:]
+            time.sleep(0.2)
+        raise AssertionError("the endpoint did not start")
+
+    first = start()
+    try:
+        with httpx.Client(timeout=30) as http:
+            send_requests(url, len(ids), request_ids=ids, client=http)
+            labels = [{"request_id": i, "label": 1} for i in ids[:25]]
+            assert http.post(f"{url}/feedback", json={"labels": labels}).json()["accepted"] == 25
+    finally:
+        first.kill()  # SIGKILL: no lifespan shutdown, no final flush
+        first.wait()
+    for _ in range(2):  # the second start finds nothing left to replay
+        process = start()
+        try:
+            with httpx.Client(timeout=30, headers=ADMIN_HEADERS) as http:
+                http.post(f"{url}/admin/flush").raise_for_status()
+        finally:
+            process.kill()
+            process.wait()
+    requests = captured(trained, REQUESTS).to_pylist()
+    live = [row["request_id"] for row in requests if not row["shadow"]]
+    assert sorted(live) == sorted(ids)
+    feedback = [row["request_id"] for row in captured(trained, FEEDBACK).to_pylist()]
+    assert sorted(feedback) == sorted(ids[:25])

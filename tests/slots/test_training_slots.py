@@ -130,7 +130,7 @@ async def test_fifty_models_triggering_at_once_share_three_slots_in_priority_ord
     priority = {model: i % 5 + 1 for i, model in enumerate(fleet)}
     loop_ids = [names.retraining_loop_id(model, 1) for model in fleet]
     await slots.ensure(3)
-    coordinators = Coordinators(client, task_queue)
+    coordinators = Coordinators(client, task_queue, models=None)
     async with new_worker(SlotLoop, TrainingSlots), training_worker():
         await asyncio.gather(*(coordinators.start(model, FAST_POLICY) for model in fleet))
         await asyncio.gather(

@@ -219,7 +219,7 @@ async def drift_story(
     retrains and the candidate is promoted by its own canary (captured quality and the cloud's
     metrics); then a bad candidate (the demo's broken entrypoint) is rolled back by it."""
     model = spec.name
-    coordinators = Coordinators(client, task_queue)
+    coordinators = Coordinators(client, task_queue, models=None)
     await coordinators.start(model, spec.trigger_policy)
     await coordinators.trigger(
         model, TriggerEvent(kind=TriggerKind.MANUAL, source="test", event_id="first")

@@ -47,14 +47,16 @@ def write_capture(
     spec: ModelSpec,
     rows: pa.Table,
     *,
-    at: datetime,
+    at: datetime | list[datetime],
     version: str = "1",
     estimator: Any = None,
     shadow: bool = False,
     schema: pa.Schema | None = None,
+    scores: bool = True,
 ) -> list[str]:
-    """Capture `rows` as answers of `version` at `at` (one file); returns the request ids.
-    `schema` overrides the feature types (to simulate a producer that changed them)."""
+    """Capture `rows` as answers of `version` at `at` (one file; `at` a list: each row's
+    time); returns the request ids. `schema` overrides the feature types (to simulate a
+    producer that changed them); `scores=False` captures the predicted class only."""
     baseline = pq.read_schema(resolve_uri(home, spec.data.baseline_holdout))
     target = schema or request_schema(spec, baseline)
     n = rows.num_rows
@@ -64,15 +66,16 @@ def write_capture(
     score = np.full(n, np.nan)
     if estimator is not None:
         proba = estimator.predict_proba(features.select(list(FEATURES)).to_pandas())
-        score = proba[:, 1]
-        prediction = (score >= 0.5).astype(np.float64)
+        prediction = (proba[:, 1] >= 0.5).astype(np.float64)
+        # Without scores: a model whose endpoint captures its predicted class only.
+        score = proba[:, 1] if scores else np.full(n, np.nan)
     columns: dict[str, Any] = {
         "request_id": ids,
         "variant": [f"v{version}"] * n,
         "version": [version] * n,
         "shadow": [shadow] * n,
         "generation": [1] * n,
-        "captured_at": [at] * n,
+        "captured_at": at if isinstance(at, list) else [at] * n,
         "latency_ms": [1.0] * n,
         "status_code": [200] * n,
         "error": [None] * n,
@@ -84,7 +87,7 @@ def write_capture(
     table = pa.table({f.name: columns[f.name] for f in target if f.name in columns}, schema=None)
     table = table.cast(pa.schema([target.field(name) for name in table.column_names]))
     root = capture_dir(home, spec)
-    day_dir = partition(root, REQUESTS, at.date())
+    day_dir = partition(root, REQUESTS, (at[0] if isinstance(at, list) else at).date())
     write_parquet_atomic(table, day_dir / f"part-{uuid.uuid4().hex}.parquet")
     return ids
 

@@ -136,6 +136,11 @@ def _register(
     )
 
 
+ADMIN_TOKEN = "test-endpoint-admin-token"
+# The endpoint's /admin/* needs the bearer token (tests/conftest.py sets it for the session).
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 @contextmanager
 def running_endpoint(config: EndpointConfig) -> Iterator[str]:
     """Serve `config` on 127.0.0.1 in a background thread; yields e.g. `http://127.0.0.1:PORT`.

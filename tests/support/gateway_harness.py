@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
@@ -34,9 +35,10 @@ HMAC_KEY = "test-hmac-key-9876543210"
 FAST = DeliveryPolicy(
     attempts=2,
     backoff_seconds=0.01,
-    max_backoff_seconds=0.02,
+    max_backoff_seconds=0.05,
     linger_seconds=0.01,
     poll_seconds=0.2,
+    rpc_timeout_seconds=10,
 )
 ROLE_ARN = "arn:aws:iam::123456789012:role/retrain-sagemaker"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/retrain:1"
@@ -53,9 +55,15 @@ def bearer(token: str = TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def signed(body: bytes, key: str = HMAC_KEY) -> dict[str, str]:
-    digest = hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
-    return {"X-Retrain-Signature": f"sha256={digest}", "Content-Type": "application/json"}
+def signed(body: bytes, key: str = HMAC_KEY, at: float | None = None) -> dict[str, str]:
+    """What a sender signing with `key` adds: the timestamp and the HMAC of `<ts>.<body>`."""
+    timestamp = str(int(time.time() if at is None else at))
+    digest = hmac.new(key.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {
+        "X-Retrain-Timestamp": timestamp,
+        "X-Retrain-Signature": f"sha256={digest}",
+        "Content-Type": "application/json",
+    }
 
 
 def closed_port() -> int:
@@ -115,6 +123,9 @@ async def gateway(
     policy: DeliveryPolicy = FAST,
     secrets: dict[str, SourceSecrets] | None = None,
     max_body_bytes: int = 64 * 1024,
+    max_pending: int = 200_000,
+    slack_secret: str | None = None,
+    slack_http: httpx.AsyncClient | None = None,
 ) -> AsyncIterator[Gateway]:
     config = GatewayConfig(
         home=home,
@@ -123,8 +134,10 @@ async def gateway(
         task_queue=task_queue,
         delivery=policy,
         health_timeout_seconds=1.0,
+        max_pending=max_pending,
+        slack_signing_secret=slack_secret,
     )
-    app = create_app(config, connect_to)
+    app = create_app(config, connect_to, slack_http)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:

@@ -56,7 +56,7 @@ class CoordinatorProbe:
     def __init__(self, client: Client, task_queue: str, model: str) -> None:
         self.client = client
         self.model = model
-        self.coordinators = Coordinators(client, task_queue)
+        self.coordinators = Coordinators(client, task_queue, models=None)
 
     async def start(
         self, policy: TriggerPolicy = FAST_POLICY

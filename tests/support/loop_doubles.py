@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import workflow
 
 from bench.instant_loop import InstantLoop
@@ -45,4 +47,35 @@ class ControlledLoop:
         return self._input
 
 
-__all__ = ["ControlledLoop", "FinishLoop", "InstantLoop"]
+SIMULATED_CANDIDATE_LOSS = "simulated_candidate_loss"
+
+
+@workflow.defn(name="RetrainingLoop")
+class SimulatedLoop:
+    """Ends at once, promoted, its candidate's loss given by the test's activity
+    `simulated_candidate_loss(event id)` (none for a loop not started by an observation): the
+    simulator's instant loop, as a workflow."""
+
+    @workflow.run
+    async def run(self, input: RetrainingLoopInput) -> LoopResult:
+        event_id = input.trigger.events[0].event_id
+        loss: float | None = None
+        rows: int | None = None
+        if event_id.startswith("obs-"):
+            loss, rows = await workflow.execute_activity(
+                SIMULATED_CANDIDATE_LOSS,
+                event_id,
+                result_type=tuple[float, int],
+                start_to_close_timeout=timedelta(minutes=1),
+            )
+        return LoopResult(
+            loop_id=workflow.info().workflow_id,
+            status=LoopStatus.PROMOTED,
+            summary="simulated",
+            candidate_version=str(input.loop_number),
+            candidate_loss=loss,
+            candidate_loss_rows=rows,
+        )
+
+
+__all__ = ["ControlledLoop", "FinishLoop", "InstantLoop", "SimulatedLoop"]

@@ -43,6 +43,7 @@ from temporalio.service import RPCError
 
 from serving.app import create_app
 from serving.config import EndpointConfig
+from tests.support.endpoint_harness import ADMIN_HEADERS
 from workflows.rollout.models import EndpointState, RolloutResult, RolloutView
 from workflows.rollout.workflow import StagedRollout
 
@@ -79,7 +80,8 @@ class WorkerProcess:
     def __init__(self, address: str, task_queue: str, home: Path, log: Path) -> None:
         self.log_path = log
         self._log: IO[bytes] = log.open("ab")
-        env = {**os.environ, "RETRAIN_HOME": str(home)}
+        # PYTHONPATH: this checkout's code, whatever the venv's editable install points at.
+        env = {**os.environ, "RETRAIN_HOME": str(home), "PYTHONPATH": str(REPO)}
         self.process = subprocess.Popen(
             [str(RETRAIN), "--address", address, "worker", "--task-queue", task_queue],
             cwd=REPO,
@@ -342,7 +344,7 @@ class ServedEndpoint:
 
 
 async def read_weights(url: str, timeout: float = 30) -> EndpointState:
-    async with httpx.AsyncClient(timeout=timeout) as http:
+    async with httpx.AsyncClient(timeout=timeout, headers=ADMIN_HEADERS) as http:
         response = await http.get(f"{url}/admin/weights")
         response.raise_for_status()
         return EndpointState.model_validate_json(response.content)
@@ -364,7 +366,7 @@ class WeightsWatch:
         self._task: asyncio.Task[None] | None = None
 
     async def _poll(self) -> None:
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx.AsyncClient(timeout=10, headers=ADMIN_HEADERS) as http:
             while True:
                 try:
                     response = await http.get(f"{self.url}/admin/weights")

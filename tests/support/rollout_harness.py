@@ -22,6 +22,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from starters.demo.synthetic import FEATURES, LABEL, generate_rows
+from tests.support.endpoint_harness import ADMIN_HEADERS
 from workflows.rollout.models import (
     DeploymentPolicy,
     RolloutResult,
@@ -154,7 +155,7 @@ class RolloutDriver:
 
 
 async def endpoint_state(url: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, headers=ADMIN_HEADERS) as http:
         response = await http.get(f"{url}/admin/weights")
         response.raise_for_status()
         state: dict[str, Any] = response.json()

@@ -20,6 +20,8 @@ class ErrorType:
     INVALID_DATA: Final = "InvalidData"
     UNKNOWN_MODEL: Final = "UnknownModel"
     INVALID_MODEL_SPEC: Final = "InvalidModelSpec"
+    # The model's backend needs an extra this worker was installed without (`[aws]`, `[gcp]`).
+    BACKEND_NOT_INSTALLED: Final = "BackendNotInstalled"
     # Training (every backend).
     TRAINING_ENTRYPOINT: Final = "TrainingEntrypointError"
     TRAINING_TIMEOUT: Final = "TrainingTimeout"

@@ -39,6 +39,13 @@ TRIGGER_EVENTS = Metric(
     "Trigger events received by coordinators, by kind",
     ("model", "kind"),
 )
+EVENT_LATENCY = Metric(
+    "retrain_event_latency_seconds",
+    "histogram",
+    "From a trigger's occurred_at (as its sender says) to the coordinator's decision on it",
+    ("model", "kind"),
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400),
+)
 DECISIONS = Metric(
     "retrain_decisions_total",
     "counter",
@@ -57,6 +64,13 @@ DRIFT_SCORE = Metric(
     "Latest drift score per feature (PSI for numeric, Jensen-Shannon for categorical)",
     ("model", "feature"),
 )
+DRIFT_CHECKED = Metric(
+    "retrain_drift_checked_timestamp_seconds",
+    "gauge",
+    "When this worker last set retrain_drift_score for the model (Unix time): dashboards read "
+    "the replica that checked last",
+    ("model",),
+)
 TRAINING_DURATION = Metric(
     "retrain_training_duration_seconds",
     "histogram",
@@ -71,6 +85,25 @@ TRAINING_COST = Metric(
     "`_sum` is the total spent",
     ("model", "backend"),
     buckets=(0.01, 0.1, 0.5, 1, 5, 10, 50, 100, 500),
+)
+ADAPTIVE_DECISIONS = Metric(
+    "retrain_adaptive_decisions_total",
+    "counter",
+    "Decisions of the cost-aware adaptive policy, by outcome (retrain or keep)",
+    ("model", "decision"),
+)
+ADAPTIVE_EXCESS_COST = Metric(
+    "retrain_adaptive_expected_excess_cost",
+    "gauge",
+    "The adaptive policy's latest forecast of what keeping the serving model costs beyond a "
+    "fresh one (lower confidence bound, in the cost model's currency)",
+    ("model",),
+)
+ADAPTIVE_RETRAINING_COST = Metric(
+    "retrain_adaptive_retraining_cost",
+    "gauge",
+    "What one retraining costs the adaptive policy (estimate or last real cost, plus overhead)",
+    ("model",),
 )
 APPROVALS_REQUESTED = Metric(
     "retrain_approvals_requested_total",
@@ -145,6 +178,13 @@ DATA_STALE = Metric(
     "1 when the model's newest data was older than its schedule allows at the last check",
     ("model",),
 )
+DATA_CHECKED = Metric(
+    "retrain_data_checked_timestamp_seconds",
+    "gauge",
+    "When this worker last set retrain_data_stale for the model (Unix time): alerts read the "
+    "replica that checked last",
+    ("model",),
+)
 TRAINING_SLOTS_LIMIT = Metric(
     "retrain_training_slots_limit",
     "gauge",
@@ -161,6 +201,13 @@ TRAINING_SLOTS_WAITING = Metric(
     "retrain_training_slots_waiting",
     "gauge",
     "Loops waiting for a training slot now",
+    (),
+)
+TRAINING_SLOTS_UPDATED = Metric(
+    "retrain_training_slots_updated_timestamp_seconds",
+    "gauge",
+    "When this worker last set the training-slot gauges (Unix time): dashboards read the "
+    "replica that updated last",
     (),
 )
 TRAINING_SLOT_WAIT = Metric(
@@ -186,9 +233,14 @@ ENDPOINT_CAPACITY = Metric(
 
 CATALOG: tuple[Metric, ...] = (
     TRIGGER_EVENTS,
+    EVENT_LATENCY,
     DECISIONS,
+    ADAPTIVE_DECISIONS,
+    ADAPTIVE_EXCESS_COST,
+    ADAPTIVE_RETRAINING_COST,
     LOOPS_FINISHED,
     DRIFT_SCORE,
+    DRIFT_CHECKED,
     TRAINING_DURATION,
     TRAINING_COST,
     APPROVALS_REQUESTED,
@@ -203,9 +255,11 @@ CATALOG: tuple[Metric, ...] = (
     SCHEDULE_MISSED,
     SCHEDULE_SKIPPED,
     DATA_STALE,
+    DATA_CHECKED,
     TRAINING_SLOTS_LIMIT,
     TRAINING_SLOTS_IN_USE,
     TRAINING_SLOTS_WAITING,
+    TRAINING_SLOTS_UPDATED,
     TRAINING_SLOT_WAIT,
     SCALING_EVENTS,
     ENDPOINT_CAPACITY,

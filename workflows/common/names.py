@@ -31,7 +31,9 @@ class ActivityName:
     SHIFT_TRAFFIC: Final = "shift_traffic"
     ANALYSE_CANARY: Final = "analyse_canary"
     CHECK_DRIFT: Final = "check_drift"
+    CHECK_PERFORMANCE: Final = "check_performance"
     AWAIT_LOOP_RESULT: Final = "await_loop_result"
+    ARCHIVE_DECISIONS: Final = "archive_decisions"
     DELIVER_SCHEDULED_TRIGGER: Final = "deliver_scheduled_trigger"
     CHECK_SCHEDULE_HEALTH: Final = "check_schedule_health"
     CHECK_DATA_FRESHNESS: Final = "check_data_freshness"
@@ -94,5 +96,14 @@ TRIGGER_KIND = SearchAttributeKey.for_keyword_list("TriggerKind")
 LOOP_STAGE = SearchAttributeKey.for_keyword("LoopStage")
 RETRAIN_PAUSED = SearchAttributeKey.for_bool("RetrainPaused")
 ACTIVE_LOOP = SearchAttributeKey.for_keyword("ActiveLoop")
+# How a loop ended (promoted, rolled_back, rejected_by_gate, ...): the list finds them.
+RETRAIN_OUTCOME = SearchAttributeKey.for_keyword("RetrainOutcome")
 
-SEARCH_ATTRIBUTES = (MODEL_NAME, TRIGGER_KIND, LOOP_STAGE, RETRAIN_PAUSED, ACTIVE_LOOP)
+SEARCH_ATTRIBUTES = (
+    MODEL_NAME,
+    TRIGGER_KIND,
+    LOOP_STAGE,
+    RETRAIN_PAUSED,
+    ACTIVE_LOOP,
+    RETRAIN_OUTCOME,
+)

@@ -10,20 +10,35 @@ channel (SNS). Delivery is best effort: a channel being down must never decide a
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
+from pydantic import BeforeValidator
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from workflows.common.models import StrictModel
 from workflows.common.names import ActivityName
+from workflows.common.retries import LIVENESS
 
 Level = Literal["info", "warning", "critical"]
 # Loops and rollouts used `notify_reviewers` before this pipeline; their histories replay it.
 ONE_PIPELINE_PATCH = "one-notification-pipeline"
 NOTIFY_TIMEOUT = timedelta(minutes=1)
 NOTIFY_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(minutes=1))
+# A notification is a pointer (the decision, the loop, the audit record hold the numbers), so
+# its text is bounded: one workflow task may schedule dozens, all under the 4 MB a task may send.
+MAX_SUBJECT_CHARS = 300
+MAX_BODY_CHARS = 4000
+
+
+def _clip(limit: int) -> BeforeValidator:
+    def clip(value: object) -> object:
+        if isinstance(value, str) and len(value) > limit:
+            return value[: limit - 40] + " ... (truncated; see the full record)"
+        return value
+
+    return BeforeValidator(clip)
 
 
 class Notification(StrictModel):
@@ -37,13 +52,16 @@ class Notification(StrictModel):
     key: str
     model: str
     level: Level
-    subject: str
-    body: str
+    subject: Annotated[str, _clip(MAX_SUBJECT_CHARS)]
+    body: Annotated[str, _clip(MAX_BODY_CHARS)]
     audience: Literal["operators", "reviewers"] = "operators"
     loop_id: str | None = None
     # The coordinator decision that raised it.
     decision_seq: int | None = None
     channel: Literal["primary", "escalation"] = "primary"
+    # The loop waits for its reviewers: channels that can carry buttons (Slack, when the spec
+    # maps Slack users to reviewers) offer Approve / Reject.
+    awaiting_review: bool = False
 
 
 async def notify(notification: Notification) -> bool:
@@ -56,6 +74,7 @@ async def notify(notification: Notification) -> bool:
             activity,
             notification,
             start_to_close_timeout=NOTIFY_TIMEOUT,
+            heartbeat_timeout=LIVENESS,
             retry_policy=NOTIFY_RETRY,
         )
     except ActivityError as err:

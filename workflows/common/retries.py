@@ -8,6 +8,11 @@ from temporalio.common import RetryPolicy
 
 from workflows.common.errors import ErrorType
 
+# Every activity heartbeats while its worker lives (workers/liveness.py beats for it), so a
+# worker killed mid-activity is noticed within this and the activity retried on another one:
+# every step recovers in well under 30 s once a worker is back, whatever its own timeout.
+LIVENESS = timedelta(seconds=15)
+
 # Registry and record keeping: retried a few times, quickly.
 QUICK_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(minutes=1))
 # Reading a model's registered spec: an unknown model or a broken spec needs a person.

@@ -707,7 +707,12 @@ def _reason(
     age: int,
     wait: int,
 ) -> str:
-    paid = f"excess loss since {name}: {realized:,.0f} {currency}; " if realized is not None else ""
+    # The point estimate can dip below zero (the fresh level is an upper bound): shown as 0.
+    paid = (
+        f"excess loss since {name}: {max(0.0, realized):,.0f} {currency}; "
+        if realized is not None
+        else ""
+    )
     against = (
         f"its own first {age - best.segment} batch(es)"
         if best.basis == "degradation"

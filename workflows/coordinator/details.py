@@ -28,6 +28,11 @@ def render_details(status: CoordinatorStatus) -> str:
         )
     if status.follow_up:
         lines.append(f"- follow-up after the active loop: {status.follow_up.events} events")
+    if status.mode == "adaptive" and status.last_adaptive is not None:
+        adaptive = status.last_adaptive
+        lines.append(f"- adaptive policy (#{adaptive.seq}): {adaptive.message}")
+    elif status.mode == "adaptive":
+        lines.append("- adaptive policy: no labelled traffic observed yet")
     currency = status.policy.cost.currency
     lines.append(
         f"- today: {status.trainings_today}/{status.policy.max_daily_trainings} trainings, "

@@ -14,17 +14,31 @@ from typing import Annotated, Any
 from pydantic import (
     Field,
     PrivateAttr,
+    StrictInt,
     field_serializer,
     field_validator,
 )
 
-from workflows.common.models import StateModel, StrictModel
+from workflows.common.models import StateModel, StrictModel, later
 from workflows.common.notify import Notification
+from workflows.coordinator.adaptive import AdaptiveState
 from workflows.coordinator.policy import TriggerPolicy
-from workflows.coordinator.triggers import DataArrival, DriftSignal, Severity, TriggerKind
-from workflows.loop.models import EventRef, LoopStatus, TriggerContext
+from workflows.coordinator.triggers import (
+    DataArrival,
+    DriftSignal,
+    PerformanceObservation,
+    PerformanceSignal,
+    Severity,
+    TriggerKind,
+)
+from workflows.loop.models import AdaptiveRecord, EventRef, LoopStatus, TriggerContext
 
 DECISIONS_KEPT = 200
+# Decisions are archived (`archive_decisions`) in chunks of this many, so `retrain decisions`
+# reaches back past the DECISIONS_KEPT the state holds; at most DECISIONS_UNARCHIVED wait for
+# the archive (a worker or store down), the oldest beyond that are counted and dropped.
+DECISIONS_PER_ARCHIVE = 100
+DECISIONS_UNARCHIVED = 500
 OUTCOMES_KEPT = 50
 # Events waiting for a loop (batch + deferred + follow-up) are carried through continue-as-new
 # and into the loop's input, both under Temporal's 2 MB payload limit: beyond this many the
@@ -50,6 +64,12 @@ class Reason(StrEnum):
     INVALID_TRIGGER = "invalid_trigger"
     BATCH_BUFFERED = "batch_buffered"
     DRIFT_LOW = "drift_low"
+    PERFORMANCE_LOW = "performance_low"
+    PERFORMANCE_CRITICAL = "performance_critical"
+    # The adaptive policy: keeping the serving model is cheaper than retraining it (yet).
+    ADAPTIVE_KEEP = "adaptive_keep"
+    # An observation of a version that no longer serves (a check in flight at a promotion).
+    STALE_OBSERVATION = "stale_observation"
     AUTO_RETRAIN_OFF = "auto_retrain_off"
     DRIFT_CRITICAL = "drift_critical"
     HUMAN_REVIEW_PENDING = "human_review_pending"
@@ -105,6 +125,8 @@ class RetrainRequest(StateModel):
     data: list[DataArrival] = []
     drift: DriftSignal | None = None
     drift_severity: Severity | None = None
+    performance: PerformanceSignal | None = None
+    adaptive: AdaptiveRecord | None = None
     alarms: list[str] = []
     requires_approval: bool = False
     approval_reasons: list[str] = []
@@ -140,6 +162,14 @@ class RetrainRequest(StateModel):
             self.drift_severity is None or other.drift_severity.rank > self.drift_severity.rank
         ):
             self.drift, self.drift_severity = other.drift, other.drift_severity
+        if other.performance is not None and (
+            self.performance is None
+            or (other.performance.severity.rank, other.performance.score)
+            > (self.performance.severity.rank, self.performance.score)
+        ):
+            self.performance = other.performance
+        if other.adaptive is not None:
+            self.adaptive = other.adaptive
         self.alarms.extend(a for a in other.alarms if a not in self.alarms)
         self.requires_approval = self.requires_approval or other.requires_approval
         self.approval_reasons.extend(
@@ -167,6 +197,8 @@ class RetrainRequest(StateModel):
             requires_approval=self.requires_approval,
             approval_reasons=list(self.approval_reasons),
             origin=origin,
+            performance=self.performance,
+            adaptive=self.adaptive,
         )
 
 
@@ -187,7 +219,9 @@ class PendingBatch(StateModel):
         self.last_event_at = now
 
     def fires_at(self, policy: TriggerPolicy) -> datetime:
-        return min(self.last_event_at + policy.batch_window, self.opened_at + policy.max_wait)
+        return min(
+            later(self.last_event_at, policy.batch_window), later(self.opened_at, policy.max_wait)
+        )
 
 
 class ActiveLoop(StrictModel):
@@ -252,6 +286,18 @@ class CoordinatorState(StateModel):
     # starts the loop and delivers the notifications.
     unstarted_loop: LoopStart | None = None
     outbox: list[Notification] = []
+    # The latest regime change a performance or drift trigger located (its change point): every
+    # loop started afterwards learns from the data since then.
+    regime_start: datetime | None = None
+    # The adaptive policy's memory (workflows/coordinator/adaptive.py), the monitor's last
+    # observation, the last adaptive decision, and the last retraining's real cost.
+    adaptive: AdaptiveState | None = None
+    last_observation: PerformanceObservation | None = None
+    last_adaptive: Decision | None = None
+    last_training_cost: float | None = None
+    # Decisions not yet in the archive (oldest first), and how many were dropped unarchived.
+    unarchived: list[Decision] = []
+    decisions_dropped: int = 0
 
     @field_serializer("seen_events")
     def _compact_seen(self, seen: OrderedDict[str, datetime]) -> dict[str, Any]:
@@ -292,7 +338,41 @@ class PauseRequest(StrictModel):
 
 
 class DecisionsQuery(StrictModel):
-    limit: Annotated[int, Field(ge=1, le=DECISIONS_KEPT)] = 20
+    limit: Annotated[StrictInt, Field(ge=1, le=DECISIONS_KEPT)] = 20
+    # Only decisions before this sequence number (page back; older ones are in the archive).
+    before_seq: Annotated[StrictInt, Field(ge=1)] | None = None
+
+
+class DecisionArchive(StrictModel):
+    """Decisions leaving the state for the archive (`archive_decisions`), oldest first."""
+
+    model: str
+    decisions: list[Decision]
+
+
+class EventVerdict(StrictModel):
+    """What became of one event of a `submit_triggers` batch (in the batch's order)."""
+
+    event_id: str | None
+    action: Action
+    reason: Reason
+    # The decision that answered it (0: refused before any decision, see `error`).
+    seq: int
+    # Refused for now (the backlog is full): send it again later; nothing was remembered.
+    retry: bool = False
+    error: str | None = None
+
+
+class TriggerVerdicts(StrictModel):
+    """The answer to `submit_triggers`: one verdict per event, so a sender resends exactly the
+    events refused for now and nothing else."""
+
+    verdicts: list[EventVerdict]
+
+    @property
+    def retry(self) -> list[int]:
+        """Indexes of the events to send again."""
+        return [i for i, verdict in enumerate(self.verdicts) if verdict.retry]
 
 
 class BatchView(StrictModel):
@@ -333,9 +413,13 @@ class CoordinatorStatus(StrictModel):
     events_accepted: int
     last_outcome: LoopOutcome | None
     recent_decisions: list[Decision]
+    # The adaptive policy's last decision (mode adaptive) and the monitor's last observation.
+    mode: str = "rules"
+    last_adaptive: Decision | None = None
+    last_observation: PerformanceObservation | None = None
 
 
 def cooldown_until(state: CoordinatorState) -> datetime | None:
     if state.last_started_at is None or state.policy.cooldown <= timedelta(0):
         return None
-    return state.last_started_at + state.policy.cooldown
+    return later(state.last_started_at, state.policy.cooldown)

@@ -8,28 +8,39 @@ effects the workflow must carry out (start a loop, send notifications). The rule
 3. data_arrived -> buffer into the batch; the batch fires at batch_size events, or when its
    debounce window / max wait expires (with MAX_PENDING_EVENTS already waiting for a loop,
    new data is refused: suppress / backlog_full, not remembered, so the sender can retry)
-4. drift severity: low -> ignore (logged); medium -> retrain if auto_retrain; high -> retrain
-   with approval + notify; critical -> escalate: no automatic retrain until a human's manual
-   trigger; alarms that are not firing -> ignore; data-quality alarms -> ignore + notify
-   (retraining on broken data would learn garbage)
+4. drift and performance severity: low -> ignore (logged); medium -> retrain if auto_retrain;
+   high -> retrain with approval + notify; critical -> escalate: no automatic retrain until a
+   human's manual trigger; alarms that are not firing -> ignore; data-quality alarms -> ignore
+   + notify (retraining on broken data would learn garbage). A change point a performance or
+   drift trigger carries becomes the regime start of every later loop.
 5. cooldown since the last start (drift of priority <= 2 bypasses) -> defer until it ends
 6. daily training limit (priority <= 2 passes)   7. daily budget (priority 1 passes)
 8. a loop running or awaiting approval -> coalesce into one follow-up
 9. otherwise -> start a loop
+
+Adaptive mode (`policy.mode = "adaptive"`): every window of labelled traffic the performance
+monitor measures (`on_observation`), and every automatic trigger that reaches rule 5 (not a
+human's, not a business alarm), is decided by the cost-aware policy (`adaptive.py`): retrain
+only when keeping the model is expected to cost more than retraining it (`adaptive_keep`
+otherwise); what it decides still meets rules 1, 2 and 5-9, and critical degradations still
+ask a human.
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from workflows.common.models import format_duration
+from workflows.common.models import earlier, format_duration
 from workflows.common.names import retraining_loop_id
 from workflows.common.notify import Level, Notification
+from workflows.coordinator.adaptive import AdaptiveConfig, AdaptivePolicy, AdaptiveState
 from workflows.coordinator.models import (
     DECISIONS_KEPT,
+    DECISIONS_UNARCHIVED,
     EVENT_IDS_PER_LOGGED_DECISION,
     MAX_PENDING_EVENTS,
     OUTCOMES_KEPT,
@@ -53,13 +64,19 @@ from workflows.coordinator.policy import TriggerPolicy
 from workflows.coordinator.triggers import (
     AlarmCategory,
     AlarmState,
+    PerformanceObservation,
     Severity,
     TriggerEvent,
     TriggerKind,
     severity_from_score,
 )
-from workflows.loop.models import EventRef, LoopResult
+from workflows.loop.models import AdaptiveRecord, EventRef, LoopResult, LoopStatus
 
+# Metadata carried with each accepted event (into the loop and its audit record); larger
+# metadata is summarised (its size and keys), so a thousand waiting events stay small.
+CARRIED_METADATA_BYTES = 512
+# Features named in a notification; the rest are counted and the decision has them all.
+FEATURES_IN_NOTIFICATIONS = 10
 COOLDOWN_BYPASS_PRIORITY = 2  # drift at this priority or more urgent skips the cooldown
 DAILY_LIMIT_BYPASS_PRIORITY = 2
 BUDGET_BYPASS_PRIORITY = 1
@@ -108,6 +125,9 @@ class CoordinatorRules:
             priority=event.priority,
             source=event.source,
             received_at=now,
+            occurred_at=event.occurred_at,
+            metadata=carried_metadata(event.metadata),
+            summary=event_summary(event),
         )
         if state.paused:
             return self._decide(
@@ -118,7 +138,7 @@ class CoordinatorRules:
                 f"coordinator is paused: {state.paused_reason or 'no reason given'}",
             )
         first_seen = state.seen_events.get(event_id)
-        if first_seen is not None and first_seen >= now - self.policy.dedup_window:
+        if first_seen is not None and first_seen >= earlier(now, self.policy.dedup_window):
             return self._decide(
                 now,
                 Action.IGNORE,
@@ -143,6 +163,8 @@ class CoordinatorRules:
             return self._buffer(event, ref, now)
         if event.kind is TriggerKind.DRIFT:
             return self._route_drift(event, ref, now)
+        if event.kind is TriggerKind.PERFORMANCE:
+            return self._route_performance(event, ref, now)
         if event.kind is TriggerKind.ALARM:
             assert event.alarm is not None
             if event.alarm.state is not AlarmState.ALARM:
@@ -228,7 +250,156 @@ class CoordinatorRules:
         )
         del self.state.outcomes[:-OUTCOMES_KEPT]
         self.state.active_loop = None
+        if result.actual_cost is not None:
+            self.state.last_training_cost = result.actual_cost
+        adaptive = self._adaptive_policy()
+        if (
+            adaptive is not None
+            and result.status is LoopStatus.PROMOTED
+            and result.candidate_version is not None
+        ):
+            # A new model serves: the policy starts a new cycle, with the candidate's own loss
+            # on the newest data as what a fresh model achieves.
+            adaptive.retrained(
+                version=result.candidate_version,
+                holdout_loss=result.candidate_loss if result.candidate_loss_rows else None,
+                holdout_count=result.candidate_loss_rows or None,
+            )
         return self.on_timer(now)
+
+    def on_observation(self, observation: PerformanceObservation, now: datetime) -> Step:
+        """The monitor measured the champion on a window of labelled traffic. Rules mode: its
+        degradation trigger (if any) is routed as usual. Adaptive mode: the policy learns the
+        window's loss and decides whether retraining pays, within the same hard limits; the
+        degradation trigger brings its change point (the regime start) and, when critical, a
+        human review as always."""
+        state = self.state
+        state.last_observation = observation.model_copy(update={"event": None})
+        adaptive = self._adaptive_policy()
+        if self.policy.mode != "adaptive" or adaptive is None:
+            if adaptive is not None:
+                self._observe(adaptive, observation)
+            if observation.event is None:
+                return Step()
+            return self.on_trigger(observation.event, now)
+        state.events_received += 1
+        self._roll_day(now)
+        event = observation.event
+        event_id = (event.event_id if event is not None else None) or f"obs-{observation.check_id}"
+        ref = EventRef.model_construct(
+            event_id=event_id,
+            kind=TriggerKind.PERFORMANCE,
+            priority=event.priority if event is not None else 3,
+            source=event.source if event is not None else "performance-monitor",
+            received_at=now,
+        )
+        numbers: dict[str, Number] = {
+            "check_id": observation.check_id,
+            "observed_version": observation.version,
+            "observed_loss": round(observation.loss_sum / observation.count, 6)
+            if observation.count
+            else None,
+            "labelled": observation.count,
+            "served": observation.volume,
+        }
+        first_seen = state.seen_events.get(event_id)
+        if first_seen is not None and first_seen >= now - self.policy.dedup_window:
+            return self._decide(
+                now,
+                Action.IGNORE,
+                Reason.DUPLICATE_EVENT,
+                [ref],
+                f"observation {event_id} was already taken into account",
+                numbers={"first_seen_at": first_seen.isoformat()},
+            )
+        self._remember(event_id, now)
+        state.events_accepted += 1
+        if not self._observe(adaptive, observation):
+            return self._decide(
+                now,
+                Action.IGNORE,
+                Reason.STALE_OBSERVATION,
+                [ref],
+                f"v{observation.version} no longer serves (v{adaptive.state.version} does): "
+                "its observation is not the serving model's",
+                numbers=numbers,
+            )
+        signal = event.performance if event is not None else None
+        if signal is not None and signal.severity is not Severity.LOW:
+            self._note_regime_change(signal.change_at)
+        if signal is not None and signal.severity is Severity.CRITICAL:
+            assert event is not None
+            # A critical degradation asks a human whatever the costs say.
+            return self._route_performance(event, ref, now)
+        decision = adaptive.decide(retraining_cost=state.last_training_cost)
+        record = AdaptiveRecord(reason=decision.reason, numbers=decision.numbers())
+        numbers = {**numbers, **record.numbers}
+        if state.paused:
+            step = self._decide(
+                now,
+                Action.SUPPRESS,
+                Reason.PAUSED,
+                [ref],
+                f"coordinator is paused ({state.paused_reason or 'no reason given'}); "
+                f"the adaptive policy said: {decision.reason}",
+                numbers=numbers,
+            )
+            state.last_adaptive = step.decision
+            return step
+        if not decision.retrain:
+            step = self._decide(
+                now, Action.IGNORE, Reason.ADAPTIVE_KEEP, [ref], decision.reason, numbers=numbers
+            )
+            state.last_adaptive = step.decision
+            return step
+        request = RetrainRequest(
+            events=[ref],
+            priority=ref.priority,
+            performance=signal,
+            adaptive=record,
+            bypass_cooldown=ref.priority <= COOLDOWN_BYPASS_PRIORITY,
+        )
+        if signal is not None and signal.severity is Severity.HIGH:
+            request.requires_approval = True
+            request.approval_reasons.append(
+                f"high performance degradation ({signal.metric} {signal.current:.4g} vs "
+                f"reference {signal.reference:.4g})"
+            )
+        step = self._evaluate(request, now, origin="adaptive", context=numbers)
+        state.last_adaptive = step.decision
+        return step
+
+    def _adaptive_policy(self) -> AdaptivePolicy | None:
+        """The pure cost-aware policy over the coordinator's carried state (None without the
+        policy's adaptive settings)."""
+        settings = self.policy.adaptive
+        if settings is None:
+            return None
+        if self.state.adaptive is None:
+            self.state.adaptive = AdaptiveState()
+        return AdaptivePolicy(adaptive_config(self.policy), self.state.adaptive)
+
+    def _observe(self, adaptive: AdaptivePolicy, observation: PerformanceObservation) -> bool:
+        """Feed the window to the policy; False when it measured a version that no longer
+        serves (a check in flight while a new model was promoted)."""
+        known = {level.version for level in adaptive.state.fresh}
+        version = observation.version
+        if version is not None and version != adaptive.state.version:
+            if version in known:
+                return False
+            # A champion the coordinator did not see promoted (the first observation, or a
+            # promotion outside its loops): a new cycle without a holdout estimate.
+            adaptive.retrained(version=version)
+        loss_sq = observation.loss_sq_sum
+        if loss_sq is None and observation.loss != "zero_one" and observation.count:
+            loss_sq = None  # bounded by loss_bound instead (0/1 losses need no squares)
+        adaptive.observe(
+            loss_sum=observation.loss_sum,
+            count=observation.count,
+            volume=float(max(observation.volume, observation.count)),
+            loss_sq_sum=loss_sq,
+        )
+        return True
 
     def on_loop_id_taken(self, start: LoopStart) -> LoopStart:
         """The loop id is held by an older execution: take the next number for the same loop."""
@@ -308,6 +479,9 @@ class CoordinatorRules:
             events_accepted=state.events_accepted,
             last_outcome=state.outcomes[-1] if state.outcomes else None,
             recent_decisions=state.decisions[-5:],
+            mode=policy.mode,
+            last_adaptive=state.last_adaptive,
+            last_observation=state.last_observation,
         )
 
     # ---------------------------------------------------------------- rules
@@ -428,7 +602,7 @@ class CoordinatorRules:
                     "critical",
                     f"[{self.state.model}] critical drift: human review needed",
                     f"Drift score {drift.score} ({severity.value}) on "
-                    f"{', '.join(drift.features) or 'n/a'} at "
+                    f"{features_text(drift.features)} at "
                     f"{drift.endpoint or 'unknown endpoint'}. Automatic retraining is blocked; "
                     f"send a manual trigger to retrain (it will require approval) once reviewed.",
                 )
@@ -443,6 +617,7 @@ class CoordinatorRules:
                 "medium drift but auto_retrain is off",
                 numbers=numbers,
             )
+        self._note_regime_change(drift.change_at)
         request = RetrainRequest(
             events=[ref],
             priority=event.priority,
@@ -460,12 +635,114 @@ class CoordinatorRules:
                     step.decision,
                     "warning",
                     f"[{self.state.model}] high drift: retraining needs approval",
-                    f"Drift score {drift.score} on {', '.join(drift.features) or 'n/a'}. "
+                    f"Drift score {drift.score} on {features_text(drift.features)}. "
                     f"Decision: {step.decision.action.value} ({step.decision.message}). "
                     "The candidate will wait for an approval before rollout.",
                 )
             )
         return step
+
+    def _route_performance(self, event: TriggerEvent, ref: EventRef, now: datetime) -> Step:
+        """Degraded quality on labelled traffic, routed by its severity like drift (low: logged;
+        medium: retrain if auto_retrain; high: retrain with approval; critical: human review).
+        A change point it carries becomes the regime start of every loop from now on."""
+        signal = event.performance
+        assert signal is not None
+        severity = signal.severity
+        numbers: dict[str, Number] = {
+            "metric": signal.metric,
+            "reference": signal.reference,
+            "current": signal.current,
+            "ci_low": signal.ci_low,
+            "ci_high": signal.ci_high,
+            "confidence": signal.confidence,
+            "rows": signal.rows,
+            "severity": severity.value,
+            "degradation": signal.score,
+            "basis": signal.basis.value,
+            "version": signal.version,
+            "change_at": signal.change_at.isoformat() if signal.change_at else None,
+            "mean_loss_before": signal.mean_loss_before,
+            "mean_loss_after": signal.mean_loss_after,
+            "estimated_accuracy": signal.estimated_accuracy,
+        }
+        what = f"{signal.metric} {signal.current:.4g} vs reference {signal.reference:.4g}" + (
+            f" on {signal.rows} labelled rows" if signal.rows else ""
+        )
+        if severity is Severity.LOW:
+            return self._decide(
+                now,
+                Action.IGNORE,
+                Reason.PERFORMANCE_LOW,
+                [ref],
+                f"low performance degradation ({what}): logged, no retraining",
+                numbers=numbers,
+            )
+        self._note_regime_change(signal.change_at)
+        if severity is Severity.CRITICAL:
+            self.state.review = ReviewRequest(
+                requested_at=now,
+                event_id=ref.event_id,
+                severity=severity,
+                score=signal.score,
+                features=[signal.metric],
+            )
+            step = self._decide(
+                now,
+                Action.ESCALATE,
+                Reason.PERFORMANCE_CRITICAL,
+                [ref],
+                f"critical performance degradation ({what}): automation blocked, human review "
+                "requested",
+                numbers=numbers,
+            )
+            step.notifications.append(
+                self._notification(
+                    step.decision,
+                    "critical",
+                    f"[{self.state.model}] critical performance degradation: human review needed",
+                    f"{signal.summary or what}. Automatic retraining is blocked; send a manual "
+                    "trigger to retrain (it will require approval) once reviewed.",
+                )
+            )
+            return step
+        if severity is Severity.MEDIUM and not self.policy.auto_retrain:
+            return self._decide(
+                now,
+                Action.SUPPRESS,
+                Reason.AUTO_RETRAIN_OFF,
+                [ref],
+                f"medium performance degradation ({what}) but auto_retrain is off",
+                numbers=numbers,
+            )
+        request = RetrainRequest(
+            events=[ref],
+            priority=event.priority,
+            performance=signal,
+            bypass_cooldown=event.priority <= COOLDOWN_BYPASS_PRIORITY,
+        )
+        if severity is Severity.HIGH:
+            request.requires_approval = True
+            request.approval_reasons.append(f"high performance degradation ({what})")
+        step = self._evaluate(request, now, origin="direct", context=numbers)
+        if severity is Severity.HIGH and step.decision.action in (Action.START, Action.DEFER):
+            step.notifications.append(
+                self._notification(
+                    step.decision,
+                    "warning",
+                    f"[{self.state.model}] high performance degradation: retraining needs approval",
+                    f"{signal.summary or what}. Decision: {step.decision.action.value} "
+                    f"({step.decision.message}). The candidate will wait for an approval "
+                    "before rollout.",
+                )
+            )
+        return step
+
+    def _note_regime_change(self, change_at: datetime | None) -> None:
+        if change_at is not None and (
+            self.state.regime_start is None or change_at > self.state.regime_start
+        ):
+            self.state.regime_start = change_at
 
     def _evaluate(
         self,
@@ -485,6 +762,10 @@ class CoordinatorRules:
             numbers: dict[str, Number],
             loop_id: str | None = None,
         ) -> Step:
+            if request.adaptive is not None and reason is not Reason.ADAPTIVE_KEEP:
+                # The adaptive policy's reason first: why retraining pays, then what the
+                # limits made of it.
+                message = f"{request.adaptive.reason}; {message}"
             return self._decide(
                 now,
                 action,
@@ -505,6 +786,16 @@ class CoordinatorRules:
                 "only a manual trigger can start a loop",
                 {"review_requested_at": state.review.requested_at.isoformat()},
             )
+        adaptive = self._adaptive_policy() if policy.mode == "adaptive" else None
+        if adaptive is not None and origin != "adaptive" and self._automatic(request):
+            # Adaptive mode: an automatic trigger retrains only when retraining pays now.
+            verdict = adaptive.decide(retraining_cost=state.last_training_cost)
+            request.adaptive = AdaptiveRecord(reason=verdict.reason, numbers=verdict.numbers())
+            context = {**(context or {}), **request.adaptive.numbers}
+            if not verdict.retrain:
+                step = decide(Action.SUPPRESS, Reason.ADAPTIVE_KEEP, verdict.reason, {})
+                state.last_adaptive = step.decision
+                return step
         until = cooldown_until(state)
         if until is not None and now < until and not request.bypass_cooldown:
             if state.deferred is None:
@@ -571,6 +862,8 @@ class CoordinatorRules:
         number = state.loops_started
         loop_id = retraining_loop_id(state.model, number)
         trigger = request.context(origin)
+        if state.regime_start is not None:
+            trigger = trigger.model_copy(update={"regime_start": state.regime_start})
         state.active_loop = ActiveLoop(
             loop_id=loop_id,
             number=number,
@@ -595,6 +888,11 @@ class CoordinatorRules:
                 "spent_today": round(state.spent_today, 6),
                 "data_uris": len(request.data),
                 "cooldown": format_duration(policy.cooldown),
+                **(
+                    {"regime_start": state.regime_start.isoformat()}
+                    if state.regime_start is not None
+                    else {}
+                ),
             },
             loop_id=loop_id,
         )
@@ -602,6 +900,11 @@ class CoordinatorRules:
             loop_id=loop_id, number=number, trigger=trigger, estimated_cost=estimate
         )
         return step
+
+    @staticmethod
+    def _automatic(request: RetrainRequest) -> bool:
+        """Triggers the adaptive policy decides on: not a human's, not a business alarm."""
+        return not request.from_human and not request.alarms
 
     def _affordable(self, request: RetrainRequest, estimate: float) -> bool:
         within = self.state.spent_today + estimate <= self.policy.daily_budget
@@ -665,6 +968,11 @@ class CoordinatorRules:
             logged = decision.model_copy(update={"event_ids": ids[:EVENT_IDS_PER_LOGGED_DECISION]})
         self.state.decisions.append(logged)
         del self.state.decisions[:-DECISIONS_KEPT]
+        unarchived = self.state.unarchived
+        unarchived.append(logged)
+        if len(unarchived) > DECISIONS_UNARCHIVED:
+            self.state.decisions_dropped += len(unarchived) - DECISIONS_UNARCHIVED
+            del unarchived[:-DECISIONS_UNARCHIVED]
         return Step(decisions=[decision])
 
     def _notification(
@@ -683,7 +991,7 @@ class CoordinatorRules:
         seen = self.state.seen_events
         seen[event_id] = now
         seen.move_to_end(event_id)  # an id seen again after its window expired is newest now
-        horizon = now - self.policy.dedup_window
+        horizon = earlier(now, self.policy.dedup_window)
         while seen and (
             len(seen) > self.policy.dedup_max_events or next(iter(seen.values())) < horizon
         ):
@@ -709,6 +1017,48 @@ class CoordinatorRules:
             self.state.spent_today = 0.0
 
 
+def carried_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata as carried with the event: whole up to CARRIED_METADATA_BYTES, else a note
+    of its size and first keys (the sender's log has the rest)."""
+    if not metadata:
+        return {}
+    size = len(json.dumps(metadata, separators=(",", ":")))
+    if size <= CARRIED_METADATA_BYTES:
+        return metadata
+    return {"truncated_bytes": size, "keys": [key[:50] for key in list(metadata)[:10]]}
+
+
+def event_summary(event: TriggerEvent) -> str | None:
+    """One line about an event for the loop and its audit record."""
+    if event.alarm is not None:
+        text = f"alarm {event.alarm.name} {event.alarm.state.value}"
+        if event.alarm.reason:
+            text += f": {event.alarm.reason}"
+        return text[:500]
+    if event.drift is not None:
+        drift = event.drift
+        parts = [f"drift score {drift.score}" if drift.score is not None else "drift"]
+        if drift.severity is not None:
+            parts.append(drift.severity.value)
+        if drift.endpoint:
+            parts.append(f"at {drift.endpoint}")
+        parts.append(f"on {len(drift.features)} features")
+        return " ".join(parts)[:500]
+    if event.data is not None:
+        return f"data {event.data.uri}"[:500]
+    return None
+
+
+def features_text(features: list[str]) -> str:
+    """At most FEATURES_IN_NOTIFICATIONS feature names: notifications carry references (the
+    decision has them all), never a copy of a thousand names."""
+    if not features:
+        return "n/a"
+    shown = ", ".join(name[:60] for name in features[:FEATURES_IN_NOTIFICATIONS])
+    rest = len(features) - FEATURES_IN_NOTIFICATIONS
+    return shown + (f" and {rest} more (see the decision)" if rest > 0 else "")
+
+
 def _pending_view(request: RetrainRequest | None, until: datetime | None) -> PendingView | None:
     if request is None:
         return None
@@ -718,6 +1068,21 @@ def _pending_view(request: RetrainRequest | None, until: datetime | None) -> Pen
         kinds=request.kinds,
         requires_approval=request.requires_approval,
         until=until,
+    )
+
+
+def adaptive_config(policy: TriggerPolicy) -> AdaptiveConfig:
+    """The pure policy's configuration from a trigger policy with adaptive settings."""
+    settings = policy.adaptive
+    assert settings is not None
+    return AdaptiveConfig(
+        value_per_loss=settings.value_per_error,
+        retraining_cost=policy.cost.estimate(0),
+        retraining_overhead=settings.retraining_overhead,
+        currency=policy.cost.currency,
+        confidence=settings.confidence,
+        training_batches=settings.training_batches,
+        max_horizon=settings.max_horizon,
     )
 
 

@@ -15,28 +15,48 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.common import RawValue, RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 from workflows.common.names import ActivityName
+from workflows.common.retries import LIVENESS
 
 with workflow.unsafe.imports_passed_through():
     from workflows.common import metrics, names
+    from workflows.common.messages import Unreadable, batch_items, decode_raw, one_message
     from workflows.common.notify import Notification, notify
     from workflows.coordinator.details import render_details
     from workflows.coordinator.models import (
+        DECISIONS_PER_ARCHIVE,
         CoordinatorInput,
         CoordinatorStatus,
         Decision,
+        DecisionArchive,
         DecisionsQuery,
+        EventVerdict,
         LoopStart,
         PauseRequest,
+        Reason,
+        TriggerVerdicts,
     )
     from workflows.coordinator.rules import CoordinatorRules, Step, new_state
-    from workflows.coordinator.triggers import MAX_EVENTS_PER_BATCH, TriggerKind, parse_trigger
+    from workflows.coordinator.triggers import (
+        MAX_EVENTS_PER_BATCH,
+        TriggerEvent,
+        parse_observation,
+        parse_trigger,
+    )
+    from workflows.loop.details import STATIC_DETAILS as LOOP_STATIC_DETAILS
     from workflows.loop.models import LoopResult, RetrainingLoopInput, result_from_failure
 
 LOOP_WATCH_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5))
+# Archiving decisions is bookkeeping: retried quickly, and what fails waits for the next try.
+ARCHIVE_RETRY = RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=30))
+# Added with the decision archive: runs started before it do not archive.
+DECISION_ARCHIVE_PATCH = "decision-archive"
+# A run takes at most 2,000 updates: continue-as-new well before (a gateway delivering a storm
+# sends one update per 200 events).
+UPDATES_PER_RUN = 1000
 
 
 @workflow.defn(name=names.COORDINATOR_WORKFLOW)
@@ -52,6 +72,8 @@ class ModelCoordinator:
         self._published: tuple[bool, str] | None = None
         self._details = ""
         self._details_stale = True
+        self._updates = 0
+        self._archiving: asyncio.Task[None] | None = None
 
     @workflow.run
     async def run(self, input: CoordinatorInput) -> None:
@@ -70,15 +92,18 @@ class ModelCoordinator:
                     await workflow.wait_condition(self._needs_attention, timeout=timeout)
             self._apply(self._rules.on_timer(workflow.now()))
             self._deliver_outbox()
+            self._archive_decisions(DECISIONS_PER_ARCHIVE)
             if state.unstarted_loop is not None:
                 await self._start_loop(state.unstarted_loop)
-            if workflow.info().is_continue_as_new_suggested():
+            if self._continue_as_new_due():
                 # Handlers are synchronous, so they are done at once; deliveries in flight are
                 # awaited. Whatever is decided meanwhile (a loop to start, notifications) is
                 # carried in the state: a storm of triggers never holds continue-as-new back.
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if self._deliveries:
                     await asyncio.gather(*self._deliveries.values())
+                if self._archiving is not None:
+                    await self._archiving
                 workflow.continue_as_new(CoordinatorInput(model=input.model, state=state))
 
     # ------------------------------------------------------------------ messages
@@ -87,8 +112,9 @@ class ModelCoordinator:
     def trigger(self, *payload: Any) -> None:
         """Fire-and-forget trigger (Temporal UI, `temporal workflow signal`, gateways).
 
-        Untyped on purpose: a malformed payload is recorded as an `ignore` decision with the
-        validation error instead of being dropped by the SDK or failing the workflow task.
+        Untyped on purpose: a malformed payload (even one the SDK cannot decode, which the
+        worker's converter hands over raw) is recorded as an `ignore` decision with the
+        validation error instead of being dropped or failing the workflow task.
         """
         now = workflow.now()
         if len(payload) != 1:
@@ -100,72 +126,130 @@ class ModelCoordinator:
     @workflow.signal(name="trigger_batch")
     def trigger_batch(self, *payload: Any) -> None:
         """`{"events": [trigger, ...]}`: up to MAX_EVENTS_PER_BATCH triggers in one signal, each
-        decided (and, if malformed, recorded as ignored) on its own."""
+        decided (and, if malformed or undecodable, recorded as ignored) on its own."""
         now = workflow.now()
-        events = (
-            payload[0].get("events") if len(payload) == 1 and isinstance(payload[0], dict) else None
-        )
-        if not isinstance(events, list) or not 1 <= len(events) <= MAX_EVENTS_PER_BATCH:
-            error = (
-                f'trigger_batch takes one object {{"events": [...]}} with 1 to '
-                f"{MAX_EVENTS_PER_BATCH} triggers"
+        try:
+            items = batch_items(
+                payload, "events", MAX_EVENTS_PER_BATCH, "trigger_batch", "triggers"
             )
-            self._apply(self._rules.on_invalid_trigger(None, error, now))
+        except ValueError as err:
+            self._apply(self._rules.on_invalid_trigger(None, str(err), now))
             return
-        for raw in events:
+        for raw in items:
             self._receive(raw, now)
 
-    def _receive(self, raw: Any, now: datetime) -> None:
+    @workflow.signal(name="performance_observed")
+    def performance_observed(self, *payload: Any) -> None:
+        """What the performance monitor measured on a window of labelled traffic (and its
+        degradation trigger, if any): the adaptive policy's input. Untyped like `trigger`: a
+        malformed payload is recorded as an ignored decision."""
+        now = workflow.now()
         try:
-            event = parse_trigger(raw)
+            if len(payload) != 1:
+                raise ValueError(f"expected one observation object, got {len(payload)} arguments")
+            raw = payload[0]
+            if isinstance(raw, Unreadable):
+                raise ValueError(raw.error)
+            if isinstance(raw, RawValue):
+                raw = decode_raw(raw, "observation")
+            observation = parse_observation(raw)
         except ValueError as err:
+            raw = payload[0] if len(payload) == 1 else None
             self._apply(self._rules.on_invalid_trigger(raw, str(err), now))
             return
-        self._count_trigger(event.kind)
-        self._apply(self._rules.on_trigger(event, now))
+        if observation.event is not None:
+            self._count_trigger(observation.event)
+        self._apply(self._rules.on_observation(observation, now))
+
+    @workflow.update(name="submit_triggers")
+    def submit_triggers(self, *payload: Any) -> TriggerVerdicts:
+        """`{"events": [...]}` like `trigger_batch`, answered with one verdict per event: a
+        sender (the gateway) resends exactly the events refused for now (`retry`)."""
+        self._updates += 1
+        now = workflow.now()
+        items = batch_items(payload, "events", MAX_EVENTS_PER_BATCH, "submit_triggers", "triggers")
+        return TriggerVerdicts(verdicts=[self._receive(raw, now) for raw in items])
+
+    @submit_triggers.validator
+    def _validate_triggers(self, *payload: Any) -> None:
+        batch_items(payload, "events", MAX_EVENTS_PER_BATCH, "submit_triggers", "triggers")
+
+    def _receive(self, raw: Any, now: datetime) -> EventVerdict:
+        try:
+            if isinstance(raw, Unreadable):
+                raise ValueError(raw.error)
+            if isinstance(raw, RawValue):
+                raw = decode_raw(raw, "trigger")
+            event = parse_trigger(raw)
+        except ValueError as err:
+            step = self._apply(self._rules.on_invalid_trigger(raw, str(err), now))
+            return _verdict(step.decision, None, str(err))
+        self._count_trigger(event)
+        step = self._apply(self._rules.on_trigger(event, now))
+        return _verdict(step.decision, event.event_id, None)
 
     @workflow.update(name="submit_trigger")
-    def submit_trigger(self, event: Any) -> Decision:
+    def submit_trigger(self, *payload: Any) -> Decision:
         """Validated trigger: returns the decision taken for it."""
-        parsed = parse_trigger(event)
-        self._count_trigger(parsed.kind)
+        parsed = _one_trigger(payload)
+        self._updates += 1
+        self._count_trigger(parsed)
         return self._apply(self._rules.on_trigger(parsed, workflow.now())).decision
 
     @submit_trigger.validator
-    def _validate_trigger(self, event: Any) -> None:
-        parse_trigger(event)
+    def _validate_trigger(self, *payload: Any) -> None:
+        _one_trigger(payload)
 
     @workflow.update(name="pause")
-    def pause(self, request: PauseRequest) -> CoordinatorStatus:
+    def pause(self, *payload: Any) -> CoordinatorStatus:
+        request = one_message(payload, PauseRequest, "pause")
+        self._updates += 1
         reason = f"{request.reason}; by {request.by}" if request.reason else f"by {request.by}"
         self._apply(self._rules.set_paused(True, reason, workflow.now()))
         return self.status()
 
+    @pause.validator
+    def _validate_pause(self, *payload: Any) -> None:
+        one_message(payload, PauseRequest, "pause")
+
     @workflow.update(name="resume")
-    def resume(self, request: PauseRequest) -> CoordinatorStatus:
+    def resume(self, *payload: Any) -> CoordinatorStatus:
+        request = one_message(payload, PauseRequest, "resume")
+        self._updates += 1
         workflow.logger.info("resumed by %s %s", request.by, request.reason)
         self._apply(self._rules.set_paused(False, "", workflow.now()))
         return self.status()
 
+    @resume.validator
+    def _validate_resume(self, *payload: Any) -> None:
+        one_message(payload, PauseRequest, "resume")
+
     @workflow.update(name="set_policy")
-    def set_policy(self, changes: Any) -> CoordinatorStatus:
+    def set_policy(self, *payload: Any) -> CoordinatorStatus:
         """Change some policy fields (a JSON object of field: value); the rest stay as they are."""
-        policy = self._rules.policy.with_changes(changes)
+        policy = self._rules.policy.with_changes(_policy_changes(payload))
+        self._updates += 1
         self._apply(self._rules.set_policy(policy, workflow.now()))
         return self.status()
 
     @set_policy.validator
-    def _validate_policy(self, changes: Any) -> None:
-        self._rules.policy.with_changes(changes)
+    def _validate_policy(self, *payload: Any) -> None:
+        self._rules.policy.with_changes(_policy_changes(payload))
 
     @workflow.query(name="status")
     def status(self) -> CoordinatorStatus:
         return self._rules.status(workflow.now())
 
     @workflow.query(name="decisions")
-    def decisions(self, query: DecisionsQuery | None = None) -> list[Decision]:
-        limit = (query or DecisionsQuery()).limit
-        return self._rules.state.decisions[-limit:]
+    def decisions(self, *payload: Any) -> list[Decision]:
+        """The latest decisions (`{"limit": 20}`), or those before a sequence number
+        (`{"before_seq": 1200}`); older than the state holds: `retrain decisions` reads the
+        archive."""
+        query = one_message(payload, DecisionsQuery, "decisions") if payload else DecisionsQuery()
+        decisions = self._rules.state.decisions
+        if query.before_seq is not None:
+            decisions = [d for d in decisions if d.seq < query.before_seq]
+        return decisions[-query.limit :]
 
     # ------------------------------------------------------------------ effects
 
@@ -181,6 +265,7 @@ class ModelCoordinator:
                     "reason": decision.reason.value,
                 },
             )
+            self._record_adaptive(decision)
         if step.start is not None:
             state.unstarted_loop = step.start
         state.outbox.extend(step.notifications)
@@ -188,16 +273,32 @@ class ModelCoordinator:
         self._refresh_search_attributes()
         return step
 
+    def _record_adaptive(self, decision: Decision) -> None:
+        """The adaptive policy's numbers as metrics: what keeping the model is expected to cost
+        beyond a fresh one, and what a retraining costs (the dashboard plots both)."""
+        numbers = decision.numbers
+        excess, cost = numbers.get("expected_excess_cost"), numbers.get("retraining_cost")
+        if not isinstance(excess, float | int) or not isinstance(cost, float | int):
+            return
+        meter, model = workflow.metric_meter(), self._rules.state.model
+        labels = {"model": model}
+        metrics.set_gauge(meter, metrics.ADAPTIVE_EXCESS_COST, labels, float(excess))
+        metrics.set_gauge(meter, metrics.ADAPTIVE_RETRAINING_COST, labels, float(cost))
+        verdict = "retrain" if numbers.get("retrain") else "keep"
+        metrics.count(meter, metrics.ADAPTIVE_DECISIONS, {"model": model, "decision": verdict})
+
     def _needs_attention(self) -> bool:
         state = self._rules.state
         if state.unstarted_loop is not None or len(state.outbox) > len(self._deliveries):
+            return True
+        if self._archiving is None and len(state.unarchived) >= DECISIONS_PER_ARCHIVE:
             return True
         wakeup = self._rules.next_wakeup()
         # Re-arm only when due work moved earlier: a debounce that moves later keeps its timer,
         # which then fires, finds nothing due and sleeps again (no timer churn per event).
         if wakeup is not None and (self._armed_until is None or wakeup < self._armed_until):
             return True
-        return workflow.info().is_continue_as_new_suggested()
+        return self._continue_as_new_due()
 
     def _deliver_outbox(self) -> None:
         for notification in self._rules.state.outbox:
@@ -233,6 +334,7 @@ class ModelCoordinator:
                 static_summary=f"{state.model}: retraining #{start.number} "
                 f"({', '.join(k.value for k in start.trigger.kinds)}, "
                 f"priority {start.trigger.priority})",
+                static_details=LOOP_STATIC_DETAILS,
             )
         except WorkflowAlreadyStartedError:
             # An older execution holds the id (e.g. a coordinator recreated from scratch):
@@ -259,7 +361,7 @@ class ModelCoordinator:
             loop_id,
             result_type=LoopResult,
             start_to_close_timeout=timedelta(days=365),
-            heartbeat_timeout=timedelta(minutes=1),
+            heartbeat_timeout=LIVENESS,
             retry_policy=LOOP_WATCH_RETRY,
         )
         self._loop_closed(result)
@@ -271,9 +373,46 @@ class ModelCoordinator:
             metrics.count(workflow.metric_meter(), metrics.LOOPS_FINISHED, labels)
         self._apply(self._rules.on_loop_closed(result, workflow.now()))
 
-    def _count_trigger(self, kind: TriggerKind) -> None:
-        labels = {"model": self._rules.state.model, "kind": kind.value}
-        metrics.count(workflow.metric_meter(), metrics.TRIGGER_EVENTS, labels)
+    def _count_trigger(self, event: TriggerEvent) -> None:
+        labels = {"model": self._rules.state.model, "kind": event.kind.value}
+        meter = workflow.metric_meter()
+        metrics.count(meter, metrics.TRIGGER_EVENTS, labels)
+        if event.occurred_at is not None:
+            # Decided in this same task: occurred -> decided is occurred -> now.
+            latency = max(0.0, (workflow.now() - event.occurred_at).total_seconds())
+            metrics.observe(meter, metrics.EVENT_LATENCY, labels, latency)
+
+    def _continue_as_new_due(self) -> bool:
+        return workflow.info().is_continue_as_new_suggested() or self._updates >= UPDATES_PER_RUN
+
+    def _archive_decisions(self, at_least: int) -> None:
+        """Archive the unarchived decisions in the background once `at_least` wait."""
+        state = self._rules.state
+        if self._archiving is not None or len(state.unarchived) < max(1, at_least):
+            return
+        if not workflow.patched(DECISION_ARCHIVE_PATCH):
+            state.unarchived.clear()
+            return
+        batch = list(state.unarchived)
+
+        async def archive() -> None:
+            try:
+                await workflow.execute_activity(
+                    ActivityName.ARCHIVE_DECISIONS,
+                    DecisionArchive(model=state.model, decisions=batch),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    heartbeat_timeout=LIVENESS,
+                    retry_policy=ARCHIVE_RETRY,
+                )
+            except ActivityError as err:  # kept: the next batch tries again
+                workflow.logger.warning("decisions not archived: %s", err.cause)
+            else:
+                last = batch[-1].seq
+                state.unarchived[:] = [d for d in state.unarchived if d.seq > last]
+            finally:
+                self._archiving = None
+
+        self._archiving = asyncio.create_task(archive())
 
     async def _notify(self, notification: Notification) -> None:
         # A lost notification must not stop the coordinator; the decision log has it.
@@ -320,3 +459,30 @@ class ModelCoordinator:
             if details != self._details:
                 self._details = details
                 workflow.set_current_details(details)
+
+
+def _one_trigger(payload: tuple[Any, ...]) -> TriggerEvent:
+    if len(payload) != 1:
+        raise ValueError(f"submit_trigger takes one trigger object, got {len(payload)} arguments")
+    raw = payload[0]
+    if isinstance(raw, RawValue):
+        raw = decode_raw(raw, "submit_trigger")
+    return parse_trigger(raw)
+
+
+def _policy_changes(payload: tuple[Any, ...]) -> Any:
+    if len(payload) != 1:
+        raise ValueError(f"set_policy takes one object of changes, got {len(payload)} arguments")
+    changes = payload[0]
+    return decode_raw(changes, "set_policy") if isinstance(changes, RawValue) else changes
+
+
+def _verdict(decision: Decision, event_id: str | None, error: str | None) -> EventVerdict:
+    return EventVerdict(
+        event_id=event_id,
+        action=decision.action,
+        reason=decision.reason,
+        seq=decision.seq,
+        retry=decision.reason is Reason.BACKLOG_FULL,
+        error=error,
+    )

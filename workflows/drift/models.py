@@ -14,6 +14,13 @@ from pydantic import AwareDatetime, Field, model_validator
 
 from workflows.common.models import Duration, StateModel, StrictModel
 from workflows.coordinator.triggers import Severity
+from workflows.drift.performance_models import (
+    PerformancePolicy,
+    PerformanceReport,
+    PerformanceStatus,
+    PerformanceVerdict,
+    VolumeDecision,
+)
 
 Probability = Annotated[float, Field(ge=0, le=1)]
 
@@ -133,12 +140,14 @@ class ColumnDrift(StrictModel):
 
 class Histogram(StrictModel):
     """A column's distribution for people to look at: shares per bin or category, reference vs
-    current (numeric: equal-width bins over the central range of both samples, so the shapes
-    compare at a glance; the statistics use the reference's quantile bins)."""
+    current. Numeric columns use the bins PSI, KL and JS compare: the reference's quantile bins
+    (about the same share of reference rows in each), whose interior edges are `edges`."""
 
     labels: list[str]
     reference: list[Probability]
     current: list[Probability]
+    # Numeric columns: the interior bin edges, increasing (bin i is (edges[i-1], edges[i]]).
+    edges: list[float] = []
 
 
 class ReportStatus(StrEnum):
@@ -230,6 +239,65 @@ class CheckRecord(StrictModel):
     delivery_note: str = ""
 
 
+class PerformanceCheckInput(StrictModel):
+    """What the `check_performance` activity needs: the current window's start (labels
+    received since then) and its end (the workflow's now)."""
+
+    model: str
+    check_id: str
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+
+
+class PerformanceCheck(StrictModel):
+    """One performance check as the monitor ran it: the numbers, whether the window was judged
+    (volume), the verdict and what the coordinator was told."""
+
+    check_id: str
+    checked_at: AwareDatetime
+    reason: str
+    volume: VolumeDecision
+    report: PerformanceReport
+    verdict: PerformanceVerdict
+    event_id: str | None = None
+    delivery: Delivery = Delivery.NOT_SENT
+    delivery_note: str = ""
+
+
+class PerformanceRecord(StrictModel):
+    """One performance check in the monitor's history (compact)."""
+
+    check_id: str
+    checked_at: AwareDatetime
+    reason: str
+    status: PerformanceStatus | Literal["failed"]
+    severity: Severity = Severity.LOW
+    volume: VolumeDecision | None = None
+    metric: str | None = None
+    current: float | None = None
+    reference: float | None = None
+    rows: int = 0
+    version: str | None = None
+    change_at: AwareDatetime | None = None
+    event_id: str | None = None
+    delivery: Delivery = Delivery.NOT_SENT
+    delivery_note: str = ""
+    error: str | None = None
+
+
+class PerformanceMonitorState(StateModel):
+    """The performance side of the monitor, carried through continue-as-new."""
+
+    # Labels received since then belong to the current window (None: not started yet).
+    window_start: AwareDatetime | None = None
+    checks: int = 0
+    last: PerformanceCheck | None = None
+    history: list[PerformanceRecord] = []
+    # Event ids already sent (newest last): a change found again is not sent again.
+    sent: list[str] = []
+    last_error: str | None = None
+
+
 class MonitorState(StateModel):
     """Carried through continue-as-new."""
 
@@ -240,6 +308,8 @@ class MonitorState(StateModel):
     # The last policy read from the spec (the default until the spec could be read).
     policy: DriftPolicy = DriftPolicy()
     last_error: str | None = None
+    performance: PerformanceMonitorState = PerformanceMonitorState()
+    performance_policy: PerformancePolicy = PerformancePolicy()
 
 
 class DriftMonitorInput(StrictModel):
@@ -260,3 +330,9 @@ class MonitorStatus(StrictModel):
     last_report: DriftReport | None
     history: list[CheckRecord]
     last_error: str | None = None
+    # The performance checks (quality on labelled traffic), newest first.
+    performance_enabled: bool = True
+    last_performance: PerformanceCheck | None = None
+    performance_history: list[PerformanceRecord] = []
+    performance_window_start: AwareDatetime | None = None
+    performance_error: str | None = None

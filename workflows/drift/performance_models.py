@@ -20,13 +20,17 @@ from typing import Annotated, Self
 from pydantic import AwareDatetime, Field, model_validator
 
 from workflows.common.models import Duration, StrictModel
-from workflows.coordinator.triggers import Severity
-from workflows.spec.models import Metric, Task
+from workflows.coordinator.triggers import PerformanceBasis, PerformanceSignal, Severity
+from workflows.spec.metrics import Metric, Task
 
 Probability = Annotated[float, Field(ge=0, le=1)]
 Count = Annotated[int, Field(ge=0)]
 MAX_PROBLEMS = 20
 MAX_CHANGES = 20
+# What a degradation verdict rests on; the trigger's `performance` object (its message lives
+# beside the other trigger payloads, re-exported here).
+Basis = PerformanceBasis
+__all__ = ["Basis", "PerformanceSignal"]
 
 
 class LossKind(StrEnum):
@@ -249,6 +253,16 @@ class PerformancePolicy(StrictModel):
     # Bad feedback (unmatched or invalid labels) above this share of the window's labels is a
     # data-quality problem: nothing is triggered on it.
     max_bad_label_share: Probability = 0.1
+    # The first window of a monitor reaches back this far; later windows start where the last
+    # check ended (labels are counted once). The detector reads a longer stretch, the last
+    # `detection_window` of the champion's labelled traffic, so a change near a window's start
+    # has data before it; a change it found before is not reported again.
+    window: Duration = timedelta(hours=24)
+    detection_window: Duration = timedelta(days=7)
+    # The most labelled rows a check reads (the newest), and the most bootstrap resamples of
+    # an interval (fewer on large windows: rows x resamples stays bounded).
+    max_rows: Annotated[int, Field(ge=100, le=2_000_000)] = 200_000
+    bootstrap_samples: Annotated[int, Field(ge=50, le=5000)] = 1000
 
     @model_validator(mode="after")
     def _bounds(self) -> Self:
@@ -259,7 +273,17 @@ class PerformancePolicy(StrictModel):
             raise ValueError("min_rows_at_max_age cannot exceed min_rows")
         if self.max_window_age <= timedelta(0):
             raise ValueError("max_window_age must be positive")
+        if self.window <= timedelta(0) or self.detection_window < self.window:
+            raise ValueError("window must be positive and detection_window at least window")
         return self
+
+    def watched(self, task: Task, evaluation: list[Metric]) -> list[Metric]:
+        """The metrics a check judges: the policy's, else accuracy (classifiers) and the spec's
+        evaluation metrics."""
+        if self.metrics:
+            return list(dict.fromkeys(self.metrics))
+        first = [Metric.ACCURACY] if task is Task.CLASSIFICATION else []
+        return list(dict.fromkeys([*first, *evaluation]))
 
 
 class PerformanceReport(StrictModel):
@@ -283,6 +307,15 @@ class PerformanceReport(StrictModel):
     detector: DetectorState | None = None
     # Predictions of the window still without labels, estimated from their scores.
     label_free: LabelFreeEstimate | None = None
+    # The stretch the detector read (labels received since then, the champion's answers).
+    detection_start: AwareDatetime | None = None
+    # The window's per-prediction loss (the detector's kind, unscaled) summed over its
+    # labelled answers, its sum of squares, and the answers served in the window: what the
+    # coordinator's adaptive policy learns from.
+    loss: LossKind | None = None
+    loss_sum: Annotated[float, Field(ge=0)] = 0.0
+    loss_sq_sum: Annotated[float, Field(ge=0)] = 0.0
+    served: Count = 0
     notes: list[str] = []
 
     @model_validator(mode="after")
@@ -320,18 +353,6 @@ class PerformanceStatus(StrEnum):
     INSUFFICIENT_DATA = "insufficient_data"
 
 
-class Basis(StrEnum):
-    """What a degradation verdict rests on."""
-
-    # The window's realized quality against the reference.
-    REALIZED = "realized"
-    # The stretch since the detector's latest change, against the reference (or, without one,
-    # the stretch before the change).
-    CHANGE = "change"
-    # The label-free estimate against the reference (labels not there yet).
-    LABEL_FREE = "label_free"
-
-
 class MetricJudgement(StrictModel):
     """One comparison the verdict made: `degradation` is relative to the baseline it compared
     with (positive = worse), `conservative` the same at the interval's better end."""
@@ -357,29 +378,3 @@ class PerformanceVerdict(StrictModel):
     headline: MetricJudgement | None = None
     judgements: list[MetricJudgement] = []
     summary: str = ""
-
-
-class PerformanceSignal(StrictModel):
-    """What a `performance` trigger carries: the numbers people see in the coordinator."""
-
-    severity: Severity
-    score: Annotated[float, Field(ge=0)]
-    basis: Basis
-    metric: str
-    reference: float
-    current: float
-    ci_low: float
-    ci_high: float
-    confidence: Annotated[float, Field(gt=0, lt=1)]
-    rows: Count
-    version: str | None = None
-    window_start: AwareDatetime
-    window_end: AwareDatetime
-    # The detector's latest change, when the verdict rests on it: the new regime starts here.
-    change_at: AwareDatetime | None = None
-    detected_at: AwareDatetime | None = None
-    mean_loss_before: float | None = None
-    mean_loss_after: float | None = None
-    # The label-free estimate of accuracy beside the realized figure, when there is one.
-    estimated_accuracy: Probability | None = None
-    summary: Annotated[str, Field(max_length=2000)] = ""

@@ -28,9 +28,15 @@ above `max_bad_label_share` is a data-quality problem: nothing is triggered on b
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
-from workflows.coordinator.triggers import Severity, severity_from_score
+from workflows.coordinator.triggers import (
+    PerformanceObservation,
+    Severity,
+    TriggerEvent,
+    TriggerKind,
+    severity_from_score,
+)
 from workflows.drift.performance_models import (
     Basis,
     EstimatedMetric,
@@ -273,12 +279,14 @@ def assess_performance(report: PerformanceReport, policy: PerformancePolicy) -> 
 def performance_signal(
     report: PerformanceReport, verdict: PerformanceVerdict
 ) -> PerformanceSignal | None:
-    """What a `performance` trigger carries for a degraded verdict (None otherwise)."""
+    """What a `performance` trigger carries for a degraded verdict (None otherwise). The
+    detector's latest change goes with it whenever that change made the loss worse, whatever
+    comparison the verdict rests on: the new regime starts there."""
     headline = verdict.headline
     if verdict.status is not PerformanceStatus.DEGRADED or headline is None:
         return None
-    change = report.detector.last_change if report.detector is not None else None
-    on_change = headline.basis is Basis.CHANGE and change is not None
+    detector = report.detector
+    change = detector.last_change if detector is not None and detector.degraded else None
     estimate = report.label_free.estimate(LabelFreeMetric.ACCURACY) if report.label_free else None
     confidence = next(
         (q.confidence for q in (*report.quality, *report.since_change)),
@@ -298,16 +306,116 @@ def performance_signal(
         version=report.version,
         window_start=report.window_start,
         window_end=report.window_end,
-        change_at=change.at if on_change and change is not None else None,
-        detected_at=change.detected_at if on_change and change is not None else None,
-        mean_loss_before=change.mean_before if on_change and change is not None else None,
-        mean_loss_after=change.mean_after if on_change and change is not None else None,
+        change_at=change.at if change is not None else None,
+        detected_at=change.detected_at if change is not None else None,
+        mean_loss_before=change.mean_before if change is not None else None,
+        mean_loss_after=change.mean_after if change is not None else None,
         estimated_accuracy=(
             estimate.value
             if estimate is not None and report.label_free is not None and report.label_free.usable
             else None
         ),
         summary=verdict.summary,
+    )
+
+
+# ---- one check, as the monitor runs it -----------------------------------------------------
+
+
+def waiting_verdict(
+    decision: VolumeDecision,
+    labelled: int,
+    window_start: datetime,
+    policy: PerformancePolicy,
+) -> PerformanceVerdict:
+    """The verdict of a window that is not judged (yet): why, with its numbers."""
+    if decision is VolumeDecision.WAIT:
+        until = window_start + policy.max_window_age
+        summary = (
+            f"waiting for labels: {labelled} of {policy.min_rows} since "
+            f"{window_start.isoformat()}; checked with what it has from {until.isoformat()} "
+            f"(at least {policy.min_rows_at_max_age})"
+        )
+    else:
+        summary = (
+            f"too few labels: {labelled} in {policy.max_window_age} (fewer than "
+            f"{policy.min_rows_at_max_age}); a new window starts"
+        )
+    return PerformanceVerdict(status=PerformanceStatus.INSUFFICIENT_DATA, summary=summary)
+
+
+def judge_check(
+    report: PerformanceReport, policy: PerformancePolicy, window_start: datetime, now: datetime
+) -> tuple[VolumeDecision, PerformanceVerdict]:
+    """Whether the window is judged now (volume) and, if so, its verdict. Bad feedback is
+    reported whatever the volume: broken data is not a reason to wait quietly."""
+    decision = volume_decision(report.rows.labelled, window_start, now, policy)
+    rows = report.rows
+    if rows.labels > 0 and rows.bad / rows.labels > policy.max_bad_label_share:
+        return decision, assess_performance(report, policy)
+    if decision in (VolumeDecision.WAIT, VolumeDecision.TOO_FEW):
+        return decision, waiting_verdict(decision, report.rows.labelled, window_start, policy)
+    return decision, assess_performance(report, policy)
+
+
+def performance_event_id(model: str, signal: PerformanceSignal, check_id: str) -> str:
+    """Dedup key of a performance trigger: the change point when there is one (overlapping
+    checks that find the same change send the same id, which the coordinator ignores), else
+    the check."""
+    if signal.change_at is not None:
+        moment = signal.change_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%f")
+        return f"perf-{model}-v{signal.version or 'none'}-change-{moment}"[:200]
+    return f"perf-{check_id}"[:200]
+
+
+def performance_trigger(
+    report: PerformanceReport, verdict: PerformanceVerdict, endpoint: str | None = None
+) -> TriggerEvent | None:
+    """The trigger the coordinator hears for a degraded verdict (None otherwise)."""
+    signal = performance_signal(report, verdict)
+    if signal is None:
+        return None
+    if endpoint is not None:
+        signal = signal.model_copy(update={"endpoint": endpoint[:200]})
+    return TriggerEvent(
+        kind=TriggerKind.PERFORMANCE,
+        source="performance-monitor",
+        event_id=performance_event_id(report.model, signal, report.check_id),
+        occurred_at=report.checked_at,
+        # A critical degradation is as urgent as critical drift: it may skip the cooldown.
+        priority=2 if signal.severity.rank >= Severity.HIGH.rank else 3,
+        performance=signal,
+        metadata={"check_id": report.check_id},
+    )
+
+
+def observation_of(
+    check_id: str,
+    report: PerformanceReport,
+    verdict: PerformanceVerdict,
+    volume: VolumeDecision,
+    event: TriggerEvent | None,
+) -> PerformanceObservation | None:
+    """What the coordinator learns from a judged window: its loss, labelled and served answers,
+    and the degradation trigger when there is one. None for a window not judged (waiting for
+    labels, too few) or broken feedback (its losses would be wrong): the policy learns nothing
+    from them."""
+    if volume in (VolumeDecision.WAIT, VolumeDecision.TOO_FEW) or report.loss is None:
+        return None
+    if verdict.status in (PerformanceStatus.DATA_QUALITY, PerformanceStatus.INSUFFICIENT_DATA):
+        return None
+    return PerformanceObservation(
+        check_id=check_id,
+        version=report.version,
+        window_start=report.window_start,
+        window_end=report.window_end,
+        loss=report.loss.value,
+        loss_sum=report.loss_sum,
+        loss_sq_sum=report.loss_sq_sum,
+        count=report.rows.labelled,
+        volume=max(report.served, report.rows.labelled),
+        status=verdict.status.value,
+        event=event,
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from workflows.common.models import later, scaled
 from workflows.coordinator.triggers import Severity
 from workflows.loop.models import GateVerdict, ReviewDecision, TriggerContext
 from workflows.spec.models import ApprovalPolicy
@@ -75,13 +76,15 @@ def next_approval_event(
     `escalate_after`, and the final timeout (unless the policy keeps waiting). Ties go to the
     timeout, then the escalation. None: nothing more is scheduled (wait for a human)."""
     candidates = []
+    # Saturating: no date computed here may raise (a workflow task must never fail on one).
     if policy.on_timeout == "reject":
-        candidates.append(ApprovalEvent(ApprovalEventKind.TIMEOUT, requested_at + policy.timeout))
+        timeout_at = later(requested_at, policy.timeout)
+        candidates.append(ApprovalEvent(ApprovalEventKind.TIMEOUT, timeout_at))
     if not escalated:
-        escalation_at = requested_at + policy.escalate_after
+        escalation_at = later(requested_at, policy.escalate_after)
         candidates.append(ApprovalEvent(ApprovalEventKind.ESCALATION, escalation_at))
     if policy.reminder_every > timedelta(0):
-        reminder_at = requested_at + policy.reminder_every * (reminders_sent + 1)
+        reminder_at = later(requested_at, scaled(policy.reminder_every, reminders_sent + 1))
         candidates.append(ApprovalEvent(ApprovalEventKind.REMINDER, reminder_at))
     if not candidates:
         return None

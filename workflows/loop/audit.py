@@ -19,6 +19,7 @@ from workflows.loop.models import (
     LoopResult,
     ModelVersion,
     Promotion,
+    ReviewOrigin,
     TrainingResult,
     TriggerContext,
 )
@@ -54,6 +55,8 @@ class ReviewRecord(StrictModel):
     comment: str = ""
     at: datetime
     via: Literal["signal", "update"]
+    # A review sent for a person by a bridge (Slack): who, there.
+    origin: ReviewOrigin | None = None
 
 
 class IgnoredReview(StrictModel):

@@ -12,6 +12,15 @@ from workflows.loop.audit import LoopView
 from workflows.loop.models import EvaluationReport, GateVerdict
 from workflows.slots.models import SlotWait
 
+# Shown under the Web UI's "Details" of every loop and rollout (static: set at start).
+STATIC_DETAILS = (
+    "Current details below show the step, the numbers and what to do next. A blank panel means "
+    "no worker has run this execution's code since it started or since the server restarted: "
+    "start one with `retrain worker` (nothing is lost meanwhile; the execution resumes)."
+)
+# Ignored approve/reject messages shown (the audit record keeps the last 50).
+IGNORED_SHOWN = 5
+
 
 def render_loop_details(view: LoopView) -> str:
     record = view.record
@@ -44,7 +53,14 @@ def render_loop_details(view: LoopView) -> str:
         lines += ["", *_approval_help(view)]
     if record.approval.review:
         review = record.approval.review
-        lines += ["", f"- {review.decision}d by {review.reviewer} via {review.via}"]
+        origin = f" from {review.origin.channel}" if review.origin else ""
+        lines += ["", f"- {review.decision}d by {review.reviewer} via {review.via}{origin}"]
+    if record.approval.ignored:
+        ignored = record.approval.ignored
+        lines += ["", f"Ignored reviews ({len(ignored)}, latest last):", ""]
+        for item in ignored[-IGNORED_SHOWN:]:
+            who = f" from {item.reviewer}" if item.reviewer else ""
+            lines.append(f"- {item.at:%H:%M:%S} {item.decision}{who}: {item.reason[:300]}")
     if record.outcome:
         lines += ["", f"**Outcome: {record.outcome.status.value}**: {record.outcome.summary}"]
     return "\n".join(lines)

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, JsonValue
 from temporalio.exceptions import CancelledError, TerminatedError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from workflows.common.models import StrictModel
-from workflows.coordinator.triggers import DataArrival, DriftSignal, Severity, TriggerKind
+from workflows.coordinator.triggers import (
+    DataArrival,
+    DriftSignal,
+    PerformanceSignal,
+    Severity,
+    TriggerKind,
+)
 from workflows.spec.models import Metric, ModelSpec
 
 
@@ -28,6 +34,22 @@ class EventRef(StrictModel):
     priority: int
     source: str
     received_at: AwareDatetime
+    # When the sender says it happened (event latency is received_at - occurred_at).
+    occurred_at: AwareDatetime | None = None
+    # The sender's metadata (labels, endpoints, violation counts), up to
+    # CARRIED_METADATA_BYTES per event; larger metadata is replaced by a note of its size and
+    # keys (a thousand waiting events must fit through continue-as-new and into the loop).
+    metadata: dict[str, JsonValue] = {}
+    # One line about it: an alarm's reason, a drift's score and endpoint.
+    summary: Annotated[str, Field(max_length=500)] | None = None
+
+
+class AdaptiveRecord(StrictModel):
+    """The adaptive policy's decision behind a loop: its sentence ("retrain v7: excess loss
+    since v7: 412 EUR; expected excess cost ... >= retraining cost 380 EUR") and its numbers."""
+
+    reason: Annotated[str, Field(max_length=2000)]
+    numbers: dict[str, float | int | str | bool | None] = {}
 
 
 class TriggerContext(StrictModel):
@@ -43,6 +65,26 @@ class TriggerContext(StrictModel):
     requires_approval: bool = False
     approval_reasons: list[str] = []
     origin: str
+    # Degraded quality on labelled traffic (the most severe of the events answered).
+    performance: PerformanceSignal | None = None
+    # The latest regime change the coordinator knows of (a performance or drift change point):
+    # the loop's data window starts there, the baseline is a floor, not a majority.
+    regime_start: AwareDatetime | None = None
+    # The adaptive policy's decision, when the coordinator decides adaptively.
+    adaptive: AdaptiveRecord | None = None
+
+    @property
+    def change_at(self) -> datetime | None:
+        """Where this loop's own triggers located a change (performance or drift)."""
+        moments = [
+            moment
+            for moment in (
+                self.performance.change_at if self.performance else None,
+                self.drift.change_at if self.drift else None,
+            )
+            if moment is not None
+        ]
+        return max(moments, default=None)
 
 
 class RetrainingLoopInput(StrictModel):
@@ -76,6 +118,11 @@ class LoopResult(StrictModel):
     dataset_hashes: dict[str, str] = {}
     candidate_version: str | None = None
     audit_uri: str | None = None
+    # The promoted candidate's loss per labelled prediction (0/1 error of a classifier, absolute
+    # error of a regressor) on the newest data of its evaluation, and over how many rows: what
+    # a fresh model achieves, for the adaptive policy.
+    candidate_loss: Annotated[float, Field(ge=0)] | None = None
+    candidate_loss_rows: Annotated[int, Field(ge=0)] | None = None
 
 
 def result_from_failure(loop_id: str, error: BaseException) -> LoopResult:
@@ -121,6 +168,9 @@ class DataWindowRequest(StrictModel):
     as_of: AwareDatetime
     # Extra files the trigger named (data_arrived events), read besides the window.
     extra_uris: list[str] = []
+    # A regime change (change point): the window starts there, rows before it are left out,
+    # and baseline rows are a floor (`regime_baseline_share`), not a majority.
+    regime_start: AwareDatetime | None = None
 
 
 class DataWindow(StrictModel):
@@ -143,6 +193,13 @@ class DataWindow(StrictModel):
     baseline: DatasetFile | None = None
     production_rows_in_training: int = 0
     baseline_rows_in_training: int = 0
+    # The regime change the window starts at (None: the last `days` days, no change known).
+    regime_start: AwareDatetime | None = None
+    # The newest part of the holdout (the most recent labelled data, never trained on) and
+    # captured live traffic with its feedback labels (replayed), when there are enough rows.
+    recent_set: DatasetFile | None = None
+    replay_set: DatasetFile | None = None
+    notes: list[str] = []
 
 
 class GoldenSet(StrictModel):
@@ -270,6 +327,12 @@ class EvaluationRequest(StrictModel):
     baseline_eval: DatasetFile
     golden: GoldenSet
     seed: int = 0
+    # Also scored (and bootstrapped against the champion) when the window has them.
+    recent: DatasetFile | None = None
+    replay: DatasetFile | None = None
+    # Metrics bootstrapped besides the policy's (the quality a performance trigger found
+    # degraded, which the gate asks the candidate to improve).
+    extra_metrics: list[Metric] = []
 
 
 class MetricDelta(StrictModel):
@@ -319,8 +382,21 @@ class GateVerdict(StrictModel):
 # ---- approval, audit -----------------------------------------------------------------------
 
 
+class ReviewOrigin(StrictModel):
+    """Where an approve/reject came from when a bridge sent it for a person (the gateway's
+    Slack button handler): the channel and that person's identity there. Informational, as
+    every sender's claims are: who may send updates at all is Temporal's authorisation."""
+
+    channel: Literal["slack"]
+    user_id: Annotated[str, Field(min_length=1, max_length=64)]
+    user_name: Annotated[str, Field(max_length=200)] = ""
+    team_id: Annotated[str, Field(max_length=64)] | None = None
+
+
 class ReviewDecision(StrictModel):
     """Payload of `approve` / `reject` (signal or update)."""
 
     reviewer: Annotated[str, Field(max_length=200)]
     comment: Annotated[str, Field(max_length=2000)] = ""
+    # Set by a bridge acting for a person elsewhere (a Slack button); kept in the audit record.
+    origin: ReviewOrigin | None = None

@@ -14,6 +14,21 @@ Guardrails, each a `SafetyCheck` carrying every number behind its verdict:
 - `error_concentration`: the largest share of the candidate's holdout errors in one segment (or
   error type) stays within `max_error_concentration`.
 
+Loops that answer a change add to these (`GateContext`):
+
+- after a regime change (the window starts at a change point) `baseline_drift`'s limit grows by
+  `regime_gap`: how far the champion falls between the old regime (the baseline set) and the
+  new one, plus how much more of the new one the candidate knows (a model of the new concept
+  is expected to lose on the old data about what it gains on the new);
+- `quality_improvement`, when a performance trigger found a metric degraded: the candidate must
+  improve it significantly (the low end of the paired-bootstrap interval of the delta above 0)
+  on the new regime's labelled data (replayed live traffic when there is enough, else the
+  window's holdout after a change, else its recent slice); when it does, a prediction shift
+  beyond its limit is explained (the canary rule, offline).
+
+Every loop's candidate must also not be *significantly* worse than the champion on the most
+recent labelled data (`recent`) or on replayed live traffic (`replay`).
+
 A passed check whose headroom to its limit is at most `near_miss_margin` x |limit| is a near
 miss. The checks and the verdict are total: non-finite numbers, missing metrics and empty
 histograms give a failed check (or a regression) with a sentence saying why, never an exception.
@@ -23,15 +38,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
-from workflows.loop.models import EvaluationReport, GateVerdict, SafetyCheck
-from workflows.spec.models import EvaluationPolicy, GuardrailPolicy, ModelSpec
+from workflows.loop.models import EvaluationReport, GateVerdict, SafetyCheck, TriggerContext
+from workflows.spec.models import EvaluationPolicy, GuardrailPolicy, Metric, ModelSpec, Task
 
 # Dataset names: keys of `EvaluationReport.candidate`, `.champion`, `.rows`; `MetricDelta.dataset`.
 HOLDOUT = "holdout"
 BASELINE = "baseline"
 GOLDEN = "golden"
+# The newest part of the holdout (by the timestamp column): the most recent labelled data the
+# candidate never trained on; and captured live traffic replayed with its feedback labels.
+RECENT = "recent"
+REPLAY = "replay"
 
 GOLDEN_FLOOR = "golden_floor"
 BASELINE_DRIFT = "baseline_drift"
@@ -185,11 +205,61 @@ def check_golden_floor(report: EvaluationReport, policy: GuardrailPolicy) -> Saf
     )
 
 
-def check_baseline_drift(report: EvaluationReport, policy: GuardrailPolicy) -> SafetyCheck:
-    """|candidate - champion| of `baseline_metric` on the baseline set <= `max_baseline_drift`."""
+def _new_regime(side: Mapping[str, Mapping[str, float]], metric: str) -> float | None:
+    """A model's metric on the new regime's data: replayed traffic, else the recent slice, else
+    the holdout (of a window that starts at the change)."""
+    for dataset in (REPLAY, RECENT, HOLDOUT):
+        value = _metric(side, dataset, metric)
+        if value is not None and math.isfinite(value):
+            return value
+    return None
+
+
+def regime_gap(report: EvaluationReport, metric: str) -> float | None:
+    """What a model of the new regime may lose on the old one (the baseline set): how far the
+    champion falls between the regimes, |champion(baseline) - champion(new)|, plus how much
+    more of the new regime the candidate knows, max(0, candidate(new) - champion(new)).
+
+    For a perfect model of each concept that disagree on a share d of the rows, the champion
+    falls by d and the candidate gains d: the allowance 2d covers the candidate's loss d with
+    room for imperfect models (a champion that had partly learned the change falls less, a
+    candidate trained on little new data gains less). A candidate that moves on the old data
+    without a matching gain on the new still fails. None when not measured."""
+    champion, candidate = report.champion, report.candidate
+    if champion is None:
+        return None
+    old = _metric(champion, BASELINE, metric)
+    new = _new_regime(champion, metric)
+    learned = _new_regime(candidate, metric)
+    if old is None or new is None or learned is None or not math.isfinite(old):
+        return None
+    gain = learned - new if metric_higher_is_better(metric) else new - learned
+    return abs(old - new) + max(0.0, gain)
+
+
+def metric_higher_is_better(metric: str) -> bool:
+    try:
+        return Metric(metric).higher_is_better
+    except ValueError:
+        return True
+
+
+def check_baseline_drift(
+    report: EvaluationReport, policy: GuardrailPolicy, *, regime_change: bool = False
+) -> SafetyCheck:
+    """|candidate - champion| of `baseline_metric` on the baseline set <= `max_baseline_drift`.
+
+    After a regime change the baseline set is the old regime, on which a model of the new one
+    is expected to differ: the limit grows by `regime_gap` (how far the champion falls between
+    the regimes plus how much more of the new one the candidate knows). Still a bound: a
+    candidate that moves on the old data without a matching gain on the new fails."""
     metric = policy.baseline_metric.value
     limit = policy.max_baseline_drift
     numbers: dict[str, float] = {"limit": limit}
+    allowance = regime_gap(report, metric) if regime_change else None
+    if allowance is not None:
+        limit += allowance
+        numbers |= {"limit": limit, "regime_allowance": allowance}
     if report.champion is None:
         detail = "No champion: there is no baseline behaviour to drift from."
         return _safety_check(BASELINE_DRIFT, True, numbers, detail)
@@ -209,8 +279,14 @@ def check_baseline_drift(report: EvaluationReport, policy: GuardrailPolicy) -> S
     relation = "within" if bound.passed else "beyond"
     detail = (
         f"Baseline-set {metric} moved by {drift:.4g} (candidate {candidate:.4g}, champion "
-        f"{champion:.4g}), {relation} the limit {limit:.4g}."
+        f"{champion:.4g}), {relation} the limit {limit:.4g}"
     )
+    if allowance is not None:
+        detail += (
+            f" ({policy.max_baseline_drift:.4g} + {allowance:.4g}: how far the champion falls "
+            "between the old regime and the new, plus what the candidate gains on the new)"
+        )
+    detail += "."
     numbers |= bound.numbers
     return _safety_check(BASELINE_DRIFT, bound.passed, numbers, detail, near_miss=bound.near_miss)
 
@@ -314,19 +390,156 @@ def find_regressions(report: EvaluationReport, policy: EvaluationPolicy) -> list
     return regressions
 
 
-def guardrail_checks(report: EvaluationReport, policy: GuardrailPolicy) -> list[SafetyCheck]:
+def live_regressions(report: EvaluationReport, policy: EvaluationPolicy) -> list[str]:
+    """One sentence per policy metric on which the candidate is *significantly* worse than the
+    champion on the most recent labelled data or on replayed live traffic (the interval of its
+    oriented delta lies wholly below min(0, min_improvement)). Noise alone does not reject: a
+    candidate must be shown worse on the newest data."""
+    if report.champion is None:
+        return []
+    floor = min(0.0, policy.min_improvement) if math.isfinite(policy.min_improvement) else 0.0
+    wanted = set(policy.metrics)
+    found = []
+    for delta in report.deltas:
+        if delta.dataset not in (RECENT, REPLAY) or delta.metric not in wanted:
+            continue
+        if math.isfinite(delta.ci_high) and delta.ci_high < floor:
+            found.append(
+                f"{delta.metric.value}: significantly worse on the {delta.dataset} data, delta "
+                f"{delta.delta:+.4g} with its {policy.confidence:.0%} interval "
+                f"[{delta.ci_low:+.4g}, {delta.ci_high:+.4g}] below {floor:+.4g} (candidate "
+                f"{delta.candidate:.4g}, champion {delta.champion:.4g})"
+            )
+    return found
+
+
+QUALITY_IMPROVEMENT = "quality_improvement"
+# Replayed traffic judges the improvement when it has at least this many rows.
+MIN_REPLAY_ROWS = 50
+
+
+def check_improvement(
+    report: EvaluationReport, metric: Metric, confidence: float, *, regime_change: bool = False
+) -> SafetyCheck:
+    """The loop answers degraded quality: the candidate must improve that metric significantly
+    over the champion on the new regime's data: replayed live traffic when there is enough of
+    it; else the holdout of a window that starts at the change (all new regime), or the recent
+    slice of any other window; the low end of the delta's interval above 0."""
+    numbers: dict[str, float] = {"confidence": confidence}
+    if report.champion is None:
+        detail = "No champion: there is no degraded quality to improve on."
+        return _safety_check(QUALITY_IMPROVEMENT, True, numbers, detail)
+    deltas = {(d.dataset, d.metric): d for d in report.deltas}
+    order = [REPLAY] if report.rows.get(REPLAY, 0) >= MIN_REPLAY_ROWS else []
+    order += [HOLDOUT, RECENT] if regime_change else [RECENT, HOLDOUT]
+    delta = next((deltas[(name, metric)] for name in order if (name, metric) in deltas), None)
+    if delta is None:
+        detail = (
+            f"No {metric.value} delta on {', '.join(order)}: the improvement the degraded "
+            "quality asks for cannot be shown."
+        )
+        return _safety_check(QUALITY_IMPROVEMENT, False, numbers, detail)
+    numbers |= {
+        "candidate": delta.candidate,
+        "champion": delta.champion,
+        "delta": delta.delta,
+        "ci_low": delta.ci_low,
+        "ci_high": delta.ci_high,
+        "rows": float(report.rows.get(delta.dataset, 0)),
+    }
+    passed = math.isfinite(delta.ci_low) and delta.ci_low > 0
+    detail = (
+        f"{metric.value} on the {delta.dataset} data ({report.rows.get(delta.dataset, 0)} rows): "
+        f"candidate {delta.candidate:.4g} vs champion {delta.champion:.4g}, delta "
+        f"{delta.delta:+.4g} [{delta.ci_low:+.4g}, {delta.ci_high:+.4g}] at {confidence:.0%}: "
+        + ("a significant improvement." if passed else "not a significant improvement.")
+    )
+    return _safety_check(QUALITY_IMPROVEMENT, passed, numbers, detail)
+
+
+def candidate_loss(report: EvaluationReport | None, task: Task) -> tuple[float, int] | None:
+    """The candidate's loss per labelled prediction (the performance monitor's: 0/1 error of a
+    classifier, absolute error of a regressor) on the newest data it was evaluated on (replayed
+    traffic, else the recent slice, else the holdout), and over how many rows: what a fresh
+    model achieves, for the coordinator's adaptive policy. None when not measured."""
+    if report is None:
+        return None
+    metric, loss = ("accuracy", True) if task is Task.CLASSIFICATION else ("mae", False)
+    for dataset in (REPLAY, RECENT, HOLDOUT):
+        value = _metric(report.candidate, dataset, metric)
+        rows = report.rows.get(dataset, 0)
+        if value is not None and math.isfinite(value) and rows > 0:
+            return (max(0.0, 1.0 - value) if loss else max(0.0, value)), rows
+    return None
+
+
+def _shift_explained(check: SafetyCheck) -> SafetyCheck:
+    """A candidate answering degraded quality is expected to predict differently from the
+    degraded champion: a prediction shift beyond the limit passes when the candidate is shown
+    significantly better on the new regime's labels (as the canary's shift rule does live)."""
+    if check.name != PREDICTION_SHIFT or check.passed:
+        return check
+    return check.model_copy(
+        update={
+            "passed": True,
+            "detail": f"{check.detail} Explained: the candidate significantly improves the "
+            "degraded quality (quality_improvement).",
+        }
+    )
+
+
+@dataclass(frozen=True)
+class GateContext:
+    """What the loop answers: a regime change (its window starts there) and, for degraded
+    quality, the metric the candidate must improve significantly."""
+
+    regime_change: bool = False
+    improve: Metric | None = None
+
+
+def improvement_metric(trigger: TriggerContext) -> Metric | None:
+    """The metric a performance trigger found degraded, as an evaluation metric (a label-free
+    estimate of accuracy asks for accuracy); None without one."""
+    if trigger.performance is None:
+        return None
+    name = trigger.performance.metric.removeprefix("estimated ").strip()
+    try:
+        return Metric(name)
+    except ValueError:
+        return None
+
+
+def guardrail_checks(
+    report: EvaluationReport, policy: GuardrailPolicy, *, regime_change: bool = False
+) -> list[SafetyCheck]:
     return [
         check_golden_floor(report, policy),
-        check_baseline_drift(report, policy),
+        check_baseline_drift(report, policy, regime_change=regime_change),
         check_prediction_shift(report, policy),
         check_error_concentration(report, policy),
     ]
 
 
-def gate_verdict(report: EvaluationReport, spec: ModelSpec) -> GateVerdict:
-    """Passed iff every guardrail passed and no policy metric regressed on the holdout."""
-    checks = guardrail_checks(report, spec.loop.guardrails)
+def gate_verdict(
+    report: EvaluationReport, spec: ModelSpec, context: GateContext | None = None
+) -> GateVerdict:
+    """Passed iff every guardrail passed, no policy metric regressed on the holdout nor is
+    significantly worse on the recent or replayed data, and, for a loop answering degraded
+    quality, that quality improved significantly."""
+    context = context or GateContext()
+    checks = guardrail_checks(report, spec.loop.guardrails, regime_change=context.regime_change)
+    if context.improve is not None:
+        improvement = check_improvement(
+            report,
+            context.improve,
+            spec.loop.evaluation.confidence,
+            regime_change=context.regime_change,
+        )
+        checks.append(improvement)
+        if improvement.passed and report.champion is not None:
+            checks = [_shift_explained(check) for check in checks]
     regressions = find_regressions(report, spec.loop.evaluation)
+    regressions += live_regressions(report, spec.loop.evaluation)
     failed = [check for check in checks if not check.passed]
     near_misses = [check.name for check in checks if check.near_miss]
     passed = not failed and not regressions

@@ -27,14 +27,12 @@ from temporalio.workflow import ParentClosePolicy
 
 from workflows.common.errors import ErrorType
 from workflows.common.names import ActivityName
-from workflows.common.retries import QUICK_RETRY
+from workflows.common.retries import LIVENESS, QUICK_RETRY
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
     from workflows.common import metrics, names
     from workflows.common.errors import activity_failure
-    from workflows.common.models import describe_validation_error
+    from workflows.common.messages import one_message
     from workflows.common.notify import Notification, notify
     from workflows.drift.models import ProfileSummary
     from workflows.loop.approval import (
@@ -53,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
         ReviewVerb,
         StageEntry,
     )
-    from workflows.loop.details import render_loop_details
+    from workflows.loop.details import STATIC_DETAILS, render_loop_details
     from workflows.loop.models import (
         DataWindow,
         DataWindowRequest,
@@ -74,16 +72,29 @@ with workflow.unsafe.imports_passed_through():
         TrainingRequest,
         TrainingResult,
     )
-    from workflows.loop.rules import gate_verdict
-    from workflows.rollout.models import RolloutInput, RolloutResult, RolloutStatus
+    from workflows.loop.rules import (
+        GateContext,
+        candidate_loss,
+        gate_verdict,
+        improvement_metric,
+    )
+    from workflows.rollout.models import (
+        RolloutInput,
+        RolloutResult,
+        RolloutStatus,
+        canary_improvement,
+    )
     from workflows.slots.lease import TrainingSlot
     from workflows.slots.models import SLOT_GRANTED_SIGNAL, SlotWait
-    from workflows.spec.models import FeatureKind, ModelSpec
+    from workflows.spec.backends import backend_info
+    from workflows.spec.models import FeatureKind, Metric, ModelSpec
 
 QUICK = timedelta(minutes=2)
 REFERENCE_PROFILE_PATCH = "reference-profile-on-promotion"
 REJECTION_PATCH = "candidate-rejected-in-registry"
 TRAINING_SLOT_PATCH = "training-slot"
+# Added with the outcome search attribute (RetrainOutcome): loops started before do not set it.
+OUTCOME_PATCH = "loop-outcome-attribute"
 DATA_RETRY = RetryPolicy(
     maximum_attempts=5,
     maximum_interval=timedelta(minutes=2),
@@ -99,7 +110,7 @@ TRAINING_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
     non_retryable_error_types=[ErrorType.TRAINING_ENTRYPOINT],
 )
-TRAINING_HEARTBEAT = timedelta(seconds=30)
+TRAINING_HEARTBEAT = LIVENESS
 EVALUATION_RETRY = RetryPolicy(
     maximum_attempts=3,
     non_retryable_error_types=[
@@ -197,7 +208,11 @@ class RetrainingLoop:
         self._enter(LoopStage.EVALUATING)
         golden = await self._verify_golden_set(spec)
         report = await self._evaluate(spec, window, golden, candidate, champion)
-        verdict = self._record.verdict = gate_verdict(report, spec)
+        verdict = self._record.verdict = gate_verdict(
+            report,
+            spec,
+            GateContext(regime_change=window.regime_start is not None, improve=self._improve()),
+        )
         if not verdict.passed:
             await self._notify(
                 "warning",
@@ -234,6 +249,7 @@ class RetrainingLoop:
             self._input.model,
             result_type=ModelSpec,
             start_to_close_timeout=QUICK,
+            heartbeat_timeout=LIVENESS,
             retry_policy=DATA_RETRY,
         )
         return spec
@@ -243,11 +259,15 @@ class RetrainingLoop:
         window: DataWindow = await workflow.execute_activity(
             ActivityName.SELECT_DATA_WINDOW,
             DataWindowRequest(
-                loop_id=self._loop_id, spec=spec, as_of=workflow.now(), extra_uris=extra
+                loop_id=self._loop_id,
+                spec=spec,
+                as_of=workflow.now(),
+                extra_uris=extra,
+                regime_start=self._input.trigger.regime_start or self._input.trigger.change_at,
             ),
             result_type=DataWindow,
             start_to_close_timeout=timedelta(hours=1),
-            heartbeat_timeout=timedelta(minutes=5),
+            heartbeat_timeout=LIVENESS,
             retry_policy=DATA_RETRY,
         )
         self._record.data_window = window
@@ -260,6 +280,7 @@ class RetrainingLoop:
                 spec,
                 result_type=GoldenSet,
                 start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=LIVENESS,
                 retry_policy=RetryPolicy(
                     maximum_attempts=5, non_retryable_error_types=[ErrorType.GOLDEN_SET_CHANGED]
                 ),
@@ -339,6 +360,11 @@ class RetrainingLoop:
     def training_slot_granted(self, *payload: Any) -> None:
         self._slot.granted(payload)
 
+    def _improve(self) -> Metric | None:
+        """The quality a performance trigger found degraded: the candidate must improve it
+        significantly, offline (the gate) and live (the canary). None: not-worse suffices."""
+        return improvement_metric(self._input.trigger)
+
     def _chargeback_tags(self) -> dict[str, str]:
         trigger = self._input.trigger
         return {
@@ -362,6 +388,7 @@ class RetrainingLoop:
             spec.name,
             result_type=ModelVersion | None,  # type: ignore[arg-type]
             start_to_close_timeout=QUICK,
+            heartbeat_timeout=LIVENESS,
             retry_policy=QUICK_RETRY,
         )
         self._record.champion = champion
@@ -395,6 +422,7 @@ class RetrainingLoop:
             ),
             result_type=ModelVersion,
             start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=LIVENESS,
             retry_policy=QUICK_RETRY,
         )
         self._record.candidate = candidate
@@ -421,10 +449,13 @@ class RetrainingLoop:
                     baseline_eval=window.baseline_eval_set,
                     golden=golden,
                     seed=self._seed(),
+                    recent=window.recent_set,
+                    replay=window.replay_set,
+                    extra_metrics=[metric] if (metric := self._improve()) is not None else [],
                 ),
                 result_type=EvaluationReport,
                 start_to_close_timeout=timedelta(hours=1),
-                heartbeat_timeout=timedelta(minutes=5),
+                heartbeat_timeout=LIVENESS,
                 retry_policy=EVALUATION_RETRY,
             )
         except ActivityError as err:
@@ -441,6 +472,7 @@ class RetrainingLoop:
             PromoteRequest(model=spec.name, version=candidate.version, loop_id=self._loop_id),
             result_type=Promotion,
             start_to_close_timeout=QUICK,
+            heartbeat_timeout=LIVENESS,
             retry_policy=QUICK_RETRY,
         )
         self._record.deployment = DeploymentRecord(
@@ -463,6 +495,7 @@ class RetrainingLoop:
                 result_type=ProfileSummary,
                 # Seconds of work (a model load and a pass over the training set), bounded.
                 start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=LIVENESS,
                 schedule_to_close_timeout=timedelta(minutes=30),
                 retry_policy=QUICK_RETRY,
             )
@@ -493,8 +526,12 @@ class RetrainingLoop:
                     champion_version=champion.version if champion else None,
                     policy=spec.loop.deployment,
                     capture_dir=spec.data.capture_location,
+                    improvement=canary_improvement(self._improve(), champion is not None),
+                    mirror_champion=backend_info(spec.backend).shadow_deployments,
                 ),
                 id=rollout_id,
+                static_summary=f"{spec.name}: rollout of version {candidate.version}",
+                static_details=STATIC_DETAILS,
                 result_type=RolloutResult,
                 search_attributes=TypedSearchAttributes(
                     [SearchAttributePair(names.MODEL_NAME, spec.name)]
@@ -534,7 +571,10 @@ class RetrainingLoop:
         self._enter(LoopStage.AWAITING_APPROVAL)
         self._count(metrics.APPROVALS_REQUESTED)
         await self._notify(
-            "warning", "approval needed", "Why: " + "; ".join(reasons) + "\n\n" + self._details()
+            "warning",
+            "approval needed",
+            "Why: " + "; ".join(reasons) + "\n\n" + self._details(),
+            awaiting_review=True,
         )
         while approval.review is None:
             event = next_approval_event(
@@ -558,6 +598,7 @@ class RetrainingLoop:
                     "warning",
                     f"reminder {approval.reminders_sent}: approval still needed",
                     f"Waiting for {_hours(waited)}.\n\n" + self._details(),
+                    awaiting_review=True,
                 )
             elif event.kind is ApprovalEventKind.ESCALATION:
                 approval.escalated_at = workflow.now()
@@ -566,6 +607,7 @@ class RetrainingLoop:
                     "escalation: approval overdue",
                     f"No decision after {_hours(waited)}.\n\n" + self._details(),
                     channel="escalation",
+                    awaiting_review=True,
                 )
             else:
                 approval.timed_out_at = workflow.now()
@@ -603,6 +645,7 @@ class RetrainingLoop:
             comment=review.comment,
             at=workflow.now(),
             via=via,
+            origin=review.origin,
         )
         self._record.approval.review = record
         self._refresh_details()
@@ -611,21 +654,19 @@ class RetrainingLoop:
     def _review_signal(self, verb: ReviewVerb, payload: tuple[Any, ...]) -> None:
         reviewer = None
         try:
-            if len(payload) != 1:
-                raise ValueError(f"expected one object {{reviewer, comment}}, got {len(payload)}")
-            review = ReviewDecision.model_validate(payload[0])
+            review = one_message(payload, ReviewDecision, verb)
             reviewer = review.reviewer
             refusal = self._review_refusal(review)
-        except ValidationError as err:
-            refusal = f"malformed {verb}: {describe_validation_error(err)}"
         except ValueError as err:
-            refusal = f"malformed {verb}: {err}"
+            refusal = f"malformed {err}"
         if refusal is None:
             self._accept_review(verb, review, "signal")
             return
         workflow.logger.warning("ignored %s signal: %s", verb, refusal)
         self._record.approval.ignored.append(
-            IgnoredReview(decision=verb, reviewer=reviewer, at=workflow.now(), reason=refusal)
+            IgnoredReview(
+                decision=verb, reviewer=reviewer, at=workflow.now(), reason=refusal[:2000]
+            )
         )
         del self._record.approval.ignored[:-50]
         self._refresh_details()
@@ -639,21 +680,27 @@ class RetrainingLoop:
     def reject_signal(self, *payload: Any) -> None:
         self._review_signal("reject", payload)
 
+    # Updates are untyped too: the validator explains a wrong payload in the Web UI ("unknown
+    # field 'reason'; expected {reviewer, comment}") instead of "Failed decoding arguments".
     @workflow.update(name="approve")
-    def approve(self, review: ReviewDecision) -> ReviewRecord:
-        return self._accept_review("approve", review, "update")
+    def approve(self, *payload: Any) -> ReviewRecord:
+        return self._accept_review(
+            "approve", one_message(payload, ReviewDecision, "approve"), "update"
+        )
 
     @approve.validator
-    def _validate_approve(self, review: ReviewDecision) -> None:
-        self._validate_review(review)
+    def _validate_approve(self, *payload: Any) -> None:
+        self._validate_review(one_message(payload, ReviewDecision, "approve"))
 
     @workflow.update(name="reject")
-    def reject(self, review: ReviewDecision) -> ReviewRecord:
-        return self._accept_review("reject", review, "update")
+    def reject(self, *payload: Any) -> ReviewRecord:
+        return self._accept_review(
+            "reject", one_message(payload, ReviewDecision, "reject"), "update"
+        )
 
     @reject.validator
-    def _validate_reject(self, review: ReviewDecision) -> None:
-        self._validate_review(review)
+    def _validate_reject(self, *payload: Any) -> None:
+        self._validate_review(one_message(payload, ReviewDecision, "reject"))
 
     def _validate_review(self, review: ReviewDecision) -> None:
         if (refusal := self._review_refusal(review)) is not None:
@@ -692,6 +739,7 @@ class RetrainingLoop:
         subject: str,
         body: str,
         channel: Literal["primary", "escalation"] = "primary",
+        awaiting_review: bool = False,
     ) -> None:
         key = f"{self._loop_id}-{len(self._record.notifications) + 1}"
         notification = Notification(
@@ -703,6 +751,7 @@ class RetrainingLoop:
             subject=f"{self._input.model}: {subject} ({self._loop_id})",
             body=body,
             channel=channel,
+            awaiting_review=awaiting_review,
         )
         self._record.notifications.append(key)
         await notify(notification)
@@ -723,6 +772,7 @@ class RetrainingLoop:
                 ),
                 result_type=ModelVersion,
                 start_to_close_timeout=QUICK,
+                heartbeat_timeout=LIVENESS,
                 retry_policy=QUICK_RETRY,
             )
         except ActivityError as err:
@@ -736,6 +786,11 @@ class RetrainingLoop:
         if status in _NOT_PROMOTED and candidate is not None and workflow.patched(REJECTION_PATCH):
             summary = await self._mark_rejected(candidate, status, summary)
         window = self._record.data_window
+        fresh = (
+            candidate_loss(self._record.evaluation, self._spec.task)
+            if status is LoopStatus.PROMOTED and self._spec is not None
+            else None
+        )
         result = LoopResult(
             loop_id=self._loop_id,
             status=status,
@@ -745,14 +800,19 @@ class RetrainingLoop:
             retrieval_query=window.query if window else "",
             dataset_hashes=_dataset_hashes(window) if window else {},
             candidate_version=self._record.candidate.version if self._record.candidate else None,
+            candidate_loss=fresh[0] if fresh else None,
+            candidate_loss_rows=fresh[1] if fresh else None,
         )
         self._record.outcome = result
+        if workflow.patched(OUTCOME_PATCH):
+            workflow.upsert_search_attributes([names.RETRAIN_OUTCOME.value_set(status.value)])
         self._enter(LoopStage.DONE)
         audit_uri: str = await workflow.execute_activity(
             ActivityName.WRITE_AUDIT_RECORD,
             self._record,
             result_type=str,
             start_to_close_timeout=QUICK,
+            heartbeat_timeout=LIVENESS,
             retry_policy=QUICK_RETRY,
         )
         result = result.model_copy(update={"audit_uri": audit_uri})
@@ -763,7 +823,8 @@ class RetrainingLoop:
 
 def _dataset_hashes(window: DataWindow) -> dict[str, str]:
     hashes = {f.uri: f.sha256 for f in window.files}
-    for name in ("training_set", "holdout_set", "baseline_eval_set", "baseline"):
+    names = ("training_set", "holdout_set", "baseline_eval_set", "baseline", "recent_set")
+    for name in (*names, "replay_set"):
         dataset = getattr(window, name)
         if dataset is not None:
             hashes[dataset.uri] = dataset.sha256

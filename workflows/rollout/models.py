@@ -234,6 +234,9 @@ class CheckStatistic(StrictModel):
     challenger: float | None = None
     difference: float | None = None
     p_value: float | None = None
+    # One-sided p-value that the challenger is *better* (quality checks); what a rollout
+    # answering degraded quality needs below alpha.
+    p_better: float | None = None
     samples: int = 0
     detail: str = ""
 
@@ -271,6 +274,27 @@ class CanaryVerdict(StrictModel):
 # ---- the workflow's messages ---------------------------------------------------------------
 
 
+class QualityImprovement(StrictModel):
+    """The rollout answers degraded quality: each canary's labelled `check` (accuracy or log
+    loss) must show the challenger significantly better than the champion, not merely not
+    worse; until enough labels show it the verdict is inconclusive (bake again)."""
+
+    check: Literal["accuracy", "log_loss"]
+
+
+def canary_improvement(metric: str | None, has_champion: bool) -> QualityImprovement | None:
+    """The canary's requirement for a loop answering a degraded `metric` (an evaluation metric
+    name): log loss is checked as log loss, any other classification metric as accuracy (the
+    canary's labelled checks); regression metrics have no canary check."""
+    if metric is None or not has_champion:
+        return None
+    if metric == "log_loss":
+        return QualityImprovement(check="log_loss")
+    if metric in ("accuracy", "precision", "recall", "roc_auc"):
+        return QualityImprovement(check="accuracy")
+    return None
+
+
 class RolloutInput(StrictModel):
     model: str
     loop_id: str
@@ -279,6 +303,10 @@ class RolloutInput(StrictModel):
     champion_version: str | None
     policy: DeploymentPolicy
     capture_dir: str
+    improvement: QualityImprovement | None = None
+    # The backend can mirror traffic to a shadow variant: at 100% and during the watch the
+    # champion answers mirrored traffic, so the canary compares both in the same period.
+    mirror_champion: bool = False
 
 
 class RolloutStatus(StrEnum):

@@ -30,6 +30,11 @@ enough data of its own; below that, what would fail is inconclusive:
 - A check that could not run (no successful call, a missing check) is inconclusive, except the
   quality checks, which follow the label rule above.
 
+- With an improvement requirement (a rollout answering degraded quality): its quality check
+  (accuracy or log loss) passes only when the challenger is better with `p_better` below
+  alpha_check on at least `min_labelled` labels per variant; fewer labels, or a difference not
+  (yet) significant, is inconclusive whatever `require_labels` says; significantly worse fails.
+
 Overall: any fail -> fail; else any inconclusive -> inconclusive; else pass. The verdict is total:
 non-finite numbers count as missing, never as an exception.
 """
@@ -48,6 +53,7 @@ from workflows.rollout.models import (
     CheckResult,
     CheckStatistic,
     Outcome,
+    QualityImprovement,
 )
 
 QUALITY_CHECKS = (CheckName.ACCURACY, CheckName.LOG_LOSS)
@@ -64,9 +70,14 @@ class _Context:
 
 
 def canary_verdict(
-    stats: CanaryStatistics, policy: CanaryPolicy, min_requests: int
+    stats: CanaryStatistics,
+    policy: CanaryPolicy,
+    min_requests: int,
+    improvement: QualityImprovement | None = None,
 ) -> CanaryVerdict:
-    """Pass, fail or inconclusive for `stats`, with every check's numbers and reason."""
+    """Pass, fail or inconclusive for `stats`, with every check's numbers and reason.
+    `improvement`: the rollout answers degraded quality, and that quality check must show the
+    challenger significantly better (see the module docstring)."""
     measured = {check.name: check for check in stats.checks}
     tested = sum(
         1
@@ -84,7 +95,10 @@ def canary_verdict(
     # The shift is explained when the quality checks that ran on enough labels all passed.
     quality_ran, explained = False, True
     for name in QUALITY_CHECKS:
-        result, ran = _quality(_statistic(measured, name), context)
+        if improvement is not None and improvement.check == name.value:
+            result, ran = _improvement(_statistic(measured, name), context)
+        else:
+            result, ran = _quality(_statistic(measured, name), context)
         results[name] = result
         quality_ran = quality_ran or ran
         explained = explained and (not ran or result.outcome is Outcome.PASS)
@@ -261,6 +275,51 @@ def _quality(check: CheckStatistic, context: _Context) -> tuple[CheckResult, boo
     failed, numbers = _quality_numbers(check, threshold, context)
     outcome = Outcome.FAIL if failed else Outcome.PASS
     return _result(check, outcome, numbers, threshold=threshold, alpha=context.alpha), True
+
+
+def _improvement(check: CheckStatistic, context: _Context) -> tuple[CheckResult, bool]:
+    """A quality check that must show the challenger significantly *better* (the rollout
+    answers degraded quality): fail when significantly worse, as always; pass only when better
+    with p_better < alpha on enough labels; anything else is inconclusive (bake again)."""
+    policy = context.policy
+    accuracy = check.name is CheckName.ACCURACY
+    threshold = policy.max_accuracy_drop if accuracy else policy.max_log_loss_increase
+    measured = _number(check.difference) is not None
+    count = min(check.samples, context.labelled) if measured else context.labelled
+    required = "an improvement is required (the champion's quality degraded)"
+    if count < policy.min_labelled:
+        reason = f"{required}: not enough labels yet ({count}/{policy.min_labelled})"
+        return _result(check, Outcome.INCONCLUSIVE, reason, threshold=0.0), False
+    if not measured:
+        reason = f"{required} but cannot be measured: {check.detail or 'not measured'}"
+        return _result(check, Outcome.INCONCLUSIVE, reason, threshold=0.0), False
+    failed, numbers = _quality_numbers(check, threshold, context)
+    if failed:
+        return _result(check, Outcome.FAIL, numbers, threshold=threshold, alpha=context.alpha), True
+    difference = _number(check.difference) or 0.0
+    p_better = _number(check.p_better)
+    if p_better is None and _number(check.p_value) is not None:
+        # One-sided tests of a continuous statistic: "better" is the complement of "worse".
+        p_better = 1.0 - (_number(check.p_value) or 0.0)
+    better = difference < 0 and p_better is not None and p_better < context.alpha
+    clause = "no p-value" if p_better is None else f"p_better={p_better:.2g}"
+    relation = "<" if better else ">="
+    reason = f"{numbers}; improvement: {-difference:+.4g} ({clause} {relation} {context.alpha:.2g})"
+    if better:
+        return _result(
+            check,
+            Outcome.PASS,
+            f"{reason}: significantly better",
+            threshold=0.0,
+            alpha=context.alpha,
+        ), True
+    return _result(
+        check,
+        Outcome.INCONCLUSIVE,
+        f"{reason}: {required}, not shown yet",
+        threshold=0.0,
+        alpha=context.alpha,
+    ), False
 
 
 def _quality_numbers(

@@ -31,14 +31,12 @@ from temporalio.exceptions import ActivityError
 
 from workflows.common.errors import ErrorType
 from workflows.common.names import ActivityName
-from workflows.common.retries import QUICK_RETRY
+from workflows.common.retries import LIVENESS, QUICK_RETRY
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
     from workflows.common import metrics, names
     from workflows.common.errors import activity_failure
-    from workflows.common.models import describe_validation_error
+    from workflows.common.messages import one_message
     from workflows.common.notify import Notification, notify
     from workflows.loop.models import PromoteRequest, Promotion
     from workflows.rollout.details import render_rollout_details
@@ -80,6 +78,13 @@ ANALYSIS_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=1),
     non_retryable_error_types=[ErrorType.INVALID_CAPTURE_DATA],
 )
+
+
+# Added with the same-period canary: at 100% and during the watch the champion answers
+# mirrored traffic, and the canary compares the two variants over the same requests and time
+# (a busy host can no longer read as a latency regression). Rollouts started before compare
+# with the champion's last live window, as they did.
+SAME_PERIOD_PATCH = "canary-same-period"
 
 
 class RolloutEnded(Exception):
@@ -155,27 +160,39 @@ class StagedRollout:
                 "run a canary against)"
             )
         policy = self._policy
-        # The champion's last live window: the reference once it no longer takes traffic.
+        # At 100% and during the watch, the champion answers mirrored traffic (same period);
+        # without mirroring, its last live window is the reference.
+        mirror = self._input.mirror_champion and workflow.patched(SAME_PERIOD_PATCH)
+        mirrored = champion if mirror else None
         reference: WindowRef | None = None
         try:
             if policy.shadow is not None:
                 stage = await self._shift("shadow", {champion: 100}, shadow=candidate)
-                live, mirrored = self._windows(stage, shadow=True)
+                live, mirrored_candidate = self._windows(stage, shadow=True)
                 await self._bake_and_analyse(
-                    stage, policy.shadow, policy.shadow_min_requests, live, mirrored
+                    stage, policy.shadow, policy.shadow_min_requests, live, mirrored_candidate
                 )
                 reference = live
             for plan in policy.stages:
                 weights = {champion: 100 - plan.weight, candidate: plan.weight}
-                stage = await self._shift(f"{plan.weight}%", weights)
-                champion_window, candidate_window = self._windows(stage)
-                if plan.weight < 100:
+                full = plan.weight == 100
+                stage = await self._shift(
+                    f"{plan.weight}%",
+                    weights,
+                    shadow=mirrored if full else None,
+                    step=RolloutStep.CANARY,
+                )
+                champion_window, candidate_window = self._windows(
+                    stage, champion_shadow=full and mirror
+                )
+                if not full:
                     reference = champion_window
+                same_period = not full or mirror
                 await self._bake_and_analyse(
                     stage,
                     plan.bake,
                     plan.min_requests,
-                    reference or champion_window,
+                    champion_window if same_period else (reference or champion_window),
                     candidate_window,
                 )
         except _SkipToFull:
@@ -188,22 +205,40 @@ class StagedRollout:
         await self._registry_promote(self._input.candidate_version)
         self._promoted = True
         watched = ""
-        if policy.watch is not None and reference is not None:
+        if policy.watch is not None and (reference is not None or mirror):
             # A new change id with the same split opens a fresh generation: the watch reads
             # only traffic served after promotion.
-            stage = await self._shift("watch", {candidate: 100}, step=RolloutStep.WATCH)
-            _, candidate_window = self._windows(stage)
+            stage = await self._shift(
+                "watch", {candidate: 100}, shadow=mirrored, step=RolloutStep.WATCH
+            )
+            champion_window, candidate_window = self._windows(stage, champion_shadow=mirror)
             await self._bake_and_analyse(
-                stage, policy.watch, policy.watch_min_requests, reference, candidate_window
+                stage,
+                policy.watch,
+                policy.watch_min_requests,
+                champion_window if mirror else (reference or champion_window),
+                candidate_window,
             )
             watched = f", watched for {duration_text(policy.watch)}"
+        if self._shadow is not None:
+            # Done comparing: the previous champion stops answering mirrored traffic.
+            await self._set_traffic("unmirror", {candidate: 100}, None, SHIFT_RETRY)
         return f"{candidate} promoted to champion through {self._path()}{watched}"
 
-    def _windows(self, stage: StageRecord, shadow: bool = False) -> tuple[WindowRef, WindowRef]:
+    def _windows(
+        self, stage: StageRecord, shadow: bool = False, champion_shadow: bool = False
+    ) -> tuple[WindowRef, WindowRef]:
+        """(champion, challenger) windows of the stage's generation; `shadow`: the challenger's
+        answers are mirrored ones, `champion_shadow`: the champion's are."""
         assert stage.generation is not None and self._champion is not None
         since = self._stage_since
         return (
-            WindowRef(variant=self._champion, generation=stage.generation, since=since),
+            WindowRef(
+                variant=self._champion,
+                generation=stage.generation,
+                since=since,
+                shadow=champion_shadow,
+            ),
             WindowRef(
                 variant=self._candidate, generation=stage.generation, since=since, shadow=shadow
             ),
@@ -252,6 +287,7 @@ class StagedRollout:
             result_type=EndpointState,
             # Two admin calls of at most 10 s each; a worker lost mid-call is retried soon.
             start_to_close_timeout=timedelta(seconds=30),
+            heartbeat_timeout=LIVENESS,
             retry_policy=retry,
         )
         self._weights, self._shadow = dict(state.weights), state.shadow
@@ -269,7 +305,9 @@ class StagedRollout:
         while True:
             await self._bake(bake)
             stats = await self._analyse(champion, challenger)
-            verdict = canary_verdict(stats, self._policy.canary, min_requests)
+            verdict = canary_verdict(
+                stats, self._policy.canary, min_requests, self._input.improvement
+            )
             stage.bakes += 1
             stage.verdicts.append(verdict)
             labels = {"model": self._input.model, "verdict": verdict.outcome.value}
@@ -309,7 +347,7 @@ class StagedRollout:
             result_type=CanaryStatistics,
             start_to_close_timeout=timedelta(minutes=10),
             # It heartbeats between its steps: a lost worker is noticed in seconds, not minutes.
-            heartbeat_timeout=timedelta(seconds=30),
+            heartbeat_timeout=LIVENESS,
             retry_policy=ANALYSIS_RETRY,
         )
         await self._act_on_commands()
@@ -370,6 +408,7 @@ class StagedRollout:
             PromoteRequest(model=self._input.model, version=version, loop_id=self._id),
             result_type=Promotion,
             start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=LIVENESS,
             retry_policy=QUICK_RETRY,
         )
         return promotion
@@ -470,15 +509,11 @@ class StagedRollout:
     def _signal(self, verb: RolloutVerb, payload: tuple[Any, ...]) -> None:
         operator, reason = "?", ""
         try:
-            if len(payload) != 1:
-                raise ValueError(f"expected one object {{operator, reason}}, got {len(payload)}")
-            command = RolloutCommand.model_validate(payload[0])
+            command = one_message(payload, RolloutCommand, verb)
             operator, reason = command.operator, command.reason
             refusal = self._refusal(verb)
-        except ValidationError as err:
-            refusal = f"malformed {verb}: {describe_validation_error(err)}"
         except ValueError as err:
-            refusal = f"malformed {verb}: {err}"
+            refusal = f"malformed {err}"
         if refusal is None:
             self._apply(verb, command, "signal")
             return
@@ -490,15 +525,21 @@ class StagedRollout:
                 reason=reason,
                 at=workflow.now(),
                 via="signal",
-                refused=refusal,
+                refused=refusal[:2000],
             )
         )
         del self._commands[:-200]
         self._refresh_details()
 
-    def _validate(self, verb: RolloutVerb) -> None:
+    def _validate(self, verb: RolloutVerb, payload: tuple[Any, ...]) -> None:
+        """The update's payload and whether the command means anything now; raises ValueError
+        (the Web UI shows it, e.g. "unknown field 'why'; expected {operator, reason}")."""
+        one_message(payload, RolloutCommand, verb)
         if (refusal := self._refusal(verb)) is not None:
             raise ValueError(refusal)
+
+    def _update(self, verb: RolloutVerb, payload: tuple[Any, ...]) -> CommandRecord:
+        return self._apply(verb, one_message(payload, RolloutCommand, verb), "update")
 
     # Signals are untyped so that a malformed payload is recorded, not dropped by the SDK.
     @workflow.signal(name="pause")
@@ -522,44 +563,44 @@ class StagedRollout:
         self._signal("abort", payload)
 
     @workflow.update(name="pause")
-    def pause(self, command: RolloutCommand) -> CommandRecord:
-        return self._apply("pause", command, "update")
+    def pause(self, *payload: Any) -> CommandRecord:
+        return self._update("pause", payload)
 
     @pause.validator
-    def _validate_pause(self, command: RolloutCommand) -> None:
-        self._validate("pause")
+    def _validate_pause(self, *payload: Any) -> None:
+        self._validate("pause", payload)
 
     @workflow.update(name="resume")
-    def resume(self, command: RolloutCommand) -> CommandRecord:
-        return self._apply("resume", command, "update")
+    def resume(self, *payload: Any) -> CommandRecord:
+        return self._update("resume", payload)
 
     @resume.validator
-    def _validate_resume(self, command: RolloutCommand) -> None:
-        self._validate("resume")
+    def _validate_resume(self, *payload: Any) -> None:
+        self._validate("resume", payload)
 
     @workflow.update(name="approve")
-    def approve(self, command: RolloutCommand) -> CommandRecord:
-        return self._apply("approve", command, "update")
+    def approve(self, *payload: Any) -> CommandRecord:
+        return self._update("approve", payload)
 
     @approve.validator
-    def _validate_approve(self, command: RolloutCommand) -> None:
-        self._validate("approve")
+    def _validate_approve(self, *payload: Any) -> None:
+        self._validate("approve", payload)
 
     @workflow.update(name="promote")
-    def promote(self, command: RolloutCommand) -> CommandRecord:
-        return self._apply("promote", command, "update")
+    def promote(self, *payload: Any) -> CommandRecord:
+        return self._update("promote", payload)
 
     @promote.validator
-    def _validate_promote(self, command: RolloutCommand) -> None:
-        self._validate("promote")
+    def _validate_promote(self, *payload: Any) -> None:
+        self._validate("promote", payload)
 
     @workflow.update(name="abort")
-    def abort(self, command: RolloutCommand) -> CommandRecord:
-        return self._apply("abort", command, "update")
+    def abort(self, *payload: Any) -> CommandRecord:
+        return self._update("abort", payload)
 
     @abort.validator
-    def _validate_abort(self, command: RolloutCommand) -> None:
-        self._validate("abort")
+    def _validate_abort(self, *payload: Any) -> None:
+        self._validate("abort", payload)
 
     @workflow.query
     def status(self) -> RolloutView:

@@ -21,6 +21,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError
 
 from workflows.common.errors import ErrorType
+from workflows.common.retries import LIVENESS
 
 with workflow.unsafe.imports_passed_through():
     from workflows.common import metrics, names
@@ -125,6 +126,7 @@ async def _attempt(
             request,
             result_type=result_type,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
+            heartbeat_timeout=LIVENESS,
             retry_policy=retry,
         )
     except ActivityError as error:
@@ -144,5 +146,7 @@ def _record_metrics(report: ScheduledRunReport) -> None:
         metrics.count(meter, metrics.SCHEDULE_SKIPPED, model, report.skipped_new)
     if report.stale is not None:
         metrics.set_gauge(meter, metrics.DATA_STALE, model, 1.0 if report.stale else 0.0)
+        checked = workflow.now().timestamp()
+        metrics.set_gauge(meter, metrics.DATA_CHECKED, model, checked)
     if report.newest_data_at is not None:
         metrics.set_gauge(meter, metrics.DATA_NEWEST, model, report.newest_data_at.timestamp())

@@ -19,6 +19,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import FailureError
 
 from workflows.common.names import ActivityName
+from workflows.common.retries import LIVENESS
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -132,6 +133,7 @@ class TrainingSlot:
             request,
             result_type=SlotTicket,
             start_to_close_timeout=REQUEST_TIMEOUT,
+            heartbeat_timeout=LIVENESS,
             retry_policy=REQUEST_RETRY,
         )
         return ticket

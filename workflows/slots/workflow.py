@@ -26,6 +26,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, FailureError
 
 from workflows.common.names import ActivityName
+from workflows.common.retries import LIVENESS
 from workflows.slots.details import render_slots
 
 with workflow.unsafe.imports_passed_through():
@@ -194,7 +195,7 @@ class TrainingSlots:
                 LoopsToCheck(loop_ids=candidates),
                 result_type=ClosedLoops,
                 start_to_close_timeout=timedelta(minutes=2),
-                heartbeat_timeout=timedelta(seconds=30),
+                heartbeat_timeout=LIVENESS,
                 retry_policy=RECLAIM_RETRY,
             )
         except ActivityError as err:
@@ -219,6 +220,8 @@ class TrainingSlots:
             metrics.set_gauge(meter, metrics.TRAINING_SLOTS_LIMIT, {}, float(state.limit))
             metrics.set_gauge(meter, metrics.TRAINING_SLOTS_IN_USE, {}, float(len(state.holders)))
             metrics.set_gauge(meter, metrics.TRAINING_SLOTS_WAITING, {}, float(len(state.waiting)))
+            updated = workflow.now().timestamp()
+            metrics.set_gauge(meter, metrics.TRAINING_SLOTS_UPDATED, {}, updated)
             details = render_slots(self.status())
             if details != shown:
                 shown = details

@@ -23,42 +23,18 @@ from workflows.common.models import Duration, StrictModel
 from workflows.common.names import validate_model_name
 from workflows.coordinator.policy import TriggerPolicy
 from workflows.drift.models import DriftPolicy
+from workflows.drift.performance_models import PerformancePolicy
 from workflows.rollout.models import DeploymentPolicy
 from workflows.spec.azure import AzureSettings
 from workflows.spec.backends import BACKEND_NAMES, CLOUD_BACKENDS, backend_info
 from workflows.spec.common import CloudSettings
+from workflows.spec.metrics import Metric as Metric
+from workflows.spec.metrics import Task as Task
 from workflows.spec.sagemaker import SageMakerSettings
 from workflows.spec.vertex import VertexSettings
 
 ColumnName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][\w.-]*$")]
 HyperparameterValue = str | int | float | bool
-
-
-class Task(StrEnum):
-    CLASSIFICATION = "classification"
-    REGRESSION = "regression"
-
-
-class Metric(StrEnum):
-    """Evaluation metrics. Classification: the first five; regression: the last three."""
-
-    ACCURACY = "accuracy"
-    PRECISION = "precision"
-    RECALL = "recall"
-    ROC_AUC = "roc_auc"
-    LOG_LOSS = "log_loss"
-    RMSE = "rmse"
-    MAE = "mae"
-    R2 = "r2"
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self not in (Metric.LOG_LOSS, Metric.RMSE, Metric.MAE)
-
-    @property
-    def task(self) -> Task:
-        regression = (Metric.RMSE, Metric.MAE, Metric.R2)
-        return Task.REGRESSION if self in regression else Task.CLASSIFICATION
 
 
 class FeatureKind(StrEnum):
@@ -109,6 +85,19 @@ class DataWindowPolicy(StrictModel):
     production_share: Annotated[float, Field(gt=0, le=1)] = 0.7
     # Share of the production window held out (by a stable hash of the row) for evaluation.
     holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    # After a regime change (a change point from the performance or drift monitor) the window
+    # starts at the change and the baseline rows are this share of the new-regime production
+    # rows: a floor against feedback loops, not a majority of old-regime rows.
+    regime_baseline_share: Annotated[float, Field(ge=0, le=1)] = 0.1
+    # The newest share of the holdout (by timestamp) is also evaluated apart: the most recent
+    # labelled data, never trained on.
+    recent_share: Annotated[float, Field(gt=0, le=1)] = 0.25
+    # Captured live traffic whose labels arrived in the last `replay_days` (since the regime
+    # change, if later) is replayed through both models: at most `replay_max_rows` rows, and
+    # only with at least `replay_min_rows`.
+    replay_days: Annotated[int, Field(ge=0, le=365)] = 7
+    replay_max_rows: Annotated[int, Field(ge=1)] = 20_000
+    replay_min_rows: Annotated[int, Field(ge=1)] = 50
 
     @model_validator(mode="after")
     def _bounds(self) -> Self:
@@ -165,6 +154,8 @@ class ApprovalPolicy(StrictModel):
 
 
 EnvVarName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
+# A Slack member id (U...) or an Enterprise Grid one (W...).
+SlackUserId = Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,20}$")]
 
 
 class NotificationSpec(StrictModel):
@@ -178,6 +169,12 @@ class NotificationSpec(StrictModel):
     webhook_url_env: EnvVarName | None = None
     # The second channel for escalations (an approval left waiting too long).
     escalation_webhook_url_env: EnvVarName | None = None
+    # Slack approvals: Slack user ids (U0123ABCD) and the reviewer each one is. When set, a loop
+    # waiting for approval posts Block Kit Approve / Reject buttons to the webhooks above (an
+    # incoming webhook of a Slack app with interactivity on, pointed at the gateway's
+    # /v1/slack/actions); a click becomes the same validated `approve` / `reject` update, as
+    # that reviewer. A Slack user not listed here cannot decide.
+    slack_reviewers: dict[SlackUserId, Annotated[str, Field(min_length=1, max_length=200)]] = {}
 
 
 class LoopPolicy(StrictModel):
@@ -218,6 +215,9 @@ class ModelSpec(StrictModel):
     trigger_policy: TriggerPolicy = TriggerPolicy()
     loop: LoopPolicy = LoopPolicy()
     drift: DriftPolicy = DriftPolicy()
+    # Quality on labelled traffic (captured answers joined with their feedback), checked by the
+    # drift monitor beside drift.
+    performance: PerformancePolicy = PerformancePolicy()
     notifications: NotificationSpec = NotificationSpec()
 
     @model_validator(mode="after")
@@ -236,13 +236,26 @@ class ModelSpec(StrictModel):
             *self.loop.evaluation.metrics,
             self.loop.guardrails.golden_metric,
             self.loop.guardrails.baseline_metric,
+            *self.performance.metrics,
         ]
         self._check_backend()
+        allowed = self.loop.approval.reviewers
+        slack = self.notifications.slack_reviewers
+        if allowed and (outside := sorted(set(slack.values()).difference(allowed))):
+            raise ValueError(
+                f"notifications.slack_reviewers maps Slack users to {outside}, who are not on "
+                "loop.approval.reviewers"
+            )
         if unknown := sorted(set(self.drift.features).difference(names)):
             raise ValueError(f"drift.features names unknown features: {unknown}")
         wrong = sorted({m.value for m in metrics if m.task is not self.task})
         if wrong:
             raise ValueError(f"metrics {wrong} do not apply to a {self.task.value} model")
+        if self.trigger_policy.mode == "adaptive" and not self.performance.enabled:
+            raise ValueError(
+                'trigger_policy.mode "adaptive" learns from the performance monitor\'s labelled '
+                'traffic: performance.enabled must be true (or use mode "rules")'
+            )
         return self
 
     def _check_backend(self) -> None:

@@ -33,8 +33,10 @@ from workflows.drift.models import (
     Delivery,
     DriftReport,
     MonitorStatus,
+    PerformanceCheck,
     ReportStatus,
 )
+from workflows.drift.performance_models import LabelFreeMetric, MetricQuality, PerformanceStatus
 
 # The CLI's tables show a missing value as "-" (starters/render.py).
 NONE = "-"
@@ -238,4 +240,119 @@ def monitor_status_table(status: MonitorStatus) -> Table:
         table.add_row("recent checks", _history_table(status.history))
     else:
         table.add_row("recent checks", "none yet")
+    if not status.performance_enabled:
+        table.add_row("performance", "[yellow]disabled[/] (`performance.enabled = false`)")
+    elif status.last_performance is not None:
+        table.add_row("performance", Group(*performance_check_lines(status.last_performance)))
+    else:
+        table.add_row("performance", "no check yet")
+    if status.performance_error:
+        table.add_row("performance error", Text(status.performance_error, style="yellow"))
     return table
+
+
+# ---- performance checks --------------------------------------------------------------------
+
+PERFORMANCE_STATUS_STYLE = {
+    PerformanceStatus.OK: "green",
+    PerformanceStatus.DEGRADED: "bold red",
+    PerformanceStatus.INCONCLUSIVE: "yellow",
+    PerformanceStatus.NO_REFERENCE: "cyan",
+    PerformanceStatus.DATA_QUALITY: "yellow",
+    PerformanceStatus.INSUFFICIENT_DATA: "cyan",
+}
+
+
+def _quality_line(label: str, quality: MetricQuality) -> Text:
+    reference = f" vs reference {quality.reference:.3f}" if quality.reference is not None else ""
+    return Text(
+        f"{label:<12} {quality.metric.value} {quality.value:.3f} "
+        f"[{quality.ci_low:.3f}, {quality.ci_high:.3f}]{reference} "
+        f"({quality.rows:,} rows, {quality.confidence:.0%} {quality.method.value})"
+    )
+
+
+def performance_check_lines(check: PerformanceCheck) -> list[Text]:
+    """What one performance check measured and decided, one `Text` per line."""
+    report, verdict = check.report, check.verdict
+    version = f"v{report.version}" if report.version else "no champion"
+    lines = [
+        Text.assemble(
+            ("performance check ", "bold"),
+            (report.model, "bold"),
+            f"  {check.check_id} at {_time(check.checked_at)} UTC, {version}",
+        ),
+        Text(
+            f"window       labels received {_time(report.window_start)} - "
+            f"{_time(report.window_end)} UTC: {report.rows.labelled:,} labelled rows "
+            f"({check.volume.value})"
+            + (f", reference from {report.reference_source}" if report.reference_source else "")
+        ),
+    ]
+    rows = report.rows
+    if rows.bad or rows.skipped_files:
+        lines.append(
+            Text(
+                f"feedback     {rows.unmatched} unmatched, {rows.invalid} invalid labels, "
+                f"{rows.skipped_files} skipped files",
+                style="yellow",
+            )
+        )
+    for quality in report.quality:
+        lines.append(_quality_line("realized", quality))
+    detector = report.detector
+    if detector is not None:
+        change = detector.last_change
+        found = (
+            f"change at {_time(change.at)} (detected {_time(change.detected_at)}): mean loss "
+            f"{change.mean_before:.3f} -> {change.mean_after:.3f}"
+            if change is not None
+            else "no change"
+        )
+        lines.append(
+            Text(
+                f"detector     {detector.method.value.upper()} on the {detector.loss.value} "
+                f"loss of {detector.observations:,} labelled answers (false-alarm rate "
+                f"{detector.false_alarm_rate:g}): {found}"
+            )
+        )
+    for quality in report.since_change:
+        lines.append(_quality_line("since change", quality))
+    estimate = report.label_free
+    if estimate is not None:
+        accuracy = estimate.estimate(LabelFreeMetric.ACCURACY)
+        calibration = estimate.calibration
+        usable = (
+            "calibrated" if estimate.usable else "not calibrated: " + "; ".join(calibration.reasons)
+        )
+        if accuracy is not None:
+            lines.append(
+                Text(
+                    f"label-free   estimated accuracy {accuracy.value:.3f} "
+                    f"[{accuracy.ci_low:.3f}, {accuracy.ci_high:.3f}] on {estimate.rows:,} "
+                    f"answers without a label yet (ECE {calibration.ece:.3f}, {usable}; it "
+                    "cannot see a change of P(y | x))"
+                )
+            )
+    lines.append(
+        Text.assemble(
+            "verdict      ",
+            (
+                verdict.status.value,
+                PERFORMANCE_STATUS_STYLE.get(verdict.status, ""),
+            ),
+            (f", {verdict.severity.value}" if verdict.status is PerformanceStatus.DEGRADED else ""),
+            f": {verdict.summary.removeprefix(verdict.status.value + ': ')}",
+        )
+    )
+    for note in report.notes:
+        lines.append(Text(f"notes        {note}", style="dim"))
+    if check.event_id or check.delivery_note:
+        lines.append(
+            Text.assemble(
+                "trigger      ",
+                (format_status(check.delivery.value), DELIVERY_STYLE[check.delivery]),
+                f" {check.event_id or ''} {check.delivery_note}".rstrip(),
+            )
+        )
+    return lines

@@ -127,9 +127,11 @@ def print_audit(console: Console, record: AuditRecord) -> None:
         console.print(f"approval required: {'; '.join(approval.reasons)}")
         if approval.review:
             review = approval.review
+            who = review.origin and (review.origin.user_name or review.origin.user_id)
+            origin = f" from {review.origin.channel} ({who})" if review.origin else ""
             console.print(
                 f"  {review.decision}d by {review.reviewer} at {_time(review.at)} via "
-                f"{review.via}: {review.comment or '(no comment)'}"
+                f"{review.via}{origin}: {review.comment or '(no comment)'}"
             )
         if approval.timed_out_at:
             console.print(f"  timed out at {_time(approval.timed_out_at)}")

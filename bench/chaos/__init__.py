@@ -1,0 +1,1 @@
+"""Fault injection over full retraining loops: `make chaos` (see __main__.py)."""
