@@ -8,9 +8,9 @@
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder
-# The extras installed besides the core (pyproject.toml): cloud SDKs `aws`, `gcp`, and `otel`
+# The extras installed besides the core (pyproject.toml): cloud SDKs `aws`, `gcp`, `azure`, and `otel`
 # for OTLP export. tests/ops/test_image.py checks that requirements.lock pins exactly these.
-ARG RETRAIN_EXTRAS=aws,gcp,otel
+ARG RETRAIN_EXTRAS=aws,gcp,azure,otel
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/retrain
