@@ -3,13 +3,16 @@ them durably and has them delivered to the models' coordinators.
 
 HTTP contract (every error body is `{"error": "..."}`):
 
-- `POST /v1/events/{eventbridge|s3|sns|pubsub|alertmanager}` (optional `?model=NAME`: deliver
-  every event of the request to that model) -> 202 `{"accepted", "dead_lettered", "events":
-  [{"event_id", "model", "outcome", "reason"?}]}` once the events are committed to the
-  database; SNS subscription handshakes -> 200 with the URL to confirm (logged, never
-  fetched). 400 malformed JSON, an unknown event shape or an invalid `?model=`; 401 no valid
-  credential (see `auth`); 413 body over the limit (checked first: the HMAC needs the whole
-  body); 503 the events could not be stored (nothing was acknowledged: retry).
+- `POST /v1/events/{eventbridge|s3|sns|pubsub|alertmanager|eventgrid|azuremonitor}`
+  (optional `?model=NAME`: deliver every event of the request to that model) -> 202
+  `{"accepted", "dead_lettered", "events": [{"event_id", "model", "outcome", "reason"?}]}` once
+  the events are committed to the database; SNS subscription handshakes -> 200 with the URL to
+  confirm (logged, never fetched); an Event Grid subscription validation event -> 200
+  `{"validationResponse": code}`, and its CloudEvents handshake (`OPTIONS
+  /v1/events/eventgrid` with WebHook-Request-Origin) -> 200 with WebHook-Allowed-Origin, both
+  authenticated like the events. 400 malformed JSON, an unknown event shape or an invalid
+  `?model=`; 401 no valid credential (see `auth`); 413 body over the limit (checked first: the
+  HMAC needs the whole body); 503 the events could not be stored (nothing was acknowledged: retry).
 - `POST /v1/slack/actions`: the Slack app's interactivity Request URL; an Approve / Reject
   click, signed with the app's signing secret, becomes the loop's `approve` / `reject` update
   (`slack`); 401 unsigned, stale or unconfigured, 400 not one of our buttons, else 200 with
@@ -64,7 +67,7 @@ from starters.gateway.intake import Intake, IntakeClosed, IntakeFailed, IntakeFu
 from starters.gateway.metrics import CONTENT_TYPE, GatewayMetrics, Outcome
 from starters.gateway.routing import RouteKeys, SpecRouter
 from starters.gateway.slack import SlackActions, SlackRefused
-from starters.gateway.sources import MAPPERS, Incoming, SnsControl
+from starters.gateway.sources import MAPPERS, EventGridValidation, Incoming, SnsControl
 from starters.gateway.temporal import TemporalLink
 from workflows.common.names import TASK_QUEUE, validate_model_name
 
@@ -125,6 +128,7 @@ def create_app(
         for source in SOURCES
     ]
     routes += [
+        Route("/v1/events/eventgrid", gateway.eventgrid_handshake, methods=["OPTIONS"]),
         Route("/v1/slack/actions", gateway.slack_actions, methods=["POST"]),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_text, methods=["GET"]),
@@ -231,6 +235,10 @@ class Gateway:
             mapped = MAPPERS[source](payload)
             if isinstance(mapped, SnsControl):
                 return self._sns_handshake(mapped)
+            if isinstance(mapped, EventGridValidation):
+                # Answering with the code proves we asked for these events; nothing is fetched.
+                logger.info("%s: subscription validation answered", source)
+                return JSONResponse({"validationResponse": mapped.code}, 200)
             events = [self._new_event(source, item, explicit) for item in mapped]
         except ValueError as err:
             raise Refused(400, f"{source}: {err}") from None
@@ -263,6 +271,26 @@ class Gateway:
             route=json.dumps(keys.as_dict()),
             reason=route.reason,
         )
+
+    async def eventgrid_handshake(self, request: Request) -> Response:
+        """Event Grid's CloudEvents 1.0 webhook validation (the abuse-protection handshake):
+        an OPTIONS request naming its origin; allowed by echoing it back."""
+        source = "eventgrid"
+        found = credentials(source, request.headers, request.query_params)
+        try:
+            secrets = self.config.secrets.get(source, SourceSecrets())
+            authenticate(source, secrets, found, b"", replays=self.replays)
+        except Unauthorized as err:
+            response: Response = JSONResponse({"error": str(err)}, 401)
+        else:
+            origin = request.headers.get("webhook-request-origin")
+            if not origin:
+                response = JSONResponse({"error": "eventgrid: no WebHook-Request-Origin"}, 400)
+            else:
+                allowed = {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*"}
+                response = Response(status_code=200, headers=allowed)
+        self.metrics.request(source, response.status_code)
+        return response
 
     def _sns_handshake(self, control: SnsControl) -> Response:
         # Confirming would mean fetching the URL: the gateway makes no outbound calls, so the

@@ -1,6 +1,7 @@
 """Who may post events: per-source secrets from the environment, checked in constant time.
 
-Each source (`eventbridge`, `s3`, `sns`, `pubsub`, `alertmanager`) has a shared token, an HMAC
+Each source (`eventbridge`, `s3`, `sns`, `pubsub`, `alertmanager`, `eventgrid`, `azuremonitor`)
+has a shared token, an HMAC
 key, or both, from `RETRAIN_GATEWAY_TOKEN_<SOURCE>` / `RETRAIN_GATEWAY_HMAC_<SOURCE>`, or from
 the file the same name plus `_FILE` points at (Docker and Kubernetes secrets). A request
 passes when one credential it carries is valid:
@@ -8,8 +9,13 @@ passes when one credential it carries is valid:
 - `Authorization: Bearer <token>`;
 - `Authorization: Basic ...` whose password is the token (SNS HTTPS subscriptions can only
   carry credentials in the URL, as basic auth; the user name is ignored);
-- `?token=<token>`, for Pub/Sub push only (Google's advice for push endpoints without OIDC;
-  query strings end up in access logs, so no other source accepts it);
+- `?token=<token>`, for Pub/Sub push, Event Grid and Azure Monitor webhooks only: the way each
+  provider documents a shared secret for a webhook it calls (Google's advice for push endpoints
+  without OIDC; Event Grid's secret query parameter, also sent with its validation handshake;
+  an action group webhook's URI token). Query strings end up in access logs, so no other source
+  accepts it. (Event Grid can send `Authorization: Bearer <token>` as a delivery property
+  instead; their Entra-signed tokens would need Microsoft's signing keys, an outbound call the
+  gateway never makes.)
 - `X-Retrain-Timestamp: <Unix seconds>` with `X-Retrain-Signature: sha256=<hex>`: HMAC-SHA256
   under the source's key of `<timestamp>.` followed by the raw body. The timestamp must be
   within `SIGNATURE_TOLERANCE` of the gateway's clock, and a signature is accepted once
@@ -33,14 +39,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-SOURCES = ("eventbridge", "s3", "sns", "pubsub", "alertmanager")
+SOURCES = ("eventbridge", "s3", "sns", "pubsub", "alertmanager", "eventgrid", "azuremonitor")
 TOKEN_PREFIX = "RETRAIN_GATEWAY_TOKEN_"
 HMAC_PREFIX = "RETRAIN_GATEWAY_HMAC_"
 SIGNATURE_HEADER = "x-retrain-signature"
 TIMESTAMP_HEADER = "x-retrain-timestamp"
 # How far a signed request's timestamp may be from the gateway's clock (either way).
 SIGNATURE_TOLERANCE_SECONDS = 300
-QUERY_TOKEN_SOURCES = frozenset({"pubsub"})
+QUERY_TOKEN_SOURCES = frozenset({"pubsub", "eventgrid", "azuremonitor"})
 REALM = "retrain-gateway"
 
 

@@ -12,6 +12,10 @@
   Monitoring anomaly (chosen by the shape of the data); a Monitoring webhook channel's bare
   incident is accepted too.
 - `alertmanager`: an Alertmanager webhook (version 4), one event per alert.
+- `eventgrid`: an Event Grid webhook delivery (EventGridEvent or CloudEvents schema): Blob
+  Storage's BlobCreated; a subscription validation event is handed back for the gateway to
+  answer with its code.
+- `azuremonitor`: an Azure Monitor action group webhook in the common alert schema.
 
 Each function raises ValueError (UnknownEventShape for a shape it does not know) with the
 message the sender gets in its 400.
@@ -31,6 +35,7 @@ from starters.events.aws import (
     s3_notification_records,
     s3_object_created,
 )
+from starters.events.azure import EventGridValidation, eventgrid_events, monitor_alert
 from starters.events.gcp import gcs_object_finalize, model_monitoring_alert, monitoring_alert
 from starters.events.mapped import MappedEvent, UnknownEventShape
 from workflows.coordinator.triggers import AlarmState
@@ -52,7 +57,7 @@ class SnsControl:
     url: str
 
 
-Mapped = list[Incoming] | SnsControl
+Mapped = list[Incoming] | SnsControl | EventGridValidation
 
 
 def _object(payload: Any) -> dict[str, Any]:
@@ -151,10 +156,23 @@ def alertmanager(payload: Any) -> Mapped:
     return [Incoming(a.mapped, model=a.model) for a in alertmanager_alerts(payload)]
 
 
+def eventgrid(payload: Any) -> Mapped:
+    found = eventgrid_events(payload)
+    if isinstance(found, EventGridValidation):
+        return found
+    return [Incoming(mapped) for mapped in found]
+
+
+def azuremonitor(payload: Any) -> Mapped:
+    return [Incoming(monitor_alert(payload))]
+
+
 MAPPERS: dict[str, Callable[[Any], Mapped]] = {
     "eventbridge": eventbridge,
     "s3": s3,
     "sns": sns,
     "pubsub": pubsub,
     "alertmanager": alertmanager,
+    "eventgrid": eventgrid,
+    "azuremonitor": azuremonitor,
 }
