@@ -46,6 +46,7 @@ from temporalio.client import Client
 
 from serving.http_json import error_response, http_error, internal_error, read_capped_body
 from serving.schemas import BadRequest, parse_json
+from starters.events.azure import EventGridValidation
 from starters.gateway import dead_letters, pending
 from starters.gateway.auth import (
     REALM,
@@ -67,7 +68,7 @@ from starters.gateway.intake import Intake, IntakeClosed, IntakeFailed, IntakeFu
 from starters.gateway.metrics import CONTENT_TYPE, GatewayMetrics, Outcome
 from starters.gateway.routing import RouteKeys, SpecRouter
 from starters.gateway.slack import SlackActions, SlackRefused
-from starters.gateway.sources import MAPPERS, EventGridValidation, Incoming, SnsControl
+from starters.gateway.sources import MAPPERS, Incoming, SnsControl
 from starters.gateway.temporal import TemporalLink
 from workflows.common.names import TASK_QUEUE, validate_model_name
 

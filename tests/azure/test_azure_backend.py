@@ -194,7 +194,7 @@ def test_retry_after_is_read_in_seconds_or_milliseconds() -> None:
 
     def error(headers: dict[str, str]) -> HttpResponseError:
         found = HttpResponseError(message="busy")
-        found.response = Response(headers)  # type: ignore[assignment]
+        found.response = Response(headers)
         found.status_code = 503
         return found
 

@@ -101,7 +101,9 @@ ALERT: dict[str, Any] = {
 
 def test_blob_created_is_data_arrived_on_the_blobs_az_uri() -> None:
     for payload in (BLOB_CREATED, BLOB_CREATED_CLOUDEVENT):
-        [mapped] = eventgrid_events([payload])
+        found = eventgrid_events([payload])
+        assert isinstance(found, list)
+        [mapped] = found
         event = mapped.event
         assert mapped.uri == "az://retrain-data/demand/labelled/date=2026-12-06/part-0.parquet"
         assert event.kind is TriggerKind.DATA_ARRIVED and event.source == "azure.storage"
