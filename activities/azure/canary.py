@@ -10,7 +10,10 @@ Azure ML publishes on the endpoint resource (`.../onlineEndpoints/<name>`), per 
   their maximum. Azure Monitor keeps no per-request samples, so these are ratios without a
   p-value, as on the other clouds.
 
-Each variant's window is `WindowRef.since` (its minute) to now, read at `PT1M` and summed.
+A shadow window (mirrored requests, which the endpoint's live metrics do not count) reads the
+deployment's own metrics instead: `RequestsPerMinute` by `envoy_response_code` and its
+`RequestLatency_P50` / `_P99`. Each variant's window is `WindowRef.since` (its minute) to now,
+read at `PT1M` and summed.
 Labelled quality and the prediction shift come from the data collector's output joined with
 the ground truth (`activities/rollout/captured.py`, combined by `with_captured_quality`), as on
 SageMaker and Vertex, so a stage decides with no feedback job of the user's. Azure ML's
@@ -88,34 +91,37 @@ class AzureMonitorCanary:
     def counts(self, window: WindowRef, now: datetime) -> VariantCounts:
         deployment = deployment_name(window.variant)
         span = timespan(minute(window.since), minute(now) + timedelta(minutes=1))
+        if window.shadow:
+            # Mirrored requests reach the deployment, not the endpoint's live metrics: the
+            # deployment's own metrics count them (by Envoy's response code).
+            resource = f"{self._clients.endpoint_id}/deployments/{deployment}"
+            requests_query, dimension, latency_query = "envoy_response_code eq '*'", None, None
+        else:
+            resource = self._clients.endpoint_id
+            requests_query = f"deployment eq '{deployment}' and statusCodeClass eq '*'"
+            dimension, latency_query = "statusCodeClass", f"deployment eq '{deployment}'"
         by_class: dict[str, float] = {}
         per_minute: dict[datetime, float] = {}
-        for series in self._series(
-            "RequestsPerMinute",
-            "Total",
-            span,
-            f"deployment eq '{deployment}' and statusCodeClass eq '*'",
-        ):
+        for series in self._series(resource, "RequestsPerMinute", "Total", span, requests_query):
             values = {m.name.value: m.value for m in series.metadatavalues or []}
-            key = values.get("statusCodeClass", "")
+            code = values.get(dimension or "envoy_response_code", "")
+            key = code if dimension else f"{code[:1]}xx"
             for point in series.data or []:
                 by_class[key] = by_class.get(key, 0.0) + (point.total or 0.0)
                 if key == "2xx":
-                    per_minute[point.time_stamp] = point.total or 0.0
+                    per_minute[point.time_stamp] = per_minute.get(point.time_stamp, 0.0) + (
+                        point.total or 0.0
+                    )
         weighted = [
             (p.average, per_minute.get(p.time_stamp, 0.0))
-            for s in self._series(
-                "RequestLatency_P50", "Average", span, f"deployment eq '{deployment}'"
-            )
+            for s in self._series(resource, "RequestLatency_P50", "Average", span, latency_query)
             for p in s.data or []
             if p.average is not None
         ]
         weight = sum(w for _, w in weighted)
         p99 = [
             p.maximum
-            for s in self._series(
-                "RequestLatency_P99", "Maximum", span, f"deployment eq '{deployment}'"
-            )
+            for s in self._series(resource, "RequestLatency_P99", "Maximum", span, latency_query)
             for p in s.data or []
             if p.maximum is not None
         ]
@@ -144,10 +150,12 @@ class AzureMonitorCanary:
         with azure_call(f"listing the deployments of {name}"):
             return {d.name for d in self._clients.ml.online_deployments.list(name)}
 
-    def _series(self, metric: str, aggregation: str, span: str, query: str) -> list[Any]:
+    def _series(
+        self, resource: str, metric: str, aggregation: str, span: str, query: str | None
+    ) -> list[Any]:
         with azure_call(f"reading {metric} from Azure Monitor"):
             found = self._clients.monitor.metrics.list(
-                self._clients.endpoint_id,
+                resource,
                 timespan=span,
                 # An ISO 8601 duration: azure-mgmt-monitor sends a timedelta as "0:01:00",
                 # which Azure Monitor refuses.

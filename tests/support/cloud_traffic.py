@@ -324,8 +324,11 @@ class AzureTraffic:
         endpoint = self.clients.ml.online_endpoints.get(self.settings.endpoint_name)
         weights = {v: float(w) for v, w in our_variants(endpoint.traffic or {}).items()}
         answers = _answer(self.models, calls, weights, self.rng)
-        mirrored = [v for v, p in our_variants(endpoint.mirror_traffic or {}).items() if p]
-        shadow = _answer(self.models, calls, {mirrored[0]: 100.0}, self.rng) if mirrored else []
+        shares = {v: p for v, p in our_variants(endpoint.mirror_traffic or {}).items() if p}
+        mirrored = list(shares)
+        # The endpoint copies its mirror percentage of live requests to the shadow.
+        copied = [c for c in calls if mirrored and self.rng.random() * 100 < shares[mirrored[0]]]
+        shadow = _answer(self.models, copied, {mirrored[0]: 100.0}, self.rng) if copied else []
         now = datetime.now(UTC)
         capture = self.settings.capture
         by_variant: dict[str, list[_Answer]] = defaultdict(list)
@@ -359,17 +362,23 @@ class AzureTraffic:
                     name,
                     jsonl(lines).encode(),
                 )
-            if variant not in mirrored:  # mirrored requests are not the endpoint's requests
-                self._metrics(deployment, group, now)
+            self._metrics(deployment, group, now, live=variant not in mirrored)
         return {a.call.request_id: a.variant for a in answers}
 
-    def _metrics(self, deployment: str, group: list[_Answer], now: datetime) -> None:
+    def _metrics(self, deployment: str, group: list[_Answer], now: datetime, live: bool) -> None:
+        """What Azure ML publishes: every request reaching a deployment on the deployment
+        (by Envoy's response code), live ones also on the endpoint (by deployment)."""
         from tests.support.azure_fake.monitor import seed_metric, set_metric
 
         endpoint = self.clients.endpoint_id
+        resource = f"{endpoint}/deployments/{deployment}"
         failed = sum(1 for a in group if a.score is None)
         for status, count in (("200", len(group) - failed), ("500", failed)):
-            if count:
+            if not count:
+                continue
+            dims = {"envoy_response_code": status}
+            seed_metric(self.state, resource, "RequestsPerMinute", now, count, dims)
+            if live:
                 dims = {
                     "deployment": deployment,
                     "statusCode": status,
@@ -380,10 +389,12 @@ class AzureTraffic:
         latencies = self._latencies[deployment, now.replace(second=0, microsecond=0)]
         latencies += [a.latency_ms for a in group if a.score is not None]
         if latencies:
-            dims = {"deployment": deployment}
             for metric, q in (("RequestLatency_P50", 50), ("RequestLatency_P99", 99)):
                 value = float(np.percentile(latencies, q))
-                set_metric(self.state, endpoint, metric, now, value, dims)
+                set_metric(self.state, resource, metric, now, value)
+                if live:
+                    dims = {"deployment": deployment}
+                    set_metric(self.state, endpoint, metric, now, value, dims)
 
     def label(self, labels: dict[str, float]) -> None:
         from tests.support.azure_fake.blob import put_blob
