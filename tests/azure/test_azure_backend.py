@@ -310,3 +310,77 @@ def test_event_grid_channel_publishes_one_cloud_event_per_notification(
     with pytest.raises(ApplicationError) as raised:
         channel.send(notification)
     assert raised.value.type == ErrorType.AZURE_UNAVAILABLE and not raised.value.non_retryable
+
+
+def deployed_endpoint(azure: RunningFake, chosen: AzureSettings, versions: list[str]) -> None:
+    """The model's versions registered, as the registry leaves them."""
+    from azure.ai.ml.entities import Model
+
+    clients = fake_clients(azure, chosen)
+    for version in versions:
+        clients.ml.models.create_or_update(
+            Model(
+                name="churn",
+                version=version,
+                path=chosen.datastore_uri(f"m/{version}/"),
+                type="custom_model",
+            )
+        )
+
+
+def shifted(endpoint: AzureEndpoint, change: TrafficChange) -> Any:
+    """The shift as the activity's retries apply it (deployments take several attempts)."""
+    for _ in range(10):
+        try:
+            return endpoint.set_traffic(change)
+        except EndpointUnavailable:
+            continue
+    raise AssertionError(f"{change.change_id} never applied")
+
+
+def test_the_shadow_stage_mirrors_traffic_and_its_canary_reads_the_deployments_metrics(
+    azure: RunningFake,
+) -> None:
+    from datetime import UTC, datetime
+
+    from activities.azure.canary import AzureMonitorCanary
+    from tests.support.azure_fake.monitor import seed_metric
+    from workflows.rollout.models import WindowRef
+
+    chosen = settings(mirror_percentage=20)
+    deployed_endpoint(azure, chosen, ["1", "2"])
+    clients = fake_clients(azure, chosen)
+    endpoint = AzureEndpoint(clients, chosen)
+    first = TrafficChange(model="churn", endpoint_url="", weights={"v1": 100}, change_id="r/0")
+    shifted(endpoint, first)
+    shadow = TrafficChange(
+        model="churn", endpoint_url="", weights={"v1": 100}, shadow="v2", change_id="r/shadow"
+    )
+
+    state = shifted(endpoint, shadow)
+
+    assert (state.weights, state.shadow) == ({"v1": 100}, "v2")
+    described = clients.ml.online_endpoints.get(chosen.endpoint_name)
+    assert described.mirror_traffic == {"retrain-v2": 20}
+    assert described.traffic == {"retrain-v1": 100}
+    assert endpoint.set_traffic(shadow).generation == state.generation  # applied once
+    # Mirrored requests are on the deployment's own metrics, not on the endpoint's.
+    now = datetime.now(UTC)
+    deployment = f"{clients.endpoint_id}/deployments/retrain-v2"
+    for code, count in (("200", 57), ("500", 3)):
+        seed_metric(azure.state, deployment, "RequestsPerMinute", now, count,
+                    {"envoy_response_code": code})  # fmt: skip
+    seed_metric(azure.state, deployment, "RequestLatency_P50", now, 31.0)
+    seed_metric(azure.state, deployment, "RequestLatency_P99", now, 88.0)
+    counts = AzureMonitorCanary(clients, chosen).counts(
+        WindowRef(variant="v2", generation=state.generation, since=now, shadow=True), now
+    )
+    assert (counts.requests, counts.errors) == (60, 3)
+    assert (counts.latency_p50_ms, counts.latency_p99_ms) == (31.0, 88.0)
+    # Back to live traffic only: the mirror is removed, the rollback keeps v2 deployed.
+    back = shifted(
+        endpoint,
+        TrafficChange(model="churn", endpoint_url="", weights={"v1": 100}, change_id="r/back"),
+    )
+    assert back.shadow is None
+    assert clients.ml.online_endpoints.get(chosen.endpoint_name).mirror_traffic == {}

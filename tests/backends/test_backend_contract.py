@@ -3,7 +3,9 @@
 Each backend is built the way the worker builds it (the registry's builder) from a registered
 spec: the local one on real files, MLflow and a live local endpoint; SageMaker on moto's server
 (a hook plays the training container, a shim fills moto's UpdateEndpoint gap); Vertex on the
-local fake of its REST APIs. A backend added to the registry needs a harness in `HARNESSES`.
+local fake of its REST APIs; Azure ML on the local Azure fake, which the real SDKs reach through a
+loopback transport (a hook plays the command job's container). A backend added to the registry
+needs a harness in `HARNESSES`.
 """
 
 from __future__ import annotations
