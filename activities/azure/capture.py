@@ -34,6 +34,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from azure.core.exceptions import ResourceNotFoundError
+
 from activities.azure.blob_store import BlobStore
 from activities.azure.clients import AzureClients
 from activities.azure.endpoint import endpoint_call, variant_of
@@ -193,8 +195,6 @@ class BlobCaptureSource:
         """Our deployments on the endpoint (0% ones included) -> whether mirrored to."""
         name = self.settings.endpoint_name
         with endpoint_call(f"reading online endpoint {name}"):
-            from azure.core.exceptions import ResourceNotFoundError
-
             try:
                 endpoint = self.clients.ml.online_endpoints.get(name)
             except ResourceNotFoundError:
@@ -237,15 +237,19 @@ class BlobCaptureSource:
         variant = variant_of(deployment)
         assert variant is not None
         answers: list[CapturedAnswer] = []
+        unanswered = 0
         for correlation, inputs in read[INPUTS].items():
             outputs = read[OUTPUTS].get(correlation)
             if outputs is None:
-                # The outputs record of a request at the hour's end may land in the next hour.
-                result.notes.append(f"{source}: request {correlation} has no outputs record yet")
+                # A request the model failed (its inputs are collected before it answers), or
+                # one whose outputs record landed in the next hour: no answer to read.
+                unanswered += 1
                 continue
             try:
                 answers += joined_answers(inputs, outputs, variant, spec, capture, shadow)
             except (KeyError, TypeError, ValueError) as error:
                 problems.add("invalid_records", f"{source}: request {correlation}: {error}")
+        if unanswered:
+            result.notes.append(f"{source}: {unanswered} request(s) without an outputs record")
         mirror.write_answers(source, fingerprint, answers)
         result.answers += len(answers)
