@@ -219,7 +219,7 @@ def test_deploying_a_version_that_is_not_registered_is_refused(
     with pytest.raises(EndpointUnavailable, match="not ready yet"):
         endpoint.set_traffic(change)  # the endpoint is created first
     with pytest.raises(TrafficRefused, match="was not found"):
-        endpoint.set_traffic(change)
+        shifted(endpoint, change)  # retried while the endpoint is still being created
     # An endpoint of another model is never touched.
     other = change.model_copy(update={"model": "fraud"})
     with pytest.raises(TrafficRefused, match="tagged for model 'churn'"):
