@@ -31,7 +31,8 @@ from workers.worker import build_worker
 from workflows.coordinator.workflow import ModelCoordinator
 
 # Fixtures of the cloud fakes, for every test module: moto (`moto`, `moto_server`, `moto_gaps`)
-# the Vertex fake (`vertex`), the Azure fake (`azure`) and a loopback Slack-compatible webhook (`webhook`).
+# the Vertex fake (`vertex`), the Azure fake (`azure`) and a loopback Slack-compatible webhook
+# (`webhook`).
 pytest_plugins = (
     "tests.support.aws_harness",
     "tests.support.azure_harness",
