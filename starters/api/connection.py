@@ -15,8 +15,15 @@ from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
+from temporalio.service import RPCError, RPCStatusCode
 
 DEFAULT_ADDRESS = "localhost:7233"
+
+
+def workflow_missing(err: RPCError) -> bool:
+    """NOT_FOUND about the workflow, not about the namespace (`--namespace` misspelt): only the
+    first is answered with "no such coordinator/loop", the second must reach the person as is."""
+    return err.status is RPCStatusCode.NOT_FOUND and "namespace" not in err.message.lower()
 
 
 def retrain_home() -> Path:

@@ -24,6 +24,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.coordinator.decisions import DecisionStore
+from starters.api.connection import workflow_missing
 from starters.api.known_models import (
     KnownModels,
     RegisteredModels,
@@ -268,7 +269,7 @@ class Coordinators:
         try:
             return await self.handle(model).query(ModelCoordinator.status)
         except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
+            if workflow_missing(err):
                 raise self._not_found(model) from None
             raise
 
@@ -286,7 +287,7 @@ class Coordinators:
         try:
             found = await self.handle(model).query(ModelCoordinator.decisions, query)
         except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
+            if workflow_missing(err):
                 raise self._not_found(model) from None
             raise
         if archive is None or len(found) >= limit:
@@ -310,7 +311,7 @@ class Coordinators:
                 ModelCoordinator.resume, PauseRequest(by=by)
             )
         except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
+            if workflow_missing(err):
                 raise self._not_found(model) from None
             raise
 

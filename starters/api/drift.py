@@ -12,8 +12,9 @@ from typing import Any
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
+from starters.api.connection import workflow_missing
 from workflows.common import names
 from workflows.drift.models import (
     CheckRequest,
@@ -96,7 +97,7 @@ class DriftMonitors:
         try:
             return await self.handle(model).query(DriftMonitor.status)
         except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
+            if workflow_missing(err):
                 raise MonitorNotFound(
                     f"no drift monitor for {model!r}: `retrain drift check {model}` starts one"
                 ) from None

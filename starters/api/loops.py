@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Literal
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from activities.loop.audit import AuditStore
+from starters.api.connection import workflow_missing
 from starters.api.coordinators import Coordinators
 from workflows.common import names
 from workflows.loop.audit import AuditRecord, LoopView, ReviewRecord
@@ -53,7 +54,7 @@ class Loops:
         try:
             return await self.handle(model, number).query(RetrainingLoop.status)
         except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
+            if workflow_missing(err):
                 raise LoopNotFound(f"no loop {names.retraining_loop_id(model, number)}") from None
             raise
 
@@ -83,7 +84,7 @@ class Loops:
         try:
             return await self.handle(model, number).execute_update(update, decision)
         except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
+            if workflow_missing(err):
                 loop_id = names.retraining_loop_id(model, number)
                 raise LoopNotFound(f"no running loop {loop_id}") from None
             raise

@@ -7,8 +7,9 @@ await rollouts.command("churn", "abort", RolloutCommand(operator="ana", reason="
 from __future__ import annotations
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
+from starters.api.connection import workflow_missing
 from starters.api.coordinators import Coordinators
 from workflows.common import names
 from workflows.rollout.models import CommandRecord, RolloutCommand, RolloutVerb, RolloutView
@@ -48,7 +49,7 @@ class Rollouts:
         try:
             return await self.handle(model, number).query(StagedRollout.status)
         except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
+            if workflow_missing(err):
                 raise RolloutNotFound(f"no rollout {names.rollout_id(model, number)}") from None
             raise
 
@@ -60,7 +61,7 @@ class Rollouts:
         try:
             return await self.handle(model, number).execute_update(_UPDATES[verb], command)
         except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
+            if workflow_missing(err):
                 rollout = names.rollout_id(model, number)
                 raise RolloutNotFound(f"no running rollout {rollout}") from None
             raise

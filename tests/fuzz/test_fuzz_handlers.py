@@ -49,7 +49,7 @@ from workflows.common import names
 from workflows.common.messages import batch_items, decode_raw, one_message
 from workflows.coordinator.models import CoordinatorInput, PauseRequest
 from workflows.coordinator.policy import TriggerPolicy
-from workflows.coordinator.triggers import MAX_EVENTS_PER_BATCH, parse_trigger
+from workflows.coordinator.triggers import MAX_EVENTS_PER_BATCH, parse_observation, parse_trigger
 from workflows.coordinator.workflow import ModelCoordinator
 from workflows.drift.models import CheckRequest, DriftMonitorInput
 from workflows.drift.workflow import DriftMonitor
@@ -284,6 +284,18 @@ async def test_coordinator_trigger_batch_signal(targets: dict[str, Target], args
 
 
 @FUZZ
+@given(args=arguments(st.just({"event": {"kind": "performance"}}), st.just({"labelled": -1})))
+async def test_coordinator_performance_observed_signal(
+    targets: dict[str, Target], args: tuple[Any, ...]
+):
+    target = targets["coordinator"]
+    if len(args) == 1 and valid(lambda: parse_observation(decoded(args[0]))):
+        COUNTS["performance_observed signal (valid, skipped)"] += 1
+        return
+    await ignored_signal(target, "performance_observed", args, lambda: ignored_decisions(target))
+
+
+@FUZZ
 @given(args=arguments(TRIGGER_NEAR, oversized=True))
 async def test_coordinator_submit_trigger_update(targets: dict[str, Target], args: tuple[Any, ...]):
     if len(args) == 1 and valid(lambda: parse_trigger(decoded(args[0]))):
@@ -420,6 +432,15 @@ async def test_drift_check_update(targets: dict[str, Target], args: tuple[Any, .
     await refused_update(targets["drift"], "check", args)
 
 
+@FUZZ
+@given(args=arguments(st.just({"reason": 7}), oversized=True))
+async def test_drift_check_performance_update(targets: dict[str, Target], args: tuple[Any, ...]):
+    if valid(lambda: one_message(args, CheckRequest, "check_performance")):
+        COUNTS["drift check_performance update (valid, skipped)"] += 1
+        return
+    await refused_update(targets["drift"], "check_performance", args)
+
+
 async def ignored_slot_messages(target: Target) -> Any:
     ignored = (await target.handle.query(TrainingSlots.status)).ignored
     return (len(ignored), ignored[-1].at, ignored[-1].reason) if ignored else None
@@ -460,11 +481,11 @@ def test_every_handler_is_fuzzed() -> None:
     fuzzed = {
         ModelCoordinator: {
             "trigger", "trigger_batch", "submit_trigger", "submit_triggers", "set_policy",
-            "pause", "resume", "decisions",
+            "pause", "resume", "decisions", "performance_observed",
         },
         RetrainingLoop: {"approve", "reject", "training_slot_granted"},
         StagedRollout: set(ROLLOUT_VERBS),
-        DriftMonitor: {"check"},
+        DriftMonitor: {"check", "check_performance"},
         TrainingSlots: {"request", "release", "set_limit"},
     }  # fmt: skip
     for workflow_class, covered in fuzzed.items():

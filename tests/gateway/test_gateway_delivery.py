@@ -14,7 +14,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from starters.api.coordinators import Coordinators
+from starters.api.coordinators import CoordinatorNotFound, Coordinators
 from starters.gateway.database import database_path, open_database
 from starters.gateway.delivery import DeliveryPolicy
 from starters.gateway.replay import replay
@@ -115,7 +115,7 @@ async def _drained(home: Path) -> bool:
 async def _accepted(client: Client, task_queue: str, model: str, count: int):
     try:
         status = await _status(client, task_queue, model)
-    except RPCError:  # not started yet: the gateway starts it with the first delivery
+    except (RPCError, CoordinatorNotFound):  # not started: the first delivery starts it
         return None
     return status if status.events_accepted >= count else None
 

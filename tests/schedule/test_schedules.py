@@ -331,15 +331,31 @@ async def test_stale_data_alert_once_until_new_data_arrive(
     assert newest == partition_end(datetime.now(UTC).date()).timestamp()
 
 
-async def test_cli_sets_lists_pauses_triggers_and_deletes(client: Client, model: str) -> None:
+async def test_cli_sets_lists_pauses_triggers_and_deletes(
+    client: Client, model: str, tmp_path: Path
+) -> None:
     from starters.cli.app import app
 
     target = client.service_client.config.target_host
+    # `schedule set` refuses models nobody registered: register this one in the CLI's home.
+    spec = ModelSpec(
+        name=model,
+        features=[Feature(name="x")],
+        label="y",
+        data=DataSources(
+            labelled="data/labelled",
+            baseline_holdout="data/baseline.parquet",
+            golden_set="data/golden.parquet",
+        ),
+    )
+    SpecStore(tmp_path).register(spec)
 
     async def retrain(*args: str) -> Result:
         # In a thread: the command runs its own event loop, as it does from a shell.
         def invoke() -> Result:
-            return CliRunner().invoke(app, ["--address", target, *args])
+            return CliRunner().invoke(
+                app, ["--address", target, *args], env={"RETRAIN_HOME": str(tmp_path)}
+            )
 
         return await asyncio.to_thread(invoke)
 

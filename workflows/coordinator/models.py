@@ -38,7 +38,7 @@ DECISIONS_KEPT = 200
 # reaches back past the DECISIONS_KEPT the state holds; at most DECISIONS_UNARCHIVED wait for
 # the archive (a worker or store down), the oldest beyond that are counted and dropped.
 DECISIONS_PER_ARCHIVE = 100
-DECISIONS_UNARCHIVED = 500
+DECISIONS_UNARCHIVED = 300
 OUTCOMES_KEPT = 50
 # Events waiting for a loop (batch + deferred + follow-up) are carried through continue-as-new
 # and into the loop's input, both under Temporal's 2 MB payload limit: beyond this many the
