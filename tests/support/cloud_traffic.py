@@ -158,12 +158,29 @@ class SageMakerTraffic:
             for v in described["ProductionVariants"]
         }
         answers = _answer(self.models, calls, weights, self.rng)
+        # A shadow variant gets a copy of its sampling share of the live requests (the share
+        # is its weight, as the endpoint sets it); its answers are captured, never returned.
+        shadows = {
+            v["VariantName"]: min(1.0, float(v.get("CurrentWeight", 0)))
+            for v in described.get("ShadowProductionVariants") or []
+        }
+        mirrored = [
+            answer
+            for variant, share in sorted(shadows.items())
+            if share > 0
+            for answer in _answer(
+                self.models,
+                [c for c in calls if self.rng.random() < share],
+                {variant: 100.0},
+                self.rng,
+            )
+        ]
         now = datetime.now(UTC)
         bucket, _, destination = (
             self.settings.capture_destination().removeprefix("s3://").partition("/")
         )
         by_variant: dict[str, list[_Answer]] = defaultdict(list)
-        for answer in answers:
+        for answer in [*answers, *mirrored]:
             by_variant[answer.variant].append(answer)
         names = self.spec.feature_names
         for variant, group in sorted(by_variant.items()):
