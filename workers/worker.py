@@ -186,16 +186,23 @@ async def run_worker(
 ) -> None:
     """`retrain worker`: until SIGINT/SIGTERM, then a graceful shutdown (in-flight tasks finish).
 
-    Workflows first: their worker polls as soon as the workflow code is imported (about a
-    second), so a restarted process resumes timers, signals and decisions at once; the
-    activities' worker joins once their heavier stack is imported, in a thread meanwhile.
-    (An activity a killed worker was running is retried after its heartbeat timeout anyway.)
+    The activities' stack (scikit-learn, scipy, MLflow, river) is imported before the workflow
+    worker polls: the workflow sandbox swaps `sys.modules` for a thread-local proxy while it
+    imports a workflow's modules, and a native extension imported in another thread meanwhile
+    (river's Rust core) fails on it ("'_ThreadLocalSysModules' object is not an instance of
+    'dict'"), which killed workers that imported it in a thread beside running workflows.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     decoding = with_worker_converter(client)
+    loading = asyncio.ensure_future(asyncio.to_thread(all_activities, client, home))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if stop.is_set():
+        log.info("shutting down before the workers started")
+        return
     workflows = Worker(
         decoding,
         task_queue=task_queue,
@@ -205,12 +212,6 @@ async def run_worker(
     )
     async with workflows:
         log.info("workflows polling task queue %r", task_queue)
-        loading = asyncio.ensure_future(asyncio.to_thread(all_activities, client, home))
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
-            log.info("shutting down before the activities started")
-            return
         options = dict(worker_options)
         options["interceptors"] = [KeepAlive(), *options.get("interceptors", [])]
         activities = Worker(
