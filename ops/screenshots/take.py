@@ -63,7 +63,7 @@ def shoot(url: str, target: Path, width: int, wait_for: str | None = None) -> No
     with tempfile.TemporaryDirectory() as directory, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": width, "height": 900})
-        page.goto(url, wait_until="networkidle", timeout=120_000)
+        page.goto(url, wait_until="load", timeout=120_000)
         if wait_for is not None:
             page.get_by_text(wait_for).first.wait_for(timeout=120_000)
         page.wait_for_timeout(1500)

@@ -9,6 +9,7 @@ They skip when the Azure SDKs are not installed (they are an optional extra).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -600,7 +601,9 @@ def test_blob_server_busy_is_retried(fake: RunningFake) -> None:
 # --- the hooks that do not reach the fake ---------------------------------------------------
 
 
-def test_a_custom_http_cloud_does_not_reach_the_fake_for_every_call(fake: RunningFake) -> None:
+def test_a_custom_http_cloud_does_not_reach_the_fake_for_every_call(
+    fake: RunningFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The other hook: MLClient(cloud=..., cloud_metadata=...) with an http resource manager.
     Jobs work (the SDK passes enforce_https=False), but the model operations' bearer-token
     policy refuses a non-TLS URL before sending anything."""
@@ -614,6 +617,13 @@ def test_a_custom_http_cloud_does_not_reach_the_fake_for_every_call(fake: Runnin
         "registry_discovery_endpoint": url,
     }
     state = fake.state
+    # MLClient(cloud=...) makes that cloud the process's current one (AZUREML_CURRENT_CLOUD):
+    # restored after the test, or every later client in this process would use it.
+    from azure.ai.ml._azure_environments import AZUREML_CLOUD_ENV_NAME
+
+    monkeypatch.setenv(AZUREML_CLOUD_ENV_NAME, os.environ.get(AZUREML_CLOUD_ENV_NAME, ""))
+    if not os.environ[AZUREML_CLOUD_ENV_NAME]:
+        monkeypatch.delenv(AZUREML_CLOUD_ENV_NAME)
     client = MLClient(
         StaticTokenCredential(),
         state.subscription,

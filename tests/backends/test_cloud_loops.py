@@ -106,6 +106,7 @@ def assert_the_story(
     }
 
 
+@pytest.mark.cloud_story
 async def test_a_sagemaker_model_from_drift_to_promotion_and_a_bad_candidate_rolled_back(
     env: WorkflowEnvironment,
     client: Client,
@@ -210,6 +211,7 @@ async def test_a_vertex_model_from_drift_to_promotion_and_a_bad_candidate_rolled
     assert stored is not None
 
 
+@pytest.mark.cloud_story
 async def test_an_azure_model_from_drift_to_promotion_and_a_bad_candidate_rolled_back(
     env: WorkflowEnvironment,
     client: Client,
