@@ -619,11 +619,10 @@ def test_a_custom_http_cloud_does_not_reach_the_fake_for_every_call(
     state = fake.state
     # MLClient(cloud=...) makes that cloud the process's current one (AZUREML_CURRENT_CLOUD):
     # restored after the test, or every later client in this process would use it.
-    from azure.ai.ml._azure_environments import AZUREML_CLOUD_ENV_NAME
-
-    monkeypatch.setenv(AZUREML_CLOUD_ENV_NAME, os.environ.get(AZUREML_CLOUD_ENV_NAME, ""))
-    if not os.environ[AZUREML_CLOUD_ENV_NAME]:
-        monkeypatch.delenv(AZUREML_CLOUD_ENV_NAME)
+    cloud_variable = "AZUREML_CURRENT_CLOUD"  # azure.ai.ml._azure_environments's name for it
+    monkeypatch.setenv(cloud_variable, os.environ.get(cloud_variable, ""))
+    if not os.environ[cloud_variable]:
+        monkeypatch.delenv(cloud_variable)
     client = MLClient(
         StaticTokenCredential(),
         state.subscription,
