@@ -23,7 +23,11 @@ DEFAULT_ADDRESS = "localhost:7233"
 def workflow_missing(err: RPCError) -> bool:
     """NOT_FOUND about the workflow, not about the namespace (`--namespace` misspelt): only the
     first is answered with "no such coordinator/loop", the second must reach the person as is."""
-    return err.status is RPCStatusCode.NOT_FOUND and "namespace" not in err.message.lower()
+    # The server says "Namespace X is not found." for the namespace; a missing workflow's
+    # message may name its namespace too ("WorkflowId{namespace='default', ...}").
+    return err.status is RPCStatusCode.NOT_FOUND and not err.message.lower().startswith(
+        "namespace "
+    )
 
 
 def retrain_home() -> Path:
