@@ -61,9 +61,10 @@ def called_activities() -> dict[str, list[str]]:
     return calls
 
 
-def registered_activities() -> set[str]:
-    # Building the activities only stores the client: nothing is called on it here.
-    defined = all_activities(cast(Client, None), ROOT / ".retrain-unused", CloudConnections())
+def registered_activities(home: Path) -> set[str]:
+    # Building the activities only stores the client: nothing is called on it here. (It does
+    # open the local stores under `home`, so a temporary one, never the checkout.)
+    defined = all_activities(cast(Client, None), home, CloudConnections())
     names = set()
     for function in defined:
         definition = activity._Definition.from_callable(function)
@@ -72,11 +73,11 @@ def registered_activities() -> set[str]:
     return names
 
 
-def test_every_activity_a_workflow_calls_is_registered_by_the_worker() -> None:
+def test_every_activity_a_workflow_calls_is_registered_by_the_worker(tmp_path: Path) -> None:
     names = constants(ActivityName)
     called = called_activities()
     assert set(called) <= set(names), "unknown ActivityName constants"
-    registered = registered_activities()
+    registered = registered_activities(tmp_path)
     missing = {
         names[attr]: where for attr, where in called.items() if names[attr] not in registered
     }
