@@ -23,15 +23,11 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import opentelemetry.trace
-from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from temporalio import activity
 from temporalio.client import Interceptor as ClientInterceptor
-from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -39,6 +35,12 @@ from temporalio.worker import (
 from temporalio.worker import (
     Interceptor as WorkerInterceptor,
 )
+
+# OpenTelemetry's SDK and the SDK's tracing interceptor are imported when tracing is on: every
+# `retrain` command imports this module, and starts faster without them.
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 LOG_FORMAT_VARIABLE = "RETRAIN_LOG_FORMAT"
@@ -63,6 +65,10 @@ def setup_tracing(
 ) -> TracerProvider | None:
     """The process's tracer provider (made once, set as OpenTelemetry's global one): None when
     tracing is off. `exporter` replaces the OTLP one (tests use an in-memory exporter)."""
+    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     global _provider
     if _provider is not None:
         return _provider
@@ -99,6 +105,8 @@ def client_interceptors(provider: TracerProvider | None) -> list[ClientIntercept
     use as well."""
     if provider is None:
         return []
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
     return [TracingInterceptor(provider.get_tracer(TRACER_NAME))]
 
 

@@ -20,11 +20,10 @@ import html
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.tree import DecisionTreeClassifier  # type: ignore[import-untyped, unused-ignore]
 
 from starters.api.streams import Stream, StreamError, load_parquet
 from workflows.coordinator.policy import AdaptiveSettings, TriggerPolicy
@@ -39,11 +38,17 @@ from workflows.coordinator.simulation import (
 )
 from workflows.spec.models import ModelSpec, Task
 
+if TYPE_CHECKING:
+    from sklearn.tree import DecisionTreeClassifier  # type: ignore[import-untyped, unused-ignore]
+
 WINDOW = 5  # batches a model is trained on
 PERIODS = (1, 2, 3, 5, 7, 10, 14, 21, 30)
 
 
 def make_model() -> DecisionTreeClassifier:
+    # Imported here: the CLI imports this module and starts without scikit-learn.
+    from sklearn.tree import DecisionTreeClassifier  # type: ignore[import-untyped, unused-ignore]
+
     return DecisionTreeClassifier(max_depth=8, min_samples_leaf=5, random_state=0)
 
 

@@ -11,7 +11,6 @@ from contextlib import closing, contextmanager
 from typing import Annotated
 
 import typer
-import uvicorn
 from rich.markup import escape
 
 from starters.api.connection import retrain_home
@@ -27,7 +26,6 @@ from starters.cli.common import (
     setup_logging,
 )
 from starters.gateway import dead_letters
-from starters.gateway.app import DEFAULT_MAX_BODY_BYTES, GatewayConfig, create_app
 from starters.gateway.auth import SOURCES, SecretsError, load_secrets
 from starters.gateway.database import (
     DatabaseError,
@@ -35,11 +33,7 @@ from starters.gateway.database import (
     open_database,
     transaction,
 )
-from starters.gateway.delivery import DeliveryPolicy
-from starters.gateway.replay import replay
-from starters.gateway.routing import SpecRouter
-from starters.gateway.slack import load_signing_secret
-from starters.gateway.temporal import TemporalLink
+from starters.gateway.intake import DEFAULT_MAX_BODY_BYTES
 from workflows.common.names import TASK_QUEUE
 
 dlq_app = typer.Typer(
@@ -74,6 +68,13 @@ def gateway(
 ) -> None:
     """Run the event gateway: S3/EventBridge, SNS, Pub/Sub and Alertmanager events in, trigger
     events to the coordinators out (stored first; undeliverable ones kept in `retrain dlq`)."""
+    # Imported here: every other `retrain` command starts without the gateway's web stack
+    # (Starlette, uvicorn, Slack's SDK, pyarrow) and its delivery machinery.
+    import uvicorn
+
+    from starters.gateway.app import GatewayConfig, create_app
+    from starters.gateway.slack import load_signing_secret
+
     setup_logging(log_format)
     try:
         setup_tracing("retrain-gateway")  # its Temporal calls are traced as the gateway's
@@ -181,6 +182,11 @@ def dlq_replay(
 ) -> None:
     """Deliver dead letters again through Temporal: removed when delivered, kept with the new
     reason when not. Safe to repeat (coordinators ignore event ids they have seen)."""
+    from starters.gateway.delivery import DeliveryPolicy
+    from starters.gateway.replay import replay
+    from starters.gateway.routing import SpecRouter
+    from starters.gateway.temporal import TemporalLink
+
     chosen = _chosen(ids, all_)
     home = retrain_home()
     policy = DeliveryPolicy(attempts=attempts)

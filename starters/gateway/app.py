@@ -64,7 +64,13 @@ from starters.gateway.database import (
     open_database,
 )
 from starters.gateway.delivery import Deliverer, DeliveryPolicy
-from starters.gateway.intake import Intake, IntakeClosed, IntakeFailed, IntakeFull
+from starters.gateway.intake import (
+    DEFAULT_MAX_BODY_BYTES,
+    Intake,
+    IntakeClosed,
+    IntakeFailed,
+    IntakeFull,
+)
 from starters.gateway.metrics import CONTENT_TYPE, GatewayMetrics, Outcome
 from starters.gateway.routing import RouteKeys, SpecRouter
 from starters.gateway.slack import SlackActions, SlackRefused
@@ -74,7 +80,6 @@ from workflows.common.names import TASK_QUEUE, validate_model_name
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 # What a refused sender is told to wait when the store is full.
 RETRY_AFTER_SECONDS = 30
 

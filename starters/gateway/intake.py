@@ -18,6 +18,9 @@ from collections.abc import Callable, Sequence
 from starters.gateway import pending
 from starters.gateway.database import DatabaseThread, now_text, transaction
 
+# The largest request body the gateway reads (413 beyond); `retrain gateway --max-body-bytes`.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
 logger = logging.getLogger(__name__)
 
 _Item = tuple[list[pending.NewEvent], "asyncio.Future[None]"]

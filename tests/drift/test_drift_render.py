@@ -10,13 +10,8 @@ from html.parser import HTMLParser
 
 from rich.console import Console
 
-from activities.drift.html import (
-    format_number,
-    format_pvalue,
-    format_share,
-    ordered_columns,
-    render_drift_html,
-)
+from activities.drift.formatting import format_number, format_pvalue, format_share, ordered_columns
+from activities.drift.html import render_drift_html
 from starters.cli.render.drift import (
     drift_report_header,
     drift_report_panel,

@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from activities.drift.html import (
+from activities.drift.formatting import (
     format_missing,
     format_number,
     format_pvalue,
