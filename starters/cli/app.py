@@ -118,7 +118,7 @@ def main() -> None:
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except CliError as err:
-        errors.print(f"[bold red]error:[/] {escape(str(err))}")
+        errors.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
         code = 1
     shutdown_tracing()  # buffered spans go out before os._exit skips every exit hook
     # Skip interpreter finalization: the Temporal client's Rust threads can crash a short-lived

@@ -117,8 +117,9 @@ class CliError(Exception):
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    # Escaped: messages quote user input and validation patterns such as `[a-z-]`.
-    errors.print(f"[bold red]error:[/] {escape(message)}")
+    # Escaped: messages quote user input and validation patterns such as `[a-z-]`. Not wrapped
+    # by rich (the terminal wraps): a path or an id in an error stays one piece to copy.
+    errors.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 

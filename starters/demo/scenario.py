@@ -104,8 +104,8 @@ HISTORY_DAYS = 30
 ROWS_PER_DAY = 400
 # The new regime's labelled rows the pipeline lands after the change (five files of 400).
 NEW_REGIME_PARTS = 5
-# Labels each performance check waits for (its window's minimum), and the drift check's window:
-# a minute of traffic after the change, so it holds the new concept only.
+# Labels each performance check waits for (its window's minimum), and the drift check's shortest
+# window: at least a minute of traffic after the change, so it holds the new concept only.
 PERFORMANCE_LABELS = 600
 DRIFT_WINDOW = timedelta(minutes=1)
 # The live accuracy figure of the summary: each champion's last labelled requests.
@@ -117,7 +117,7 @@ REQUESTS_PER_SECOND = 80
 STAGE_BAKE = timedelta(seconds=15)
 STAGE_MIN_REQUESTS = 40
 BAD_ENTRYPOINT = "starters.demo.bad_candidate:train"
-# Enough answers for the drift monitor's minimum, about 12 s of traffic.
+# The drift monitor's minimum of requests in its window.
 DRIFT_CHECK_REQUESTS = 1000
 
 
@@ -329,12 +329,29 @@ class Scenario:
             await asyncio.sleep(0.5)
         return check
 
-    async def drift_check(self) -> None:
-        """The drift monitor on the last minute of live traffic (the new concept): the inputs
-        look as they did in training (a pure concept change), the labels coming back do not."""
+    async def drift_check(
+        self, spec: ModelSpec, traffic: TrafficGenerator, changed_at: datetime, answered: int
+    ) -> None:
+        """The drift monitor on the live traffic since the change (the new concept): the inputs
+        look as they did in training (a pure concept change), the labels coming back do not.
+
+        The window spans the traffic since the change, at least `DRIFT_WINDOW`, once the
+        monitor's minimum of requests was answered after it (`answered`: the count at the
+        change): a busy machine answers fewer requests a minute than an idle one."""
+        wanted = answered + round(DRIFT_CHECK_REQUESTS * 1.2)
+        while datetime.now(UTC) < changed_at + DRIFT_WINDOW + timedelta(seconds=2) or (
+            traffic.stats.ok < wanted
+        ):
+            await asyncio.sleep(0.5)
+        # Whole seconds, one short of the time since the change: no request of the old concept.
+        since = int((datetime.now(UTC) - changed_at).total_seconds()) - 1
+        window = timedelta(seconds=since)
+        SpecStore(self.home).register(
+            spec.model_copy(update={"drift": spec.drift.model_copy(update={"window": window})})
+        )
         self.step(
-            "meanwhile the drift monitor compares the last minute of live traffic with v1's "
-            f"reference profile (`retrain drift check {MODEL}`)"
+            f"meanwhile the drift monitor compares the {since} s of live traffic since the change "
+            f"with v1's reference profile (`retrain drift check {MODEL}`)"
         )
         # Report only: the performance trigger already asked for a retraining.
         report = await DriftMonitors(self.client).check(
@@ -346,6 +363,7 @@ class Scenario:
 
     async def concept_change(self, spec: ModelSpec, traffic: TrafficGenerator, ui_url: str) -> None:
         changed_at = datetime.now(UTC)
+        answered = traffic.stats.ok
         traffic.set_concept(POST_DRIFT_FUNCTION)
         self.step(
             f"the concept changes at {changed_at:%H:%M:%S} UTC: live requests are now labelled "
@@ -375,9 +393,7 @@ class Scenario:
         check = await self.performance_check(traffic, "the performance monitor measures v1 again")
         if check.event_id is None:
             raise RuntimeError(f"demo: no performance trigger: {check.verdict.summary}")
-        while datetime.now(UTC) < changed_at + DRIFT_WINDOW + timedelta(seconds=2):
-            await asyncio.sleep(0.5)
-        await self.drift_check()
+        await self.drift_check(spec, traffic, changed_at, answered)
         await self.through_loop(2, ui_url)
 
     async def live_accuracy(self, spec: ModelSpec) -> dict[str, LiveAccuracy]:

@@ -336,6 +336,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    # The whole output where CI shows a failure (an assertion's own message is cut short).
+    print(out)
     assert "retrain approve demo-credit --loop 1 --reviewer" in out
     assert "temporal workflow signal --workflow-id retrain-demo-credit-1 --name approve" in out
     assert "approved by demo-auto-approver" in out

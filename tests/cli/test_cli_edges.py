@@ -76,8 +76,8 @@ def test_models_validate_accepts_each_example(runner: CliRunner, example: Path):
 def test_models_validate_lists_one_problem_per_line(runner: CliRunner, tmp_path: Path):
     spec = tmp_path / "churn.yaml"
     spec.write_text("name: churn\nlabel: y\nfeatures: []\ndata: {labelled: x}\n")
-    # Wide enough for the temporary path: the headline is one line, not wrapped.
-    result = runner.invoke(app, ["models", "validate", str(spec)], env={"COLUMNS": "500"})
+    # Narrower than the temporary path: the headline stays one line (errors are not wrapped).
+    result = runner.invoke(app, ["models", "validate", str(spec)], env={"COLUMNS": "40"})
     assert result.exit_code == 2
     lines = result.output.splitlines()
     assert lines[0].endswith("churn.yaml: invalid model spec (3 problems):")

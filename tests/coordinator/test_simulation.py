@@ -20,7 +20,7 @@ from temporalio.worker import Worker
 from starters.api.coordinators import Coordinators
 from starters.api.simulate import error_matrix
 from starters.api.streams import Stream
-from tests.support.helpers import CoordinatorProbe, eventually
+from tests.support.helpers import CoordinatorProbe, eventually, skip_time
 from tests.support.loop_doubles import SIMULATED_CANDIDATE_LOSS, SimulatedLoop
 from workers.sandbox import workflow_runner
 from workflows.coordinator.models import Action, Decision, Reason
@@ -142,6 +142,7 @@ def simulated_candidate_loss(event_id: str) -> tuple[float, int]:
 
 
 @pytest.mark.time_skipping_only
+@pytest.mark.own_server  # days are skipped: other tests' timers must not be in the way
 async def test_the_real_coordinator_takes_the_simulators_decisions(
     env: WorkflowEnvironment, client: Client, task_queue: str, model: str
 ) -> None:
@@ -163,7 +164,7 @@ async def test_the_real_coordinator_takes_the_simulators_decisions(
     decisions: list[Decision] = []
     async with worker:
         await probe.start(POLICY)
-        await env.sleep(ends[WINDOW - 1] - await env.get_current_time())
+        await skip_time(env, ends[WINDOW - 1] - await env.get_current_time())
         first = await probe.submit(
             TriggerEvent(kind=TriggerKind.MANUAL, source="simulate", event_id="first-deployment")
         )
@@ -171,7 +172,7 @@ async def test_the_real_coordinator_takes_the_simulators_decisions(
         serving = "1"
         await eventually(lambda: _idle(coordinators, model), timeout=60, what="first loop")
         for batch in range(WINDOW, BATCHES - 1):
-            await env.sleep(ends[batch] - await env.get_current_time())
+            await skip_time(env, ends[batch] - await env.get_current_time())
             served = matrix().errors[_batch_of(expected, serving)][batch]
             await coordinators.handle(model).signal(
                 "performance_observed",

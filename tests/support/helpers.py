@@ -10,6 +10,7 @@ from typing import TypeVar
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
 
 from starters.api.coordinators import Coordinators
 from workflows.coordinator.models import CoordinatorStatus, Decision
@@ -47,6 +48,19 @@ async def eventually(
             last = err
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}") from last
+
+
+# One `env.sleep` is one RPC, cut at 30 s of wall time by the SDK core's default call timeout;
+# skipping days of timers on a busy machine can take longer, so long skips go in steps.
+SKIP_STEP = timedelta(hours=6)
+
+
+async def skip_time(env: WorkflowEnvironment, duration: timedelta) -> None:
+    """Advance the time-skipping server by `duration`, in steps of at most `SKIP_STEP`."""
+    while duration > timedelta(0):
+        step = min(duration, SKIP_STEP)
+        await env.sleep(step)
+        duration -= step
 
 
 class CoordinatorProbe:
