@@ -493,7 +493,8 @@ class Scenario:
     async def approval(self, number: int, details: str, ui_url: str, loop_id: str) -> None:
         self.console.print(details, markup=False, highlight=False)
         self.console.print(
-            f"\nWeb UI: {ui_url}/namespaces/default/workflows/{loop_id}\n"
+            f"\nWeb UI: {ui_url}/namespaces/default/workflows/{loop_id} (these details: its User "
+            "Metadata tab)\n"
             f"approve with:  retrain approve {MODEL} --loop {number} --reviewer YOU "
             '--comment "..."\n'
             f"or:            temporal workflow signal --workflow-id {loop_id} --name approve "
