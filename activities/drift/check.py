@@ -37,7 +37,7 @@ from activities.drift.window import CurrentWindow, read_current_window
 from activities.local.capture import capture_dir
 from activities.mirror import DataMirror
 from activities.ports import CaptureSource, DriftSignalSource, ModelRegistry, ServingBackend
-from activities.specs import SpecError, SpecStore
+from activities.specs import SpecStore, registered_spec
 from activities.training_runner import write_atomically
 from workflows.common import metrics
 from workflows.common.errors import ErrorType
@@ -301,16 +301,7 @@ class DriftActivities:
         self.capture = capture
 
     def _spec(self, model: str) -> ModelSpec:
-        try:
-            spec = self.specs.get(model)
-        except SpecError as error:
-            raise ApplicationError(
-                str(error), type=ErrorType.INVALID_MODEL_SPEC, non_retryable=True
-            ) from error
-        if spec is None:
-            raise ApplicationError(
-                f"no registered model {model!r}", type=ErrorType.UNKNOWN_MODEL, non_retryable=True
-            )
+        spec = registered_spec(self.specs, model)
         if self.mirror is not None:
             try:
                 spec, _ = self.mirror.localize(spec, fields=("baseline_holdout",))

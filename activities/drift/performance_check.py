@@ -56,7 +56,7 @@ from activities.loop.audit import AuditStore
 from activities.loop.data_window import loop_data_dir
 from activities.loop.evaluation import ClassifierOutcome, predict, read_labelled_set, shared_classes
 from activities.ports import CaptureSource, ModelRegistry
-from activities.specs import SpecError, SpecStore
+from activities.specs import SpecStore, registered_spec
 from workflows.common.errors import ErrorType
 from workflows.common.names import ActivityName
 from workflows.drift.models import PerformanceCheckInput
@@ -398,22 +398,9 @@ class PerformanceActivities:
         # A cloud model's capture is read into the capture layout first (as the drift check).
         self.capture = capture
 
-    def _spec(self, model: str) -> ModelSpec:
-        try:
-            spec = self.specs.get(model)
-        except SpecError as error:
-            raise ApplicationError(
-                str(error), type=ErrorType.INVALID_MODEL_SPEC, non_retryable=True
-            ) from error
-        if spec is None:
-            raise ApplicationError(
-                f"no registered model {model!r}", type=ErrorType.UNKNOWN_MODEL, non_retryable=True
-            )
-        return spec
-
     @activity.defn(name=ActivityName.CHECK_PERFORMANCE)
     def check(self, request: PerformanceCheckInput) -> PerformanceReport:
-        spec = self._spec(request.model)
+        spec = registered_spec(self.specs, request.model)
         report = check_performance(
             self.home,
             spec,
