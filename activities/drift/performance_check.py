@@ -51,6 +51,7 @@ from activities.drift.performance_window import (
     read_answers,
     read_labelled_window,
 )
+from activities.drift.window import flush_notes, sync_notes
 from activities.local.capture import capture_dir
 from activities.loop.audit import AuditStore
 from activities.loop.data_window import loop_data_dir
@@ -220,13 +221,7 @@ def check_performance(
     capture: CaptureSource | None = None,
 ) -> PerformanceReport:
     policy = spec.performance
-    notes: list[str] = []
-    endpoint = spec.loop.deployment.endpoint_url
-    if flush is not None:
-        try:
-            flush(endpoint)
-        except Exception as error:  # an idle or stopped endpoint: its files are still there
-            notes.append(f"endpoint {endpoint} did not flush its capture ({error})")
+    notes = flush_notes(flush, spec.loop.deployment.endpoint_url)
     end = request.window_end.astimezone(UTC)
     window_start = min(request.window_start.astimezone(UTC), end)
     detection_start = min(window_start, end - policy.detection_window)
@@ -243,12 +238,7 @@ def check_performance(
         # A cloud endpoint's answers and ground truth (SageMaker Data Capture and Model
         # Monitor's ground truth, Vertex's BigQuery log) into the capture layout read below.
         heartbeat("cloud capture")
-        synced = capture.sync(spec, detection_start, end, heartbeat)
-        notes.append(
-            f"{capture.name}: {synced.answers} answer(s) and {synced.labels} label(s) read "
-            f"from {synced.sources_read} new source(s)"
-        )
-        notes += synced.notes
+        notes += sync_notes(capture, spec, detection_start, end, heartbeat)
     heartbeat("champion")
     champion = registry.champion(spec.name)
     if champion is None:
