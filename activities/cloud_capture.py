@@ -26,6 +26,10 @@ traffic.
 `CaptureMirror` keeps, beside the layout, which source (object and its ETag, or table hour)
 produced which files and which partitions are complete, so a sync reads only what is new or
 changed; a lock file keeps two activities of one worker from converting at once.
+
+`CaptureRun` is the sync every cloud shares: the mirror open, one hour's partition read unless
+it is complete and marked complete once it has settled, ground truth read from an object store's
+hour prefixes; a backend's `sync` only says which partitions it has and how it reads them.
 """
 
 from __future__ import annotations
@@ -40,12 +44,12 @@ import math
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
@@ -69,13 +73,15 @@ from activities.local.capture import (
     STATUS_CODE,
     VARIANT,
     VERSION,
+    capture_dir,
     partition,
 )
-from activities.ports import ObjectStore
+from activities.ports import CaptureSync, ObjectStore
 from workflows.spec.common import CaptureSettings
 from workflows.spec.models import FeatureKind, ModelSpec, Task
 
 MAX_DESCRIBED = 20
+P = ParamSpec("P")
 # A binary classifier's score at or above this is the positive class.
 THRESHOLD = 0.5
 # Which fields of a JSON prediction object hold the class and the score.
@@ -529,3 +535,92 @@ def reference_schema(home: Path, spec: ModelSpec, store: ObjectStore | None) -> 
     except (OSError, ValueError, pa.ArrowException):
         return None
     return schema
+
+
+# ---- the sync --------------------------------------------------------------------------------
+
+
+def capture_off(home: Path, spec: ModelSpec, note: str) -> CaptureSync:
+    """The sync of a model whose capture is off in its settings: nothing read, `note` said."""
+    result = CaptureSync(directory=capture_dir(home, spec))
+    result.notes.append(note)
+    return result
+
+
+@dataclass
+class CaptureRun:
+    """One sync of a model's capture: its mirror open, what it read, and when it started."""
+
+    mirror: CaptureMirror
+    store: ObjectStore
+    heartbeat: Callable[[str], None]
+    # How long after an hour ends its platform may still add records to it.
+    settle: timedelta
+    now: datetime
+    start: datetime
+    end: datetime
+    result: CaptureSync
+    problems: CaptureProblems = field(default_factory=CaptureProblems)
+
+    @classmethod
+    @contextmanager
+    def open(
+        cls,
+        home: Path,
+        spec: ModelSpec,
+        store: ObjectStore,
+        start: datetime,
+        end: datetime,
+        heartbeat: Callable[[str], None],
+        settle: timedelta,
+    ) -> Iterator[CaptureRun]:
+        """The run over [start, now or end); its result holds the problems on a clean exit."""
+        directory = capture_dir(home, spec)
+        now = datetime.now(UTC)
+        result = CaptureSync(directory=directory)
+        reference = reference_schema(home, spec, store)
+        with CaptureMirror(directory, spec, reference).open() as mirror:
+            run = cls(mirror, store, heartbeat, settle, now, start, min(end, now), result)
+            yield run
+        result.problems = run.problems.counts
+        result.notes += run.problems.messages
+
+    def hours(self) -> Iterable[datetime]:
+        return hours(self.start, self.end)
+
+    def settled(self, hour: datetime) -> bool:
+        """The hour ended `settle` ago: nothing more will be added to it."""
+        return hour + timedelta(hours=1) + self.settle <= self.now
+
+    def partition(
+        self,
+        key: str,
+        hour: datetime,
+        describe: str,
+        read: Callable[P, object],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> None:
+        """`read(*args, **kwargs)` one hour's partition `key` unless it is complete; complete
+        once it has settled."""
+        if self.mirror.is_complete(key):
+            self.result.partitions_skipped += 1
+            return
+        self.heartbeat(describe)
+        read(*args, **kwargs)
+        if self.settled(hour):
+            self.mirror.mark_complete(key)
+
+    def ground_truth_files(
+        self, prefix: str, hour: datetime, read_text: Callable[[str], str]
+    ) -> None:
+        """The hour's ground-truth files under `prefix/yyyy/mm/dd/hh/`, new or changed ones."""
+        for stored in self.store.list(f"{prefix}/{hour:%Y/%m/%d/%H}/"):
+            if self.mirror.fingerprint(stored.uri) == stored.etag:
+                continue
+            labels = ground_truth_lines(
+                read_text(stored.uri), stored.updated, stored.uri, self.problems
+            )
+            self.mirror.write_labels(stored.uri, stored.etag, labels)
+            self.result.sources_read += 1
+            self.result.labels += len(labels)

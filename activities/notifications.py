@@ -31,6 +31,19 @@ log = logging.getLogger("retrain.notifications")
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
 
 
+def message_attributes(notification: Notification) -> dict[str, str]:
+    """What a cloud channel's message carries beside its text, for subscribers to filter on."""
+    attributes = {
+        "model": notification.model,
+        "level": notification.level,
+        "audience": notification.audience,
+        "key": notification.key,
+    }
+    if notification.loop_id is not None:
+        attributes["loop_id"] = notification.loop_id
+    return attributes
+
+
 class LogChannel:
     def send(self, notification: Notification) -> str:
         where = notification.loop_id or notification.model

@@ -149,6 +149,21 @@ class SpecStore:
         return sorted(p.stem for p in self.directory.glob("*.json"))
 
 
+def registered_spec(store: SpecStore, model: str) -> ModelSpec:
+    """The model's registered spec, or the non-retryable error a check refuses it with."""
+    try:
+        spec = store.get(model)
+    except SpecError as error:
+        raise ApplicationError(
+            str(error), type=ErrorType.INVALID_MODEL_SPEC, non_retryable=True
+        ) from error
+    if spec is None:
+        raise ApplicationError(
+            f"no registered model {model!r}", type=ErrorType.UNKNOWN_MODEL, non_retryable=True
+        )
+    return spec
+
+
 class ModelSpecActivities:
     def __init__(self, store: SpecStore) -> None:
         self.store = store

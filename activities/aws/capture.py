@@ -46,18 +46,15 @@ from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, error_code, translate
 from activities.aws.s3_store import S3Store, s3_location
 from activities.cloud_capture import (
-    CaptureMirror,
     CaptureProblems,
+    CaptureRun,
     PayloadError,
     answers,
+    capture_off,
     decode,
-    ground_truth_lines,
-    hours,
-    reference_schema,
     request_rows,
     response_outputs,
 )
-from activities.local.capture import capture_dir
 from activities.ports import CaptureSync
 from workflows.spec.models import ModelSpec
 from workflows.spec.sagemaker import SageMakerCapture, SageMakerSettings
@@ -149,65 +146,67 @@ class S3CaptureSource:
         end: datetime,
         heartbeat: Callable[[str], None],
     ) -> CaptureSync:
-        directory = capture_dir(self.home, spec)
         capture = self.settings.capture
-        result = CaptureSync(directory=directory)
         if capture is None or not capture.enabled:
-            result.notes.append("SageMaker Data Capture is off in the model's settings")
-            return result
-        now = datetime.now(UTC)
-        end = min(end, now)
-        problems = CaptureProblems()
-        endpoint = self.settings.endpoint_name
-        root = f"{self.settings.capture_destination()}/{endpoint}"
+            return capture_off(
+                self.home, spec, "SageMaker Data Capture is off in the model's settings"
+            )
+        root = f"{self.settings.capture_destination()}/{self.settings.endpoint_name}"
         shadow = self._shadow_variants()
-        reference = reference_schema(self.home, spec, self.store)
-        with CaptureMirror(directory, spec, reference).open() as mirror:
+        with CaptureRun.open(self.home, spec, self.store, start, end, heartbeat, SETTLE) as run:
             for variant in self._variants(root):
-                for hour in hours(start, end):
-                    key = f"capture/{variant}/{hour:%Y/%m/%d/%H}"
-                    if mirror.is_complete(key):
-                        result.partitions_skipped += 1
-                        continue
-                    heartbeat(f"reading {root}/{variant}/{hour:%Y/%m/%d/%H}")
-                    for stored in self.store.list(f"{root}/{variant}/{hour:%Y/%m/%d/%H}/"):
-                        if mirror.fingerprint(stored.uri) == stored.etag:
-                            continue
-                        rows = capture_records(
-                            self._text(stored.uri),
-                            variant,
-                            spec,
-                            capture,
-                            problems,
-                            stored.uri,
-                            shadow=variant in shadow,
-                        )
-                        mirror.write_answers(stored.uri, stored.etag, rows)
-                        result.sources_read += 1
-                        result.answers += len(rows)
-                    if hour + timedelta(hours=1) + SETTLE <= now:
-                        mirror.mark_complete(key)
-            truth = self.settings.ground_truth_prefix()
-            for hour in hours(start, end):
-                key = f"ground-truth/{hour:%Y/%m/%d/%H}"
-                if mirror.is_complete(key):
-                    result.partitions_skipped += 1
-                    continue
-                heartbeat(f"reading {truth}/{hour:%Y/%m/%d/%H}")
-                for stored in self.store.list(f"{truth}/{hour:%Y/%m/%d/%H}/"):
-                    if mirror.fingerprint(stored.uri) == stored.etag:
-                        continue
-                    labels = ground_truth_lines(
-                        self._text(stored.uri), stored.updated, stored.uri, problems
+                for hour in run.hours():
+                    prefix = f"{root}/{variant}/{hour:%Y/%m/%d/%H}"
+                    run.partition(
+                        f"capture/{variant}/{hour:%Y/%m/%d/%H}",
+                        hour,
+                        f"reading {prefix}",
+                        self._capture_files,
+                        run,
+                        prefix,
+                        variant,
+                        spec,
+                        capture,
+                        variant in shadow,
                     )
-                    mirror.write_labels(stored.uri, stored.etag, labels)
-                    result.sources_read += 1
-                    result.labels += len(labels)
-                if hour + timedelta(hours=1) + SETTLE <= now:
-                    mirror.mark_complete(key)
-        result.problems = problems.counts
-        result.notes += problems.messages
-        return result
+            truth = self.settings.ground_truth_prefix()
+            for hour in run.hours():
+                run.partition(
+                    f"ground-truth/{hour:%Y/%m/%d/%H}",
+                    hour,
+                    f"reading {truth}/{hour:%Y/%m/%d/%H}",
+                    run.ground_truth_files,
+                    truth,
+                    hour,
+                    self._text,
+                )
+        return run.result
+
+    def _capture_files(
+        self,
+        run: CaptureRun,
+        prefix: str,
+        variant: str,
+        spec: ModelSpec,
+        capture: SageMakerCapture,
+        shadow: bool,
+    ) -> None:
+        """One hour's Data Capture files of one variant, new or changed ones."""
+        for stored in self.store.list(f"{prefix}/"):
+            if run.mirror.fingerprint(stored.uri) == stored.etag:
+                continue
+            rows = capture_records(
+                self._text(stored.uri),
+                variant,
+                spec,
+                capture,
+                run.problems,
+                stored.uri,
+                shadow=shadow,
+            )
+            run.mirror.write_answers(stored.uri, stored.etag, rows)
+            run.result.sources_read += 1
+            run.result.answers += len(rows)
 
     def _text(self, uri: str) -> str:
         bucket, key = s3_location(uri)

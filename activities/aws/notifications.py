@@ -16,6 +16,7 @@ from typing import Any
 
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call
+from activities.notifications import message_attributes
 from workflows.common.notify import Notification
 
 SUBJECT_LIMIT = 100
@@ -45,14 +46,7 @@ class SnsChannel:
         self.topic_arn = topic_arn
 
     def send(self, notification: Notification) -> str:
-        attributes = {
-            "model": notification.model,
-            "level": notification.level,
-            "audience": notification.audience,
-            "key": notification.key,
-        }
-        if notification.loop_id is not None:
-            attributes["loop_id"] = notification.loop_id
+        attributes = message_attributes(notification)
         body = notification.body
         if len(body.encode()) > MESSAGE_LIMIT:
             body = body.encode()[:MESSAGE_LIMIT].decode(errors="ignore") + "\n...(cut)"

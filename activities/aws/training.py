@@ -40,17 +40,17 @@ import math
 import re
 import shutil
 import tarfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError
 
 from activities.aws.clients import AwsClients
 from activities.aws.errors import aws_call, error_code
 from activities.aws.s3_store import S3Store, s3_location
+from activities.cloud_training import poll
 from activities.local.training import checked_names
 from activities.mirror import is_remote
 from activities.training_runner import RESULT_FILE, sha256_file
@@ -142,12 +142,7 @@ class SageMakerTraining:
         reused = found is not None
         if found is None:
             self._create_job(name, job)
-        try:
-            described = self._wait_for_job(name, found, heartbeat)
-        except CancelledError:
-            with aws_call(f"StopTrainingJob {name}"):
-                self._sagemaker.stop_training_job(TrainingJobName=name)
-            raise
+        described = self._wait_for_job(name, found, heartbeat)
         status = described["TrainingJobStatus"]
         if status == "Failed":
             self._delete_inputs(job.request.model, job.request.loop_id)
@@ -274,19 +269,29 @@ class SageMakerTraining:
     def _wait_for_job(
         self, name: str, described: dict[str, Any] | None, heartbeat: Callable[[str], None]
     ) -> dict[str, Any]:
-        """Poll until the job ends, starting from `described` when the job was just found."""
-        delay = self.poll_seconds
-        while True:
-            if described is None:
-                described = self._describe_job(name)
-                if described is None:
-                    raise ApplicationError(f"SageMaker training job {name} disappeared")
-            if described["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
-                return described
-            heartbeat(_job_progress(name, described))
-            time.sleep(delay)
-            delay = min(delay * 1.5, self.max_poll_seconds)
-            described = None
+        """Poll until the job ends, starting from `described` when the job was just found;
+        a cancelled activity stops the job."""
+        known = iter([described] if described is not None else [])
+
+        def read() -> dict[str, Any]:
+            found = next(known, None) or self._describe_job(name)
+            if found is None:
+                raise ApplicationError(f"SageMaker training job {name} disappeared")
+            return found
+
+        def stop() -> None:
+            with aws_call(f"StopTrainingJob {name}"):
+                self._sagemaker.stop_training_job(TrainingJobName=name)
+
+        return poll(
+            read,
+            lambda found: found["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"),
+            lambda found: _job_progress(name, found),
+            heartbeat,
+            poll_seconds=self.poll_seconds,
+            max_poll_seconds=self.max_poll_seconds,
+            cancel=stop,
+        )
 
     # ---- pipeline ----------------------------------------------------------------------------
 
@@ -320,14 +325,7 @@ class SageMakerTraining:
                         ClientRequestToken=request_token(loop_id, "start"),
                     )["PipelineExecutionArn"]
                 )
-        try:
-            described = self._wait_for_execution(arn, heartbeat)
-        except CancelledError:
-            with aws_call(f"StopPipelineExecution {arn}"):
-                self._sagemaker.stop_pipeline_execution(
-                    PipelineExecutionArn=arn, ClientRequestToken=request_token(loop_id, "stop")
-                )
-            raise
+        described = self._wait_for_execution(arn, loop_id, heartbeat)
         status = described["PipelineExecutionStatus"]
         if status != "Succeeded":
             self._delete_inputs(job.request.model, loop_id)
@@ -351,19 +349,33 @@ class SageMakerTraining:
                         return str(summary["PipelineExecutionArn"])
         return None
 
-    def _wait_for_execution(self, arn: str, heartbeat: Callable[[str], None]) -> dict[str, Any]:
-        delay = self.poll_seconds
-        while True:
+    def _wait_for_execution(
+        self, arn: str, loop_id: str, heartbeat: Callable[[str], None]
+    ) -> dict[str, Any]:
+        """Poll until the execution ends; a cancelled activity stops it."""
+
+        def read() -> dict[str, Any]:
             with aws_call(f"DescribePipelineExecution {arn}"):
                 described: dict[str, Any] = self._sagemaker.describe_pipeline_execution(
                     PipelineExecutionArn=arn
                 )
-            status = described["PipelineExecutionStatus"]
-            if status in ("Succeeded", "Failed", "Stopped"):
-                return described
-            heartbeat(f"SageMaker pipeline execution {arn}: {status}")
-            time.sleep(delay)
-            delay = min(delay * 1.5, self.max_poll_seconds)
+            return described
+
+        def stop() -> None:
+            with aws_call(f"StopPipelineExecution {arn}"):
+                self._sagemaker.stop_pipeline_execution(
+                    PipelineExecutionArn=arn, ClientRequestToken=request_token(loop_id, "stop")
+                )
+
+        return poll(
+            read,
+            lambda found: found["PipelineExecutionStatus"] in ("Succeeded", "Failed", "Stopped"),
+            lambda found: f"SageMaker pipeline execution {arn}: {found['PipelineExecutionStatus']}",
+            heartbeat,
+            poll_seconds=self.poll_seconds,
+            max_poll_seconds=self.max_poll_seconds,
+            cancel=stop,
+        )
 
     # ---- shared ------------------------------------------------------------------------------
 

@@ -41,15 +41,12 @@ from activities.azure.clients import AzureClients
 from activities.azure.endpoint import endpoint_call, variant_of
 from activities.cloud_capture import (
     CapturedAnswer,
-    CaptureMirror,
     CaptureProblems,
+    CaptureRun,
     PayloadError,
-    ground_truth_lines,
-    hours,
+    capture_off,
     prediction_output,
-    reference_schema,
 )
-from activities.local.capture import capture_dir
 from activities.ports import CaptureSync, StoredObject
 from workflows.spec.azure import AzureCapture, AzureSettings
 from workflows.spec.models import ModelSpec
@@ -146,50 +143,40 @@ class BlobCaptureSource:
         end: datetime,
         heartbeat: Callable[[str], None],
     ) -> CaptureSync:
-        directory = capture_dir(self.home, spec)
         capture = self.settings.capture
-        result = CaptureSync(directory=directory)
         if capture is None or not capture.enabled:
-            result.notes.append("the data collector is off in the model's settings")
-            return result
-        now = datetime.now(UTC)
-        end = min(end, now)
-        problems = CaptureProblems()
+            return capture_off(self.home, spec, "the data collector is off in the model's settings")
         deployments = self._deployments()
         truth = f"az://{self.settings.container}/{self.settings.ground_truth_prefix()}"
-        reference = reference_schema(self.home, spec, self.store)
-        with CaptureMirror(directory, spec, reference).open() as mirror:
-            for hour in hours(start, end):
-                settled = hour + timedelta(hours=1) + SETTLE <= now
+        with CaptureRun.open(self.home, spec, self.store, start, end, heartbeat, SETTLE) as run:
+            for hour in run.hours():
                 for deployment, shadow in sorted(deployments.items()):
-                    key = f"collector/{deployment}/{hour:%Y/%m/%d/%H}"
-                    if mirror.is_complete(key):
-                        result.partitions_skipped += 1
-                        continue
-                    heartbeat(f"reading {deployment}'s collected data for {hour:%Y-%m-%d %H}:00")
-                    self._hour(spec, capture, deployment, shadow, hour, mirror, problems, result)
-                    if settled:
-                        mirror.mark_complete(key)
-                key = f"ground-truth/{hour:%Y/%m/%d/%H}"
-                if mirror.is_complete(key):
-                    result.partitions_skipped += 1
-                    continue
-                heartbeat(f"reading ground truth {truth} for {hour:%Y-%m-%d %H}:00")
-                for stored in self.store.list(f"{truth}/{hour:%Y/%m/%d/%H}/"):
-                    if mirror.fingerprint(stored.uri) == stored.etag:
-                        continue
-                    data, _ = self.store.read_bytes(stored.uri)
-                    labels = ground_truth_lines(
-                        data.decode(errors="replace"), stored.updated, stored.uri, problems
+                    run.partition(
+                        f"collector/{deployment}/{hour:%Y/%m/%d/%H}",
+                        hour,
+                        f"reading {deployment}'s collected data for {hour:%Y-%m-%d %H}:00",
+                        self._hour,
+                        spec,
+                        capture,
+                        deployment,
+                        shadow,
+                        hour,
+                        run,
                     )
-                    mirror.write_labels(stored.uri, stored.etag, labels)
-                    result.sources_read += 1
-                    result.labels += len(labels)
-                if settled:
-                    mirror.mark_complete(key)
-        result.problems = problems.counts
-        result.notes += problems.messages
-        return result
+                run.partition(
+                    f"ground-truth/{hour:%Y/%m/%d/%H}",
+                    hour,
+                    f"reading ground truth {truth} for {hour:%Y-%m-%d %H}:00",
+                    run.ground_truth_files,
+                    truth,
+                    hour,
+                    self._text,
+                )
+        return run.result
+
+    def _text(self, uri: str) -> str:
+        data, _ = self.store.read_bytes(uri)
+        return data.decode(errors="replace")
 
     def _deployments(self) -> dict[str, bool]:
         """Our deployments on the endpoint (0% ones included) -> whether mirrored to."""
@@ -213,9 +200,7 @@ class BlobCaptureSource:
         deployment: str,
         shadow: bool,
         hour: datetime,
-        mirror: CaptureMirror,
-        problems: CaptureProblems,
-        result: CaptureSync,
+        run: CaptureRun,
     ) -> None:
         listed: dict[str, list[StoredObject]] = {
             collection: self.store.list(
@@ -225,15 +210,15 @@ class BlobCaptureSource:
         }
         source = f"{self.collector_prefix(deployment, '*')}/{hour:%Y/%m/%d/%H}"
         fingerprint = ",".join(f"{o.uri}={o.etag}" for c in (INPUTS, OUTPUTS) for o in listed[c])
-        if not fingerprint or mirror.fingerprint(source) == fingerprint:
+        if not fingerprint or run.mirror.fingerprint(source) == fingerprint:
             return
         read: dict[str, dict[str, dict[str, Any]]] = {}
         for collection, blobs in listed.items():
             read[collection] = {}
             for stored in blobs:
                 data, _ = self.store.read_bytes(stored.uri)
-                read[collection] |= records(data.decode(errors="replace"), stored.uri, problems)
-                result.sources_read += 1
+                read[collection] |= records(data.decode(errors="replace"), stored.uri, run.problems)
+                run.result.sources_read += 1
         variant = variant_of(deployment)
         assert variant is not None
         answers: list[CapturedAnswer] = []
@@ -248,8 +233,8 @@ class BlobCaptureSource:
             try:
                 answers += joined_answers(inputs, outputs, variant, spec, capture, shadow)
             except (KeyError, TypeError, ValueError) as error:
-                problems.add("invalid_records", f"{source}: request {correlation}: {error}")
+                run.problems.add("invalid_records", f"{source}: request {correlation}: {error}")
         if unanswered:
-            result.notes.append(f"{source}: {unanswered} request(s) without an outputs record")
-        mirror.write_answers(source, fingerprint, answers)
-        result.answers += len(answers)
+            run.result.notes.append(f"{source}: {unanswered} request(s) without an outputs record")
+        run.mirror.write_answers(source, fingerprint, answers)
+        run.result.answers += len(answers)

@@ -24,16 +24,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import joblib  # type: ignore[import-untyped, unused-ignore]
 from azure.core.exceptions import ResourceNotFoundError
 
 from activities.azure.blob_store import BlobStore
 from activities.azure.clients import AzureClients
 from activities.azure.errors import azure_call
 from activities.azure.training import LOOP_TAG
+from activities.cloud_registry import load_model_folder, upload_model_folder
 from activities.loop.registry import checked_loop_id, checked_model
 from activities.ports import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, RegistryError
-from activities.training_runner import sha256_file
 from workflows.loop.models import (
     ModelVersion,
     PromoteRequest,
@@ -43,8 +42,6 @@ from workflows.loop.models import (
 )
 from workflows.spec.azure import AzureSettings
 
-ARTIFACT = "model.joblib"
-MANIFEST = "manifest.json"
 ALIAS_TAG = "retrain.alias."
 REJECTED_TAG = "retrain.rejected"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)
@@ -114,13 +111,7 @@ class AzureRegistry:
                 return self._loaded[version.source]
         folder = self._folder(version.model, self._get(version.model, version.version))
         directory = self.home / "azure-models" / version.model / version.version
-        manifest = RegisterRequest.model_validate_json(
-            self._download(f"{folder}/{MANIFEST}", directory / MANIFEST).read_text()
-        )
-        artifact = self._download(f"{folder}/{ARTIFACT}", directory / ARTIFACT)
-        if sha256_file(artifact) != manifest.artifact_sha256:
-            raise RegistryError(f"{folder}/{ARTIFACT} does not match its manifest")
-        estimator = joblib.load(artifact)
+        estimator = load_model_folder(self.store, folder, directory)
         with self._lock:
             self._loaded[version.source] = estimator
         return estimator
@@ -172,15 +163,8 @@ class AzureRegistry:
     def _create(self, request: RegisterRequest) -> Any:
         from azure.ai.ml.entities import Model
 
-        artifact = Path(request.artifact_path)
-        if not artifact.is_file():
-            raise RegistryError(f"the candidate's artifact {artifact} does not exist")
-        if sha256_file(artifact) != request.artifact_sha256:
-            raise RegistryError(f"{artifact} does not match its sha256 {request.artifact_sha256}")
         path = f"{self.settings.prefix}/models/{request.model}/{request.loop_id}"
-        folder = f"az://{self.settings.container}/{path}"
-        self.store.upload(artifact, f"{folder}/{ARTIFACT}")
-        self.store.put_text(f"{folder}/{MANIFEST}", request.model_dump_json(indent=2))
+        upload_model_folder(self.store, request, f"az://{self.settings.container}/{path}")
         lineage = request.lineage
         tags = {
             **self.settings.tags,
@@ -210,12 +194,6 @@ class AzureRegistry:
         if marker not in path:
             raise RegistryError(f"{model}:{found.version} is not on a datastore: {path}")
         return f"az://{self.settings.container}/{path.split(marker, 1)[1].rstrip('/')}"
-
-    def _download(self, uri: str, target: Path) -> Path:
-        # Versions never change, so what was downloaded once (atomically) is reused.
-        if not target.exists():
-            self.store.download(uri, target)
-        return target
 
     def _ours(self, model: str, found: Any) -> ModelVersion:
         tags: dict[str, str] = dict(found.tags or {})

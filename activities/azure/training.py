@@ -30,21 +30,20 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError
 
 from activities.azure.blob_store import BlobStore, blob_location
 from activities.azure.clients import AzureClients
 from activities.azure.errors import azure_call
+from activities.cloud_training import fetch_model_dir, poll
 from activities.local.training import checked_names
 from activities.mirror import is_remote
-from activities.training_runner import RESULT_FILE, sha256_file
 from workflows.common.errors import ErrorType
 from workflows.loop.models import TrainingJob, TrainingResult
 from workflows.spec.azure import AzureSettings
@@ -124,7 +123,8 @@ class AzureTraining:
             raise ApplicationError(
                 f"Azure ML job {name} ended {status}: {reason}", type=kind, non_retryable=True
             )
-        result = self._fetch_result(job, f"{run}/output/model", reused)
+        output = self.training_dir(model, loop_id) / "output"
+        result = fetch_model_dir(self.store, job, f"{run}/output/model", output, BACKEND, reused)
         self.store.delete_prefix(f"{run}/input/")
         return result.model_copy(update={"cost": self.cost(name)})
 
@@ -215,20 +215,24 @@ class AzureTraining:
 
     def _wait(self, name: str, heartbeat: Callable[[str], None]) -> str:
         """Poll until the job ends, heartbeating; a cancelled activity cancels the job."""
-        delay = self.poll_seconds
-        try:
-            while True:
-                with azure_call(f"get Azure ML job {name}"):
-                    status = _status(self.clients.ml.jobs.get(name))
-                if status in DONE:
-                    return status
-                heartbeat(f"Azure ML job {name}: {status}")
-                time.sleep(delay)
-                delay = min(delay * 1.5, self.max_poll_seconds)
-        except CancelledError:
+
+        def read() -> str:
+            with azure_call(f"get Azure ML job {name}"):
+                return _status(self.clients.ml.jobs.get(name))
+
+        def cancel() -> None:
             with azure_call(f"cancel Azure ML job {name}"):
                 self.clients.ml.jobs.begin_cancel(name)
-            raise
+
+        return poll(
+            read,
+            lambda status: status in DONE,
+            lambda status: f"Azure ML job {name}: {status}",
+            heartbeat,
+            poll_seconds=self.poll_seconds,
+            max_poll_seconds=self.max_poll_seconds,
+            cancel=cancel,
+        )
 
     def _run_error(self, name: str) -> str:
         with azure_call(f"read the run details of {name}"):
@@ -241,32 +245,3 @@ class AzureTraining:
             return None
         data, _ = self.store.read_bytes(uri)
         return data.decode(errors="replace").strip() or None
-
-    def _fetch_result(self, job: TrainingJob, model_uri: str, reused: bool) -> TrainingResult:
-        output = self.training_dir(job.request.model, job.request.loop_id) / "output"
-        found = self.store.list(f"{model_uri}/")
-        if not any(item.uri == f"{model_uri}/{RESULT_FILE}" for item in found):
-            raise ApplicationError(
-                f"training {job.request.loop_id} succeeded without {model_uri}/{RESULT_FILE}",
-                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
-                non_retryable=True,
-            )
-        for item in found:
-            self.store.download(item.uri, output / item.uri.removeprefix(f"{model_uri}/"))
-        result = TrainingResult.model_validate_json((output / RESULT_FILE).read_text())
-        artifact = (output / result.artifact_path).resolve()
-        if not artifact.is_relative_to(output.resolve()) or not artifact.is_file():
-            raise ApplicationError(
-                f"the training's artifact {result.artifact_path} is not in {model_uri}",
-                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
-                non_retryable=True,
-            )
-        if sha256_file(artifact) != result.artifact_sha256:
-            raise ApplicationError(
-                f"{model_uri}/{result.artifact_path} does not match its sha256 in {RESULT_FILE}",
-                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
-                non_retryable=True,
-            )
-        return result.model_copy(
-            update={"artifact_path": str(artifact), "backend": BACKEND, "reused": reused}
-        )

@@ -33,11 +33,11 @@ from activities.drift.statistics import (
     categorical_drift,
     numeric_drift,
 )
-from activities.drift.window import CurrentWindow, read_current_window
+from activities.drift.window import CurrentWindow, flush_notes, read_current_window, sync_notes
 from activities.local.capture import capture_dir
 from activities.mirror import DataMirror
 from activities.ports import CaptureSource, DriftSignalSource, ModelRegistry, ServingBackend
-from activities.specs import SpecError, SpecStore
+from activities.specs import SpecStore, registered_spec
 from activities.training_runner import write_atomically
 from workflows.common import metrics
 from workflows.common.errors import ErrorType
@@ -190,13 +190,8 @@ def check_drift(
     capture: CaptureSource | None = None,
 ) -> DriftReport:
     started = time.perf_counter()
-    notes: list[str] = []
     endpoint = spec.loop.deployment.endpoint_url
-    if flush is not None:
-        try:
-            flush(endpoint)
-        except Exception as error:  # an idle or stopped endpoint: its files are still there
-            notes.append(f"endpoint {endpoint} did not flush its capture ({error})")
+    notes = flush_notes(flush, endpoint)
     heartbeat("profile")
     champion = registry.champion(spec.name)
     try:
@@ -211,14 +206,7 @@ def check_drift(
     heartbeat("window")
     end = request.window_end.astimezone(UTC)
     start = end - spec.drift.window
-    if capture is not None:
-        # A cloud endpoint's capture and ground truth of the window, into the capture layout.
-        synced = capture.sync(spec, start, end, heartbeat)
-        notes.append(
-            f"{capture.name}: {synced.answers} answer(s) and {synced.labels} label(s) read "
-            f"from {synced.sources_read} new source(s)"
-        )
-        notes += synced.notes
+    notes += sync_notes(capture, spec, start, end, heartbeat)
     window = read_current_window(capture_dir(home, spec), manifest, start, end)
     notes += window.notes
 
@@ -301,16 +289,7 @@ class DriftActivities:
         self.capture = capture
 
     def _spec(self, model: str) -> ModelSpec:
-        try:
-            spec = self.specs.get(model)
-        except SpecError as error:
-            raise ApplicationError(
-                str(error), type=ErrorType.INVALID_MODEL_SPEC, non_retryable=True
-            ) from error
-        if spec is None:
-            raise ApplicationError(
-                f"no registered model {model!r}", type=ErrorType.UNKNOWN_MODEL, non_retryable=True
-            )
+        spec = registered_spec(self.specs, model)
         if self.mirror is not None:
             try:
                 spec, _ = self.mirror.localize(spec, fields=("baseline_holdout",))

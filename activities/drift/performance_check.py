@@ -51,12 +51,13 @@ from activities.drift.performance_window import (
     read_answers,
     read_labelled_window,
 )
+from activities.drift.window import flush_notes, sync_notes
 from activities.local.capture import capture_dir
 from activities.loop.audit import AuditStore
 from activities.loop.data_window import loop_data_dir
 from activities.loop.evaluation import ClassifierOutcome, predict, read_labelled_set, shared_classes
 from activities.ports import CaptureSource, ModelRegistry
-from activities.specs import SpecError, SpecStore
+from activities.specs import SpecStore, registered_spec
 from workflows.common.errors import ErrorType
 from workflows.common.names import ActivityName
 from workflows.drift.models import PerformanceCheckInput
@@ -220,13 +221,7 @@ def check_performance(
     capture: CaptureSource | None = None,
 ) -> PerformanceReport:
     policy = spec.performance
-    notes: list[str] = []
-    endpoint = spec.loop.deployment.endpoint_url
-    if flush is not None:
-        try:
-            flush(endpoint)
-        except Exception as error:  # an idle or stopped endpoint: its files are still there
-            notes.append(f"endpoint {endpoint} did not flush its capture ({error})")
+    notes = flush_notes(flush, spec.loop.deployment.endpoint_url)
     end = request.window_end.astimezone(UTC)
     window_start = min(request.window_start.astimezone(UTC), end)
     detection_start = min(window_start, end - policy.detection_window)
@@ -243,12 +238,7 @@ def check_performance(
         # A cloud endpoint's answers and ground truth (SageMaker Data Capture and Model
         # Monitor's ground truth, Vertex's BigQuery log) into the capture layout read below.
         heartbeat("cloud capture")
-        synced = capture.sync(spec, detection_start, end, heartbeat)
-        notes.append(
-            f"{capture.name}: {synced.answers} answer(s) and {synced.labels} label(s) read "
-            f"from {synced.sources_read} new source(s)"
-        )
-        notes += synced.notes
+        notes += sync_notes(capture, spec, detection_start, end, heartbeat)
     heartbeat("champion")
     champion = registry.champion(spec.name)
     if champion is None:
@@ -398,22 +388,9 @@ class PerformanceActivities:
         # A cloud model's capture is read into the capture layout first (as the drift check).
         self.capture = capture
 
-    def _spec(self, model: str) -> ModelSpec:
-        try:
-            spec = self.specs.get(model)
-        except SpecError as error:
-            raise ApplicationError(
-                str(error), type=ErrorType.INVALID_MODEL_SPEC, non_retryable=True
-            ) from error
-        if spec is None:
-            raise ApplicationError(
-                f"no registered model {model!r}", type=ErrorType.UNKNOWN_MODEL, non_retryable=True
-            )
-        return spec
-
     @activity.defn(name=ActivityName.CHECK_PERFORMANCE)
     def check(self, request: PerformanceCheckInput) -> PerformanceReport:
-        spec = self._spec(request.model)
+        spec = registered_spec(self.specs, request.model)
         report = check_performance(
             self.home,
             spec,

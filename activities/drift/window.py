@@ -9,11 +9,15 @@ champion answered successfully, from the column the profile compares (`score` or
 The capture's schema is checked file by file against the profile, so a problem is named per
 column instead of failing the check: a feature absent from captured files, a feature whose type
 changed (strings where numbers were), an unreadable file. New columns are listed as notes.
+
+Before a check reads the capture, it is brought up to date: the local endpoint's buffer flushed
+(`flush_notes`), a cloud endpoint's capture synced (`sync_notes`); both say how in notes.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -46,9 +50,40 @@ from activities.local.capture import (
     VERSION,
     partitions_since,
 )
+from activities.ports import CaptureSource
 from workflows.drift.models import ColumnKind
+from workflows.spec.models import ModelSpec
 
 SERVER_ERROR = 500
+
+
+def flush_notes(flush: Callable[[str], None] | None, endpoint: str) -> list[str]:
+    """The local endpoint's capture buffer flushed; a note when it could not be."""
+    if flush is not None:
+        try:
+            flush(endpoint)
+        except Exception as error:  # an idle or stopped endpoint: its files are still there
+            return [f"endpoint {endpoint} did not flush its capture ({error})"]
+    return []
+
+
+def sync_notes(
+    capture: CaptureSource | None,
+    spec: ModelSpec,
+    start: datetime,
+    end: datetime,
+    heartbeat: Callable[[str], None],
+) -> list[str]:
+    """A cloud endpoint's capture and ground truth of [start, end) synced into the capture
+    layout; notes say what was read."""
+    if capture is None:
+        return []
+    synced = capture.sync(spec, start, end, heartbeat)
+    return [
+        f"{capture.name}: {synced.answers} answer(s) and {synced.labels} label(s) read "
+        f"from {synced.sources_read} new source(s)",
+        *synced.notes,
+    ]
 
 
 @dataclass

@@ -31,21 +31,17 @@ from google.api_core import exceptions as gexc
 
 from activities.cloud_capture import (
     CapturedAnswer,
-    CaptureMirror,
-    CaptureProblems,
+    CaptureRun,
     GroundTruth,
     PayloadError,
-    ground_truth_lines,
-    hours,
+    capture_off,
     instances,
     prediction_output,
-    reference_schema,
 )
 from activities.gcp.clients import GcpClients
 from activities.gcp.endpoint import deployed_variants, endpoint_client, find_endpoint
 from activities.gcp.errors import gcp_call
 from activities.gcp.gcs_store import GcsStore, gcs_location
-from activities.local.capture import capture_dir
 from activities.ports import CaptureSync
 from workflows.spec.models import ModelSpec
 from workflows.spec.vertex import VertexCapture, VertexSettings
@@ -107,46 +103,38 @@ class BigQueryCaptureSource:
         end: datetime,
         heartbeat: Callable[[str], None],
     ) -> CaptureSync:
-        directory = capture_dir(self.home, spec)
         capture = self.settings.capture
-        result = CaptureSync(directory=directory)
         if capture is None or not capture.enabled:
-            result.notes.append("Vertex request-response logging is off in the model's settings")
-            return result
-        now = datetime.now(UTC)
-        end = min(end, now)
-        problems = CaptureProblems()
+            return capture_off(
+                self.home, spec, "Vertex request-response logging is off in the model's settings"
+            )
         variants = self._variants()
         table = self.settings.logging_table()
         truth = self.settings.ground_truth_source()
-        reference = reference_schema(self.home, spec, self.store)
-        with CaptureMirror(directory, spec, reference).open() as mirror:
-            for hour in hours(start, end):
-                settled = hour + timedelta(hours=1) + SETTLE <= now
-                key = f"logging/{hour:%Y/%m/%d/%H}"
-                if mirror.is_complete(key):
-                    result.partitions_skipped += 1
-                else:
-                    heartbeat(f"reading {table} for {hour:%Y-%m-%d %H}:00")
-                    answers = self._answers(
-                        table, hour, variants, spec, capture, problems, result.notes
-                    )
-                    mirror.write_answers(f"bq://{table}/{hour:%Y%m%d%H}", "", answers)
-                    result.sources_read += 1
-                    result.answers += len(answers)
-                    if settled:
-                        mirror.mark_complete(key)
-                key = f"ground-truth/{hour:%Y/%m/%d/%H}"
-                if mirror.is_complete(key):
-                    result.partitions_skipped += 1
-                    continue
-                heartbeat(f"reading ground truth {truth} for {hour:%Y-%m-%d %H}:00")
-                result.labels += self._ground_truth(truth, hour, mirror, problems, result)
-                if settled:
-                    mirror.mark_complete(key)
-        result.problems = problems.counts
-        result.notes += problems.messages
-        return result
+        with CaptureRun.open(self.home, spec, self.store, start, end, heartbeat, SETTLE) as run:
+            for hour in run.hours():
+                run.partition(
+                    f"logging/{hour:%Y/%m/%d/%H}",
+                    hour,
+                    f"reading {table} for {hour:%Y-%m-%d %H}:00",
+                    self._logging_hour,
+                    table,
+                    hour,
+                    variants,
+                    spec,
+                    capture,
+                    run,
+                )
+                run.partition(
+                    f"ground-truth/{hour:%Y/%m/%d/%H}",
+                    hour,
+                    f"reading ground truth {truth} for {hour:%Y-%m-%d %H}:00",
+                    self._ground_truth,
+                    truth,
+                    hour,
+                    run,
+                )
+        return run.result
 
     def _variants(self) -> dict[str, str]:
         """Deployed model id -> variant, from the endpoint (0% variants stay deployed)."""
@@ -184,22 +172,21 @@ class BigQueryCaptureSource:
                     notes.append(note)
                 return []
 
-    def _answers(
+    def _logging_hour(
         self,
         table: str,
         hour: datetime,
         variants: dict[str, str],
         spec: ModelSpec,
         capture: VertexCapture,
-        problems: CaptureProblems,
-        notes: list[str],
-    ) -> list[CapturedAnswer]:
+        run: CaptureRun,
+    ) -> None:
         found: list[CapturedAnswer] = []
-        for row in self._query(table, LOG_COLUMNS, "logging_time", hour, notes):
+        for row in self._query(table, LOG_COLUMNS, "logging_time", hour, run.result.notes):
             record = dict(row.items())
             variant = variants.get(str(record.get("deployed_model_id")))
             if variant is None:
-                problems.add(
+                run.problems.add(
                     "unknown_deployed_models",
                     f"{table}: request {record.get('request_id')} was answered by deployed "
                     f"model {record.get('deployed_model_id')}, not one of our variants",
@@ -208,47 +195,38 @@ class BigQueryCaptureSource:
             try:
                 found += logged_answers(record, variant, spec, capture)
             except (KeyError, TypeError, ValueError) as error:
-                problems.add(
+                run.problems.add(
                     "invalid_records", f"{table}: request {record.get('request_id')}: {error}"
                 )
-        return found
+        run.mirror.write_answers(f"bq://{table}/{hour:%Y%m%d%H}", "", found)
+        run.result.sources_read += 1
+        run.result.answers += len(found)
 
-    def _ground_truth(
-        self,
-        source: str,
-        hour: datetime,
-        mirror: CaptureMirror,
-        problems: CaptureProblems,
-        result: CaptureSync,
-    ) -> int:
-        if source.startswith("bq://"):
-            table = source.removeprefix("bq://")
-            labels = []
-            columns = "request_id, label, received_at"
-            for row in self._query(table, columns, "received_at", hour, result.notes):
-                try:
-                    received = row["received_at"]
-                    labels.append(
-                        GroundTruth(
-                            str(row["request_id"]),
-                            float(row["label"]),
-                            received if received.tzinfo else received.replace(tzinfo=UTC),
-                        )
+    def _ground_truth(self, source: str, hour: datetime, run: CaptureRun) -> None:
+        if not source.startswith("bq://"):
+            run.ground_truth_files(source, hour, self._text)
+            return
+        table = source.removeprefix("bq://")
+        labels = []
+        columns = "request_id, label, received_at"
+        for row in self._query(table, columns, "received_at", hour, run.result.notes):
+            try:
+                received = row["received_at"]
+                labels.append(
+                    GroundTruth(
+                        str(row["request_id"]),
+                        float(row["label"]),
+                        received if received.tzinfo else received.replace(tzinfo=UTC),
                     )
-                except (KeyError, TypeError, ValueError) as error:
-                    problems.add("invalid_labels", f"{table}: {error}")
-            mirror.write_labels(f"{source}/{hour:%Y%m%d%H}", "", labels)
-            result.sources_read += 1
-            return len(labels)
-        count = 0
-        for stored in self.store.list(f"{source}/{hour:%Y/%m/%d/%H}/"):
-            if mirror.fingerprint(stored.uri) == stored.etag:
-                continue
-            bucket, name = gcs_location(stored.uri)
-            with gcp_call(f"reading {stored.uri}"):
-                text = self.clients.storage.bucket(bucket).blob(name).download_as_text()
-            labels = ground_truth_lines(text, stored.updated, stored.uri, problems)
-            mirror.write_labels(stored.uri, stored.etag, labels)
-            result.sources_read += 1
-            count += len(labels)
-        return count
+                )
+            except (KeyError, TypeError, ValueError) as error:
+                run.problems.add("invalid_labels", f"{table}: {error}")
+        run.mirror.write_labels(f"{source}/{hour:%Y%m%d%H}", "", labels)
+        run.result.sources_read += 1
+        run.result.labels += len(labels)
+
+    def _text(self, uri: str) -> str:
+        bucket, name = gcs_location(uri)
+        with gcp_call(f"reading {uri}"):
+            text: str = self.clients.storage.bucket(bucket).blob(name).download_as_text()
+        return text

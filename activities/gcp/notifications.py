@@ -15,6 +15,7 @@ from google.pubsub_v1 import PubsubMessage
 
 from activities.gcp.clients import GcpClients
 from activities.gcp.errors import gcp_call
+from activities.notifications import message_attributes
 from workflows.common.notify import Notification
 
 # Pub/Sub's limit for one attribute value.
@@ -34,15 +35,7 @@ class PubSubChannel:
         self.topic = topic
 
     def send(self, notification: Notification) -> str:
-        attributes = {
-            "model": notification.model,
-            "level": notification.level,
-            "audience": notification.audience,
-            "key": notification.key,
-            "subject": notification.subject,
-        }
-        if notification.loop_id is not None:
-            attributes["loop_id"] = notification.loop_id
+        attributes = message_attributes(notification) | {"subject": notification.subject}
         message = PubsubMessage(
             data=(notification.body or notification.subject).encode(),
             attributes={name: _attribute(value) for name, value in attributes.items()},

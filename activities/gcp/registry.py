@@ -21,15 +21,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import joblib  # type: ignore[import-untyped, unused-ignore]
-
+from activities.cloud_registry import load_model_folder, upload_model_folder
 from activities.gcp.clients import GcpClients
 from activities.gcp.errors import gcp_call
 from activities.gcp.gcs_store import GcsStore
 from activities.gcp.training import LOOP_KEY, label_value, loop_key
 from activities.loop.registry import checked_loop_id, checked_model
 from activities.ports import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, RegistryError
-from activities.training_runner import sha256_file
 from workflows.loop.models import (
     ModelVersion,
     PromoteRequest,
@@ -38,9 +36,6 @@ from workflows.loop.models import (
     RejectRequest,
 )
 from workflows.spec.vertex import VertexSettings
-
-ARTIFACT = "model.joblib"
-MANIFEST = "manifest.json"
 
 _DESCRIBED_LOOP = re.compile(r"^loop_id=([\w.-]+);")
 
@@ -116,13 +111,7 @@ class VertexRegistry:
         with gcp_call(f"get Vertex model {version.source}"):
             found = self._client().get_model(name=version.source)
         directory = self.home / "vertex-models" / version.model / str(found.version_id)
-        manifest = RegisterRequest.model_validate_json(
-            self._download(f"{found.artifact_uri}/{MANIFEST}", directory / MANIFEST).read_text()
-        )
-        artifact = self._download(f"{found.artifact_uri}/{ARTIFACT}", directory / ARTIFACT)
-        if sha256_file(artifact) != manifest.artifact_sha256:
-            raise RegistryError(f"{found.artifact_uri}/{ARTIFACT} does not match its manifest")
-        estimator = joblib.load(artifact)
+        estimator = load_model_folder(self.store, found.artifact_uri, directory)
         with self._lock:
             self._loaded[version.source] = estimator
         return estimator
@@ -205,17 +194,11 @@ class VertexRegistry:
     def _upload(self, request: RegisterRequest, parent: str | None) -> Any:
         from google.cloud import aiplatform
 
-        artifact = Path(request.artifact_path)
-        if not artifact.is_file():
-            raise RegistryError(f"the candidate's artifact {artifact} does not exist")
-        if sha256_file(artifact) != request.artifact_sha256:
-            raise RegistryError(f"{artifact} does not match its sha256 {request.artifact_sha256}")
         directory = (
             f"{self.settings.staging_bucket}/{self.settings.prefix}"
             f"/models/{request.model}/{request.loop_id}"
         )
-        self.store.upload(artifact, f"{directory}/{ARTIFACT}")
-        self.store.put_text(f"{directory}/{MANIFEST}", request.model_dump_json(indent=2))
+        upload_model_folder(self.store, request, directory)
         lineage = request.lineage
         labels = dict(self.settings.labels) | {
             "model": label_value(request.model),
@@ -247,12 +230,6 @@ class VertexRegistry:
         with self._lock:
             self._parents.setdefault(request.model, _unversioned(uploaded.resource_name))
         return uploaded.gca_resource
-
-    def _download(self, uri: str, target: Path) -> Path:
-        # Versions never change, so what was downloaded once (atomically) is reused.
-        if not target.exists():
-            self.store.download(uri, target)
-        return target
 
     def _ours(self, model: str, parent: str, found: Any) -> ModelVersion:
         described = _DESCRIBED_LOOP.match(found.version_description or "")

@@ -38,20 +38,19 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from google.api_core import exceptions as gexc
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError
 
+from activities.cloud_training import fetch_model_dir, poll
 from activities.gcp.clients import GcpClients
 from activities.gcp.errors import gcp_call
 from activities.gcp.gcs_store import GcsStore, gcs_location
 from activities.local.training import checked_names
 from activities.mirror import is_remote
-from activities.training_runner import RESULT_FILE, sha256_file
 from workflows.common.errors import ErrorType
 from workflows.loop.models import TrainingJob, TrainingResult
 from workflows.spec.vertex import VertexSettings
@@ -140,7 +139,8 @@ class VertexTraining:
             reused = self._run_pipeline(job, self.settings.pipeline_template, heartbeat)
         else:
             reused, cost = self._run_custom_job(job, heartbeat)
-        result = self._fetch_result(job, f"{run}/output/model", reused)
+        output = self.training_dir(model, loop_id) / "output"
+        result = fetch_model_dir(self.store, job, f"{run}/output/model", output, BACKEND, reused)
         self.store.delete_prefix(f"{run}/input/")
         return result.model_copy(update={"cost": cost})
 
@@ -313,20 +313,24 @@ class VertexTraining:
 
     def _wait(self, resource: Any, what: str, run: str, heartbeat: Callable[[str], None]) -> None:
         """Poll until the job ends, heartbeating; a cancelled activity cancels the job."""
-        delay = self.poll_seconds
-        try:
-            while True:
-                with gcp_call(f"get {what}"):
-                    state = _state(resource)  # the SDK reads the job anew for each `state`
-                if state in _DONE:
-                    break
-                heartbeat(f"Vertex {what}: {state}")
-                time.sleep(delay)
-                delay = min(delay * 1.5, self.max_poll_seconds)
-        except CancelledError:
+
+        def read() -> str:
+            with gcp_call(f"get {what}"):
+                return _state(resource)  # the SDK reads the job anew for each `state`
+
+        def cancel() -> None:
             with gcp_call(f"cancel {what}"):
                 resource.cancel()
-            raise
+
+        state = poll(
+            read,
+            lambda state: state in _DONE,
+            lambda state: f"Vertex {what}: {state}",
+            heartbeat,
+            poll_seconds=self.poll_seconds,
+            max_poll_seconds=self.max_poll_seconds,
+            cancel=cancel,
+        )
         if state == "SUCCEEDED":
             return
         reason = self._failure_text(f"{run}/output/failure") or _error_message(resource)
@@ -349,35 +353,6 @@ class VertexTraining:
             target = Path(tmp) / "failure"
             self.store.download(uri, target)
             return target.read_text(errors="replace").strip() or None
-
-    def _fetch_result(self, job: TrainingJob, model_uri: str, reused: bool) -> TrainingResult:
-        output = self.training_dir(job.request.model, job.request.loop_id) / "output"
-        found = self.store.list(f"{model_uri}/")
-        if not any(item.uri == f"{model_uri}/{RESULT_FILE}" for item in found):
-            raise ApplicationError(
-                f"training {job.request.loop_id} succeeded without {model_uri}/{RESULT_FILE}",
-                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
-                non_retryable=True,
-            )
-        for item in found:
-            self.store.download(item.uri, output / item.uri.removeprefix(f"{model_uri}/"))
-        result = TrainingResult.model_validate_json((output / RESULT_FILE).read_text())
-        artifact = (output / result.artifact_path).resolve()
-        if not artifact.is_relative_to(output.resolve()) or not artifact.is_file():
-            raise ApplicationError(
-                f"the training's artifact {result.artifact_path} is not in {model_uri}",
-                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
-                non_retryable=True,
-            )
-        if sha256_file(artifact) != result.artifact_sha256:
-            raise ApplicationError(
-                f"{model_uri}/{result.artifact_path} does not match its sha256 in {RESULT_FILE}",
-                type=ErrorType.TRAINING_OUTPUT_MISMATCH,
-                non_retryable=True,
-            )
-        return result.model_copy(
-            update={"artifact_path": str(artifact), "backend": BACKEND, "reused": reused}
-        )
 
 
 def _error_message(resource: Any) -> str:

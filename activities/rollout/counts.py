@@ -35,7 +35,13 @@ import scipy.stats  # type: ignore[import-untyped, unused-ignore]
 from scipy.spatial.distance import jensenshannon  # type: ignore[import-untyped, unused-ignore]
 
 from activities.ports import MetricSource
-from activities.rollout.statistics import SHIFT_BINS, greater_proportion_p, missing_detail, ratio
+from activities.rollout.statistics import (
+    SHIFT_BINS,
+    error_rate_check,
+    greater_proportion_p,
+    missing_detail,
+    ratio,
+)
 from workflows.rollout.models import CanaryStatistics, CheckName, CheckStatistic, VariantSummary
 
 
@@ -122,7 +128,7 @@ def count_statistics(
                     "the champion"
                 ),
             ),
-            _error_rate(champ, chal, source),
+            error_rate_check(champ, chal, source.requests, source.errors),
             _latency(
                 CheckName.LATENCY_P50,
                 champ.latency_p50_ms,
@@ -159,26 +165,6 @@ def _summary(side: VariantCounts) -> VariantSummary:
         accuracy=side.accuracy,
         log_loss=side.log_loss,
         mean_prediction=side.mean_score,
-    )
-
-
-def _error_rate(champ: VariantCounts, chal: VariantCounts, source: MetricSource) -> CheckStatistic:
-    name = CheckName.ERROR_RATE
-    if not (champ.requests and chal.requests):
-        detail = missing_detail(f"no {source.requests}", chal.requests, champ.requests)
-        return CheckStatistic(name=name, detail=detail)
-    return CheckStatistic(
-        name=name,
-        champion=champ.error_rate,
-        challenger=chal.error_rate,
-        difference=chal.error_rate - champ.error_rate,
-        p_value=greater_proportion_p(chal.errors, chal.requests, champ.errors, champ.requests),
-        samples=min(champ.requests, chal.requests),
-        detail=(
-            f"{chal.errors} {source.errors} in {chal.requests} {source.requests} on the "
-            f"challenger ({chal.error_rate:.2%}), {champ.errors} in {champ.requests} on the "
-            f"champion ({champ.error_rate:.2%}); pooled two-proportion z-test, one-sided"
-        ),
     )
 
 

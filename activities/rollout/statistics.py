@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -120,7 +121,7 @@ def compare(
     chal = _side(challenger_name, challenger, classification, positive)
     checks = [
         _sample_size(champ, chal),
-        _error_rate(champ, chal),
+        error_rate_check(champ, chal),
         _latency_p50(champ, chal),
         _latency_p99(champ, chal, rng),
         _accuracy(champ, chal, classification),
@@ -250,11 +251,26 @@ def greater_proportion_p(x1: int, n1: int, x2: int, n2: int) -> float:
     return float(scipy.stats.norm.sf(z))
 
 
-def _error_rate(champ: _Side, chal: _Side) -> CheckStatistic:
+class Counted(Protocol):
+    """A variant's requests and the errors among them (from its rows, or a metrics store)."""
+
+    @property
+    def requests(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def error_rate(self) -> float: ...
+
+
+def error_rate_check(
+    champ: Counted, chal: Counted, requests: str = "requests", errors: str = "errors"
+) -> CheckStatistic:
+    """The challenger's error rate against the champion's; `requests` and `errors` name what
+    was counted (a metrics store's own names)."""
     name = CheckName.ERROR_RATE
     if not (champ.requests and chal.requests):
         return CheckStatistic(
-            name=name, detail=missing_detail("no requests", chal.requests, champ.requests)
+            name=name, detail=missing_detail(f"no {requests}", chal.requests, champ.requests)
         )
     return CheckStatistic(
         name=name,
@@ -264,7 +280,7 @@ def _error_rate(champ: _Side, chal: _Side) -> CheckStatistic:
         p_value=greater_proportion_p(chal.errors, chal.requests, champ.errors, champ.requests),
         samples=min(champ.requests, chal.requests),
         detail=(
-            f"{chal.errors} errors in {chal.requests} requests on the challenger "
+            f"{chal.errors} {errors} in {chal.requests} {requests} on the challenger "
             f"({chal.error_rate:.2%}), {champ.errors} in {champ.requests} on the champion "
             f"({champ.error_rate:.2%}); pooled two-proportion z-test, one-sided"
         ),

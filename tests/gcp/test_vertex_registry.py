@@ -12,7 +12,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped, unused-ignore]
 from temporalio.exceptions import ApplicationError
 
-from activities.gcp.registry import ARTIFACT, MANIFEST, VertexRegistry
+from activities.cloud_registry import ARTIFACT, MANIFEST
+from activities.gcp.registry import VertexRegistry
 from activities.gcp.training import LOOP_KEY, loop_key
 from activities.ports import RegistryError
 from activities.training_runner import sha256_file
