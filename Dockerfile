@@ -3,7 +3,7 @@
 # every other CLI command (`docker compose run --rm cli status`). It carries the runtime and the
 # cloud SDKs of RETRAIN_EXTRAS, at the versions of requirements.lock (`make lock`), and nothing
 # for development: no Temporal dev or test server, no MLflow server, no test tools.
-#   docker build .                                   # aws, gcp and otel (the default)
+#   docker build .                                   # aws, gcp, azure and otel (the default)
 #   docker build --build-arg RETRAIN_EXTRAS=aws .    # a SageMaker-only image
 ARG PYTHON_IMAGE=python:3.11-slim
 

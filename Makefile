@@ -19,8 +19,8 @@ demo: $(STAMP)
 # Three processes (pytest-xdist), each with its own Temporal servers: most tests wait on
 # servers, timers and subprocesses, so three share two cores well. `worksteal` rebalances the
 # slow tail (CLI, restarts, storms). The alert rules' promtool tests must run here, not be
-# skipped. The SageMaker and Azure drift stories (about three minutes each; Vertex's story runs
-# here) are `make test-clouds`, to keep this under 25 minutes on two cores.
+# skipped. The SageMaker, Vertex and Azure drift stories (three to four minutes each) are
+# `make test-clouds`, to keep this under 25 minutes on two cores.
 test: lint compose-check promtool
 	RETRAIN_REQUIRE_PROMTOOL=1 $(BIN)/python -m pytest -q -n 3 --dist worksteal --durations=15 \
 	  -m "not cloud_story"

@@ -74,8 +74,13 @@ class TrainingSlotsClient:
             # A closed limiter would still answer a query, from a worker replaying its
             # history (or time out without one): it limits nothing, so say that instead.
             described = await handle.describe()
-            if described.status is not WorkflowExecutionStatus.RUNNING:
-                raise TrainingSlotsNotRunning(_NOT_RUNNING)
+            # A run that continued as new is followed by the next run (the query reaches it).
+            if described.status not in (
+                WorkflowExecutionStatus.RUNNING,
+                WorkflowExecutionStatus.CONTINUED_AS_NEW,
+            ):
+                last = described.status.name.lower() if described.status else "unknown"
+                raise TrainingSlotsNotRunning(f"{_NOT_RUNNING} (its last run is {last})")
             return await handle.query(TrainingSlots.status)
         except RPCError as err:
             raise _not_running(err) from None

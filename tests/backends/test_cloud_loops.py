@@ -166,6 +166,7 @@ async def test_a_sagemaker_model_from_drift_to_promotion_and_a_bad_candidate_rol
         assert FAKE_SECRET_KEY not in text and FAKE_ACCESS_KEY not in text
 
 
+@pytest.mark.cloud_story
 async def test_a_vertex_model_from_drift_to_promotion_and_a_bad_candidate_rolled_back(
     env: WorkflowEnvironment,
     client: Client,

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from tests.conftest import DEV_SERVER_SUGGEST_CONTINUE_AS_NEW, Servers
 from tests.support.helpers import CoordinatorProbe
@@ -52,9 +53,21 @@ async def send_all(
     for payload in payloads:
         queue.put_nowait(payload)
 
+    async def send(payload: dict[str, object]) -> None:
+        # While a run closes for its continue-as-new the server refuses signals
+        # (RESOURCE_EXHAUSTED, "workflow is closing"): a pipeline sends the event again.
+        for attempt in itertools.count():
+            try:
+                await handle.signal("trigger", payload)
+                return
+            except RPCError as err:
+                if err.status is not RPCStatusCode.RESOURCE_EXHAUSTED or attempt == 50:
+                    raise
+                await asyncio.sleep(0.2)
+
     async def sender() -> None:
         while not queue.empty():
-            await handle.signal("trigger", queue.get_nowait())
+            await send(queue.get_nowait())
 
     await asyncio.gather(*(sender() for _ in range(senders)))
 

@@ -26,7 +26,7 @@ from workflows.loop.rules import BASELINE, GOLDEN, HOLDOUT, gate_verdict
 from workflows.spec.models import ModelSpec
 
 MODEL = "demo-credit"
-ONE_ROW_CALLS = 200
+ONE_ROW_CALLS = 80
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.*")
 

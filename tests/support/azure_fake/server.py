@@ -360,6 +360,9 @@ def serve(state: FakeState, factories: list[RouteFactory]) -> Iterator[RunningFa
         host="127.0.0.1",
         port=port,
         log_level="warning",
+        # Idle connections stay open as a cloud front end keeps them (minutes): uvicorn's 5 s
+        # default closes them while a slow test's client is about to reuse one (reset by peer).
+        timeout_keep_alive=300,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -105,7 +105,13 @@ def serve(state: FakeState, factories: list[RouteFactory]) -> Iterator[RunningFa
     """Run the fake in a background thread for the duration of the generator."""
     port = free_port()
     config = uvicorn.Config(
-        build_app(state, factories), host="127.0.0.1", port=port, log_level="warning"
+        build_app(state, factories),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        # Idle connections stay open as a cloud front end keeps them (minutes): uvicorn's 5 s
+        # default closes them while a slow test's client is about to reuse one (reset by peer).
+        timeout_keep_alive=300,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
