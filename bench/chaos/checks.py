@@ -34,6 +34,7 @@ async def check(client: Client, run: Run, endpoint_log: Path, final_weights: Any
 
     # Every loop terminal, with one training and one registered version.
     outcomes: dict[int, str] = {}
+    summaries: dict[int, str] = {}
     for number in range(1, loops + 1):
         loop_id = retraining_loop_id(MODEL, number)
         try:
@@ -49,6 +50,7 @@ async def check(client: Client, run: Run, endpoint_log: Path, final_weights: Any
             violations.append(f"{loop_id}: no audit record")
             continue
         outcomes[number] = record.outcome.status.value if record.outcome else "none"
+        summaries[number] = record.outcome.summary if record.outcome else ""
         state = LocalTrainingBackend(home).training_dir(MODEL, loop_id) / "state.json"
         if state.exists():
             starts = json.loads(state.read_text())["starts"]
@@ -125,6 +127,9 @@ async def check(client: Client, run: Run, endpoint_log: Path, final_weights: Any
     bad = [n for n, status in outcomes.items() if status not in _ENDINGS]
     if bad:
         run.notes.append(f"loops that ended otherwise: {bad}")
+        # Why, in the loop's own words: a kill may cost a loop (a terminal failure is allowed)
+        # but never an invariant; the reader judges whether the reason is the kill's.
+        run.notes += [f"loop {n} {outcomes[n]}: {summaries[n][:300]}" for n in bad]
     return violations
 
 
