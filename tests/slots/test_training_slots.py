@@ -27,8 +27,9 @@ from activities.loop.audit import AuditStore
 from starters.api.coordinators import Coordinators
 from starters.api.slots import TrainingSlotsClient, TrainingSlotsNotRunning
 from starters.cli.app import app as retrain
-from tests.support.helpers import FAST_POLICY, eventually, result_in_steps
+from tests.support.helpers import FAST_POLICY, eventually
 from tests.support.loop_harness import register, start_loop, view, with_changes, write_dataset
+from tests.support.server_clock import clock_ticking
 from tests.support.slot_doubles import (
     SlotHolderLoop,
     SlotLoop,
@@ -52,14 +53,18 @@ NO_APPROVAL = {"loop": {"approval": {"first_deployment": False}}}
 
 
 @pytest_asyncio.fixture
-async def slots(client: Client, task_queue: str) -> AsyncIterator[TrainingSlotsClient]:
+async def slots(
+    env: WorkflowEnvironment, client: Client, task_queue: str
+) -> AsyncIterator[TrainingSlotsClient]:
     """The limiter's client; the limiter is stopped afterwards, so later tests' loops (on the
-    same server) find no limit."""
+    same server) find no limit. The idle limiter has no timer: a clock keeps the time-skipping
+    server from jumping to its 10-year run timeout (tests/support/server_clock.py)."""
     limiter = TrainingSlotsClient(client, task_queue)
-    yield limiter
-    # Never started, or closed already: nothing to stop.
-    with contextlib.suppress(RPCError):
-        await limiter.handle().terminate("test over")
+    async with clock_ticking(env, client):
+        yield limiter
+        # Never started, or closed already: nothing to stop.
+        with contextlib.suppress(RPCError):
+            await limiter.handle().terminate("test over")
 
 
 @pytest.fixture
@@ -119,7 +124,6 @@ async def wait_started(recorder: TrainingRecorder, count: int) -> None:
 @pytest.mark.slow
 @pytest.mark.time_skipping_only
 async def test_fifty_models_triggering_at_once_share_three_slots_in_priority_order(
-    env: WorkflowEnvironment,
     client: Client,
     task_queue: str,
     new_worker: Callable[..., Worker],
@@ -159,10 +163,9 @@ async def test_fifty_models_triggering_at_once_share_three_slots_in_priority_ord
             await wait_started(recorder, started)
             assert recorder.active <= 3
         await finish(client, *recorder.training)
-        results = [
-            await result_in_steps(env, client.get_workflow_handle(i, result_type=LoopResult))
-            for i in loop_ids
-        ]
+        results = await asyncio.gather(
+            *(client.get_workflow_handle(i, result_type=LoopResult).result() for i in loop_ids)
+        )
         final = await wait_status(
             slots, lambda s: s.in_use == 0 and s.released_total == 50, "every slot back"
         )
@@ -201,7 +204,7 @@ async def test_a_terminated_holders_slot_is_reclaimed(
         await holder.terminate("lost its worker for good")
         recorder.hold = False
         # Time moves on to the periodic check, which finds the holder gone.
-        result = await result_in_steps(env, waiter)
+        result = await waiter.result()
         status = await slots.status()
 
     assert result.status is LoopStatus.PROMOTED
@@ -212,7 +215,6 @@ async def test_a_terminated_holders_slot_is_reclaimed(
 
 
 async def test_raising_the_limit_lets_waiters_in_and_bad_limits_are_refused(
-    env: WorkflowEnvironment,
     client: Client,
     task_queue: str,
     new_worker: Callable[..., Worker],
@@ -247,7 +249,7 @@ async def test_raising_the_limit_lets_waiters_in_and_bad_limits_are_refused(
         await slots.ensure(3)
         assert (await slots.status()).in_use == 3
         await finish(client, *recorder.training)
-        results = [await result_in_steps(env, h) for h in handles]
+        results = [await h.result() for h in handles]
         final = await slots.status()
 
     assert {r.status for r in results} == {LoopStatus.PROMOTED}
@@ -300,8 +302,8 @@ async def test_a_real_retraining_loop_waits_for_its_slot_then_trains(
         status = await slots.status()
         assert [w.loop_id for w in status.waiting] == [handle.id]
         await finish(client, holder.id)
-        result = await result_in_steps(env, handle)
-        await result_in_steps(env, holder)
+        result = await handle.result()
+        await holder.result()
         final = await slots.status()
 
     assert result.status is LoopStatus.PROMOTED, result.summary
@@ -342,7 +344,6 @@ async def test_without_a_limiter_loops_train_at_once(
 
 @pytest.mark.time_skipping_only
 async def test_cancelling_a_waiting_loop_takes_it_out_of_the_queue(
-    env: WorkflowEnvironment,
     client: Client,
     task_queue: str,
     new_worker: Callable[..., Worker],
@@ -356,7 +357,7 @@ async def test_cancelling_a_waiting_loop_takes_it_out_of_the_queue(
         await waiter.cancel()
         status = await wait_status(slots, lambda s: not s.waiting, "the waiter to leave")
         await finish(client, holder.id)
-        await result_in_steps(env, holder)
+        await holder.result()
     assert status.released_total == 1 and status.in_use == 1
     left = [e for e in status.events if e.loop_id == waiter.id and e.kind == "released"]
     assert [e.detail for e in left] == ["stopped waiting (cancelled)"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
@@ -61,29 +61,6 @@ async def skip_time(env: WorkflowEnvironment, duration: timedelta) -> None:
         step = min(duration, SKIP_STEP)
         await env.sleep(step)
         duration -= step
-
-
-# The time-skipping server gives every run a 10-year timeout, and `handle.result()` lets it
-# skip to the next timer anywhere on the server: when the only timer left is that of an idle
-# long-lived workflow (the training-slots limiter waits for messages without one), the jump
-# times it out. Waiting for a result in bounded steps keeps such workflows alive.
-RESULT_STEP = timedelta(minutes=10)
-
-
-async def result_in_steps(
-    env: WorkflowEnvironment, handle: WorkflowHandle[Any, T], *, most: timedelta = timedelta(days=2)
-) -> T:
-    """`handle.result()`, with time skipped at most `RESULT_STEP` at a time."""
-    if not env.supports_time_skipping:
-        return await handle.result()
-    with env.auto_time_skipping_disabled():
-        skipped = timedelta(0)
-        while (await handle.describe()).status is WorkflowExecutionStatus.RUNNING:
-            if skipped >= most:
-                raise AssertionError(f"{handle.id} still runs after {most} of skipped time")
-            await env.sleep(RESULT_STEP)
-            skipped += RESULT_STEP
-        return await handle.result()
 
 
 class CoordinatorProbe:
