@@ -19,7 +19,7 @@ WORKDIR /src
 # only when they change), each at its locked version; `pip check` proves the set consistent,
 # and nothing may be installed that the lock does not pin.
 COPY requirements.lock pyproject.toml README.md ./
-RUN /opt/retrain/bin/pip install --constraint requirements.lock ".[${RETRAIN_EXTRAS}]" \
+RUN /opt/retrain/bin/pip install --no-compile --constraint requirements.lock ".[${RETRAIN_EXTRAS}]" \
     && /opt/retrain/bin/pip check \
     && /opt/retrain/bin/pip freeze --exclude adaptive-retraining | grep -vxFf requirements.lock \
         | { ! grep .; } \
@@ -30,15 +30,16 @@ COPY activities ./activities
 COPY workers ./workers
 COPY starters ./starters
 COPY serving ./serving
-# Then what production never runs: the libraries' own test suites and pip itself (the image is
-# not installed into). Byte code stays: without it every `retrain` command would compile the
-# libraries it imports again (three times slower to start).
-RUN /opt/retrain/bin/pip install --no-deps --force-reinstall . \
-    && find /opt/retrain/lib/python3.11/site-packages -mindepth 2 -depth -type d -name tests \
-        -exec rm -rf {} + \
+COPY ops/image/slim.py ./ops/image/slim.py
+# Then the environment is slimmed (ops/image/slim.py): what production never loads goes (the
+# libraries' tests, build sources, pyarrow's Flight and S3 parts), byte code is compiled for what
+# the image's commands import and only that, and pip goes (the image is not installed into).
+# The imports the roles need are checked last.
+RUN /opt/retrain/bin/pip install --no-compile --no-deps --force-reinstall . \
     && /opt/retrain/bin/pip uninstall --yes --quiet pip setuptools \
+    && /opt/retrain/bin/python ops/image/slim.py /opt/retrain/lib/python3.11/site-packages \
     && /opt/retrain/bin/retrain --version \
-    && /opt/retrain/bin/python -c "import pandas, pyarrow.parquet, scipy.stats, sklearn.linear_model, mlflow.sklearn, river.drift, temporalio.worker, workers.worker"
+    && /opt/retrain/bin/python -c "import pandas, pyarrow.parquet, pyarrow.fs, scipy.stats, sklearn.linear_model, mlflow.sklearn, river.drift, temporalio.worker, workers.worker"
 
 FROM ${PYTHON_IMAGE}
 # A fixed uid/gid, so volume and secret-file ownership can be granted ahead of time.
