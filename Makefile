@@ -97,6 +97,7 @@ bench: $(STAMP) $(BENCH_VENV)/.installed
 	$(BIN)/python -m bench.gateway_burst
 	$(BIN)/python -m bench.drift_suite --evidently-python $(BENCH_VENV)/bin/python
 	$(BIN)/python -m bench.decision_quality
+	$(BIN)/python -m bench.serving_threads
 
 # The README's pictures (docs/images/): a real `retrain demo` photographed by headless Chromium
 # (Debian's package, installed here when missing) while its first loop waits for approval, and

@@ -770,3 +770,38 @@ def test_what_a_killed_endpoint_acknowledged_is_captured_once(
     assert sorted(live) == sorted(ids)
     feedback = [row["request_id"] for row in captured(trained, FEEDBACK).to_pylist()]
     assert sorted(feedback) == sorted(ids[:25])
+
+
+def test_predictions_run_on_one_openmp_thread_in_the_serving_thread() -> None:
+    """A one-row prediction is too little work to split across cores: the serving thread's
+    model calls use one OpenMP thread, and that limit is its own (other threads keep theirs)."""
+    if (os.cpu_count() or 1) == 1:
+        pytest.skip("one core: OpenMP runs one thread anyway, so there is nothing to limit")
+    from sklearn.ensemble import HistGradientBoostingClassifier  # type: ignore[import-untyped, unused-ignore]
+    from threadpoolctl import threadpool_info  # type: ignore[import-untyped, unused-ignore]
+
+    from serving.variants import Variant
+    from workflows.loop.models import ModelVersion
+    from workflows.spec.models import Task
+
+    def openmp_threads() -> list[int]:
+        return [int(i["num_threads"]) for i in threadpool_info() if i["user_api"] == "openmp"]
+
+    frame = pa.table({"x": [0.0, 1.0, 2.0, 3.0] * 10}).to_pandas()
+    estimator = HistGradientBoostingClassifier(max_iter=3).fit(frame, [0, 1] * 20)
+    variant = Variant(
+        ModelVersion(model=MODEL, version="1", source="-"), estimator, Task.CLASSIFICATION
+    )
+    before = openmp_threads()
+    assert before and max(before) > 1
+    seen: list[list[int]] = []
+
+    def serve_one() -> None:
+        variant.predict(frame.head(1))
+        seen.append(openmp_threads())
+
+    thread = threading.Thread(target=serve_one)
+    thread.start()
+    thread.join()
+    assert seen == [[1] * len(before)]
+    assert openmp_threads() == before
