@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
+from google.protobuf.message import DecodeError
 from pydantic import ValidationError
+from temporalio.api.errordetails.v1 import WorkflowNotReadyFailure
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 from tenacity import (
@@ -67,6 +69,18 @@ _TRANSIENT = frozenset(
         RPCStatusCode.NOT_FOUND,
     }
 )
+
+
+def _workflow_not_ready(err: RPCError) -> bool:
+    """Temporal's WorkflowNotReady (FAILED_PRECONDITION): the coordinator's workflow task failed
+    while the update waited, e.g. a worker's completion racing a server restart. The update was
+    not applied and the task is retried, so the batch is sent again (the coordinator drops
+    events it already has); a task that keeps failing keeps the events pending, not lost."""
+    try:
+        details = err.grpc_status.details
+    except DecodeError:  # an unparsable status carries no details to go by
+        return False
+    return any(detail.Is(WorkflowNotReadyFailure.DESCRIPTOR) for detail in details)
 
 
 @dataclass(frozen=True)
@@ -125,7 +139,7 @@ def classify(err: BaseException) -> DeliveryFailed:
     if isinstance(err, RPCError):
         if err.status is RPCStatusCode.UNAVAILABLE:
             return DeliveryFailed(f"Temporal unreachable: {err.message}", retryable=True)
-        if err.status in _TRANSIENT:
+        if err.status in _TRANSIENT or _workflow_not_ready(err):
             return DeliveryFailed(f"Temporal error ({err.status.name}): {err.message}", True)
         return DeliveryFailed(
             f"Temporal refused the update ({err.status.name}): {err.message}", retryable=False

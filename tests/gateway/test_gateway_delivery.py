@@ -10,13 +10,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import GrpcStatus
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.errordetails.v1 import WorkflowNotReadyFailure
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from starters.api.coordinators import CoordinatorNotFound, Coordinators
 from starters.gateway.database import database_path, open_database
-from starters.gateway.delivery import DeliveryPolicy
+from starters.gateway.delivery import DeliveryPolicy, classify
 from starters.gateway.replay import replay
 from starters.gateway.routing import SpecRouter
 from starters.gateway.temporal import TemporalLink
@@ -327,3 +330,28 @@ async def test_a_storm_through_the_gateway_loses_and_doubles_nothing(
     # The backlog did fill: events were refused for now, kept and sent again.
     assert postponed > 0 and status.events_received > STORM_EVENTS, (postponed, refused)
     assert gw.metric(metrics, "retrain_dead_letters") == 0
+
+
+def _rpc_error(status: RPCStatusCode, message: str, *details: Message) -> RPCError:
+    grpc = GrpcStatus(code=status.value, message=message)
+    for detail in details:
+        grpc.details.add().Pack(detail)
+    return RPCError(message, status, grpc.SerializeToString())
+
+
+def test_an_update_refused_while_the_workflow_task_fails_is_sent_again() -> None:
+    """Temporal's WorkflowNotReady (a coordinator's task failed while the update waited, seen
+    when a worker's completion raced a server restart) keeps the events pending for another
+    attempt; any other refusal dead-letters them with the reason."""
+    not_ready = _rpc_error(
+        RPCStatusCode.FAILED_PRECONDITION,
+        "Unable to perform workflow execution update due to unexpected workflow task failure.",
+        WorkflowNotReadyFailure(),
+    )
+    assert classify(not_ready).retryable
+    assert not classify(_rpc_error(RPCStatusCode.FAILED_PRECONDITION, "not enabled")).retryable
+    assert not classify(_rpc_error(RPCStatusCode.INVALID_ARGUMENT, "bad")).retryable
+    assert classify(_rpc_error(RPCStatusCode.UNAVAILABLE, "down")).retryable
+    # A status the SDK could not parse is judged by its code alone.
+    garbled = RPCError("?", RPCStatusCode.FAILED_PRECONDITION, b"\xff\xff")
+    assert not classify(garbled).retryable
