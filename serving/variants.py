@@ -89,9 +89,9 @@ _this_thread = threading.local()
 def one_openmp_thread() -> None:
     """Run this thread's model calls on one OpenMP thread (set once per thread: OpenMP's limit
     is a thread's own). One row is far too little work to split: with a team of one thread
-    per core, HistGradientBoosting's idle threads spin between calls, and a one-row
-    prediction cost 2.3 times the CPU and was slower (17.9 vs 7.9 ms of CPU, 9.4 vs 7.9 ms on
-    two cores). Concurrent requests are the endpoint's parallelism (`--model-threads`)."""
+    per core, HistGradientBoosting's idle threads spin between calls, and a one-row prediction
+    of the demo's model cost about twice the CPU and twice the time (bench/serving_threads.py).
+    Concurrent requests are the endpoint's parallelism (`--model-threads`)."""
     if not getattr(_this_thread, "limited", False):
         threadpool_limits(limits=1, user_api="openmp")
         _this_thread.limited = True
