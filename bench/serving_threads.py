@@ -3,8 +3,8 @@ default team (one thread per core) against the one thread the endpoint now uses,
 model (the default training pipeline: one-hot + scaling + HistGradientBoosting).
 
 Both run in fresh threads, in alternating rounds in one process, so the machine's noise hits
-both alike; the figure is each thread's own CPU time (spinning OpenMP workers included in the
-process's), median over rounds.
+both alike; the figure is the process's CPU time per call (the OpenMP team's spinning
+included), median over rounds.
 
     .venv/bin/python -m bench.serving_threads
 """
