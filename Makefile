@@ -26,14 +26,19 @@ demo: $(STAMP)
 test: compose-check promtool
 	$(MAKE) --no-print-directory -j2 lint suite
 
+# One OpenMP thread per process in the tests: three processes share two cores, and an OpenMP
+# team of two threads per process spins while it waits for a core (a test training on 6,000
+# rows: about 7 CPU-s with the default team, 3 with one thread, on a busy two-core machine).
+TEST_ENV := OMP_NUM_THREADS=1
+
 suite: $(STAMP)
-	RETRAIN_REQUIRE_PROMTOOL=1 $(BIN)/python -m pytest -q -n 3 --dist worksteal --durations=15 \
+	$(TEST_ENV) RETRAIN_REQUIRE_PROMTOOL=1 $(BIN)/python -m pytest -q -n 3 --dist worksteal --durations=15 \
 	  -m "not cloud_story"
 
 # Every cloud's drift story: drift in the platform's capture -> retraining -> canary on captured
 # quality -> promotion, then a bad candidate rolled back (tests/backends/test_cloud_loops.py).
 test-clouds: $(STAMP)
-	$(BIN)/python -m pytest -q -n 3 tests/backends/test_cloud_loops.py
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n 3 tests/backends/test_cloud_loops.py
 
 # promtool (the alert rules' unit tests) from Debian's `prometheus` package, when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -49,7 +54,7 @@ chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos $(ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not slow"
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

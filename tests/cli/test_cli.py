@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -18,9 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from temporalio.client import Client
 
 from activities.specs import SpecStore
 from starters.api.dev_server import port_open
+from starters.api.loops import Loops
 from tests.support.loop_harness import with_changes, write_dataset
 from workflows.spec.models import ModelSpec
 
@@ -58,6 +61,24 @@ class Stack:
                 f"{result.stdout}{result.stderr}"
             )
         return result
+
+    def wait_for_loop(self, model: str, state: str, timeout: float) -> None:
+        """Until one of the model's loops has `state` as its stage or outcome, then once more
+        through `retrain loops`. Polled in-process: a `retrain` process per poll costs a second
+        of CPU for its imports, and the suite shares two cores."""
+
+        async def poll() -> None:
+            client = await Client.connect(self.env["TEMPORAL_ADDRESS"])
+            deadline = time.monotonic() + timeout
+            while True:
+                rows = await Loops(client, self.home).list(model, 5)
+                if any(state in (row.stage, row.outcome) for row in rows):
+                    return
+                assert time.monotonic() < deadline, f"no loop of {model} reached {state}: {rows}"
+                await asyncio.sleep(1)
+
+        asyncio.run(poll())
+        assert state in self.retrain("loops", model).stdout
 
     def start_server(self) -> None:
         self.server = subprocess.Popen(
@@ -243,16 +264,10 @@ def test_a_newcomer_runs_the_local_example(stack: Stack, tmp_path: Path) -> None
     stack.retrain("models", "register", str(spec_file))
     decision = stack.retrain("trigger", "credit", "--kind", "manual", "--json").stdout
     assert json.loads(decision)["loop_id"] == "retrain-credit-1"
-    deadline = time.monotonic() + 300
-    while "awaiting_approval" not in stack.retrain("loops", "credit").stdout:
-        assert time.monotonic() < deadline, "the loop never asked for approval"
-        time.sleep(2)
+    stack.wait_for_loop("credit", "awaiting_approval", timeout=300)
     approved = stack.retrain("approve", "credit", "--reviewer", "ana", "--comment", "first")
     assert "approved by ana" in approved.stdout
-    deadline = time.monotonic() + 300
-    while "promoted" not in stack.retrain("loops", "credit").stdout:
-        assert time.monotonic() < deadline, "the loop never finished"
-        time.sleep(2)
+    stack.wait_for_loop("credit", "promoted", timeout=300)
     audit = json.loads(stack.retrain("audit", "credit", "--json").stdout)
     assert audit["outcome"]["status"] == "promoted"
     assert audit["deployment"]["mode"] == "all_at_once"
@@ -393,19 +408,13 @@ def test_models_approve_loops_and_audit(stack: Stack) -> None:
     assert stack.retrain("approve", model, check=False).returncode == 2  # --reviewer missing
 
     stack.retrain("trigger", model, "--kind", "manual")
-    deadline = time.monotonic() + 120
-    while "awaiting_approval" not in stack.retrain("loops", model).stdout:
-        assert time.monotonic() < deadline, "the loop never asked for approval"
-        time.sleep(1)
+    stack.wait_for_loop(model, "awaiting_approval", timeout=120)
     refused = stack.retrain("approve", model, "--reviewer", "eve", check=False)
     assert refused.returncode == 2 and "allow-list" in refused.stderr
     approved = stack.retrain("approve", model, "--reviewer", "ana", "--comment", "ship it")
     assert "approved by ana" in approved.stdout
 
-    deadline = time.monotonic() + 120
-    while "promoted" not in stack.retrain("loops", model).stdout:
-        assert time.monotonic() < deadline, "the loop never finished"
-        time.sleep(1)
+    stack.wait_for_loop(model, "promoted", timeout=120)
     audit = json.loads(stack.retrain("audit", model, "1", "--json").stdout)
     assert audit["outcome"]["status"] == "promoted"
     assert audit["approval"]["review"]["comment"] == "ship it"
