@@ -23,10 +23,13 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import default_training
 from activities.local.training import (
+    THREAD_LIMITS,
     LocalTrainingBackend,
     RunnerState,
     _process_start_from_ps,
     process_start,
+    runner_environment,
+    thread_share,
 )
 from activities.loop.training import TrainingActivities
 from activities.training_runner import sha256_file
@@ -216,6 +219,30 @@ def test_trains_in_a_subprocess_once_per_loop(
     assert again == result.model_copy(update={"reused": True})
     assert state_of(backend).starts == 1
     assert artifact.stat().st_mtime_ns == modified
+
+
+def test_runners_share_the_cores_unless_the_environment_limits_threads(
+    backend: LocalTrainingBackend, dataset: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert [thread_share(8, running) for running in range(5)] == [8, 4, 2, 2, 1]
+    assert thread_share(1, running=3) == 1
+    assert runner_environment({"OMP_NUM_THREADS": "6", "PATH": "/bin"}, 2) == {
+        "OMP_NUM_THREADS": "6",
+        "OPENBLAS_NUM_THREADS": "2",
+        "MKL_NUM_THREADS": "2",
+        "PATH": "/bin",
+    }
+    # A real runner, with no limit in the worker's environment: the share of the host's cores.
+    for name in THREAD_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+    entrypoint = "tests.support.training_entrypoints:thread_limits"
+    shared = backend.train(make_job(dataset, entrypoint), no_heartbeat)
+    cores = float(len(os.sched_getaffinity(0)))
+    assert shared.metrics == dict.fromkeys(THREAD_LIMITS, cores)
+    # The worker's own limit is kept.
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    kept = backend.train(make_job(dataset, entrypoint, loop_id="retrain-churn-2"), no_heartbeat)
+    assert kept.metrics["OMP_NUM_THREADS"] == 3.0
 
 
 def test_entrypoint_that_raises_is_a_non_retryable_error_with_its_traceback(

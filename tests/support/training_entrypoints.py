@@ -6,6 +6,7 @@ Hyperparameters steer them: `calls_file` gets one line per call (how many traini
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -32,6 +33,17 @@ def slow(request: TrainingRequest) -> TrainingOutput:
 def failing(request: TrainingRequest) -> TrainingOutput:
     _record_call(request)
     raise ValueError(f"label column {request.label!r} is all null in this window")
+
+
+def thread_limits(request: TrainingRequest) -> TrainingOutput:
+    """Reports the thread-pool limits its process was started with, as metrics."""
+    artifact = Path(request.output_dir) / "model.txt"
+    artifact.write_text("a model")
+    limits = {name: float(os.environ.get(name, "0")) for name in THREAD_VARIABLES}
+    return TrainingOutput(artifact_path=artifact.name, metrics=limits)
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def no_artifact(request: TrainingRequest) -> TrainingOutput:
