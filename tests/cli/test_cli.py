@@ -24,6 +24,7 @@ from temporalio.client import Client
 from activities.specs import SpecStore
 from starters.api.dev_server import port_open
 from starters.api.loops import Loops
+from tests.support.helpers import restartable_port
 from tests.support.loop_harness import with_changes, write_dataset
 from workflows.spec.models import ModelSpec
 
@@ -127,7 +128,8 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("retrain-home")
-    port, ui_port = free_port(), free_port()
+    # `retrain server` is restarted on these ports (test_restarting_the_server_...).
+    port, ui_port = restartable_port(), restartable_port()
     env = {
         **os.environ,
         "RETRAIN_HOME": str(home),

@@ -8,7 +8,6 @@ The outage here lasts OUTAGE_SECONDS (the gateway retries with a backoff capped 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -26,7 +25,7 @@ from tests.support.gateway_harness import (
     register_sagemaker_model,
     stored,
 )
-from tests.support.helpers import eventually
+from tests.support.helpers import eventually, restartable_port
 from tests.support.loop_doubles import ControlledLoop
 from workers.worker import build_worker
 from workflows.coordinator.models import CoordinatorStatus
@@ -42,12 +41,6 @@ MODEL = "outage"
 PATIENT = DeliveryPolicy(backoff_seconds=0.5, max_backoff_seconds=3.0, rpc_timeout_seconds=10)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def status(address: str) -> CoordinatorStatus | None:
     try:
         client = await connect(address)
@@ -59,7 +52,8 @@ async def status(address: str) -> CoordinatorStatus | None:
 async def test_the_gateway_loses_nothing_across_a_temporal_outage(tmp_path: Path) -> None:
     home = tmp_path / "home"
     register_sagemaker_model(home, MODEL, "s3://outage-data/labelled")
-    server = DevServer(home=tmp_path / "temporal", port=free_port(), ui_port=free_port())
+    port, ui_port = restartable_port(), restartable_port()
+    server = DevServer(home=tmp_path / "temporal", port=port, ui_port=ui_port)
     process = server.spawn(log_file=tmp_path / "server.log")
     await asyncio.to_thread(server.wait_ready, process)
     client: Client = await connect(server.address)

@@ -378,7 +378,7 @@ async def test_cancelled_loop_records_its_audit(
         await handle.cancel()
         await eventually(
             lambda: asyncio.to_thread(AuditStore(home).read, model, handle.id),
-            timeout=30,
+            timeout=120,
             what="audit record",
         )
     audit = AuditStore(home).read(model, handle.id)

@@ -23,8 +23,7 @@ from activities.specs import SpecStore
 from starters.api.coordinators import CoordinatorNotFound, Coordinators
 from starters.api.schedules import Schedules
 from tests.conftest import binary
-from tests.support.aws_harness import free_port
-from tests.support.helpers import eventually
+from tests.support.helpers import eventually, restartable_port
 from tests.support.schedule_harness import (
     MetricLog,
     completed_reports,
@@ -427,7 +426,7 @@ async def test_runs_missed_while_the_server_was_down_alert_and_count(
 ) -> None:
     """A server of the test's own, on a database file that outlives it: stopped for longer
     than the catch-up window, it counts the runs due meanwhile as missed when it is back."""
-    database, port = tmp_path / "temporal.db", free_port()
+    database, port = tmp_path / "temporal.db", restartable_port()
 
     async def start_server() -> WorkflowEnvironment:
         return await WorkflowEnvironment.start_local(

@@ -774,9 +774,29 @@ def test_what_a_killed_endpoint_acknowledged_is_captured_once(
 
 def test_predictions_run_on_one_openmp_thread_in_the_serving_thread() -> None:
     """A one-row prediction is too little work to split across cores: the serving thread's
-    model calls use one OpenMP thread, and that limit is its own (other threads keep theirs)."""
+    model calls use one OpenMP thread, and that limit is its own (other threads keep theirs).
+    In a process of its own without OMP_NUM_THREADS (the suite sets it to one for every
+    thread, which would hide the serving thread's own limit)."""
     if (os.cpu_count() or 1) == 1:
         pytest.skip("one core: OpenMP runs one thread anyway, so there is nothing to limit")
+    env = {name: value for name, value in os.environ.items() if name != "OMP_NUM_THREADS"}
+    probe = subprocess.run(
+        [sys.executable, "-c", f"from {__name__} import openmp_threads_when_serving as p; p()"],
+        env={**env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr
+    before, serving, after = json.loads(probe.stdout.splitlines()[-1])
+    assert before and max(before) > 1
+    assert serving == [1] * len(before)
+    assert after == before
+
+
+def openmp_threads_when_serving() -> None:
+    """Prints the OpenMP thread counts of this thread, of a serving thread's prediction, and
+    of this thread afterwards."""
     from sklearn.ensemble import HistGradientBoostingClassifier  # type: ignore[import-untyped, unused-ignore]
     from threadpoolctl import threadpool_info  # type: ignore[import-untyped, unused-ignore]
 
@@ -793,7 +813,6 @@ def test_predictions_run_on_one_openmp_thread_in_the_serving_thread() -> None:
         ModelVersion(model=MODEL, version="1", source="-"), estimator, Task.CLASSIFICATION
     )
     before = openmp_threads()
-    assert before and max(before) > 1
     seen: list[list[int]] = []
 
     def serve_one() -> None:
@@ -803,5 +822,4 @@ def test_predictions_run_on_one_openmp_thread_in_the_serving_thread() -> None:
     thread = threading.Thread(target=serve_one)
     thread.start()
     thread.join()
-    assert seen == [[1] * len(before)]
-    assert openmp_threads() == before
+    print(json.dumps([before, seen[0], openmp_threads()]))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 from temporalio.api.enums.v1 import EventType
@@ -30,6 +33,25 @@ FAST_POLICY = TriggerPolicy(
     max_daily_trainings=50,
     daily_budget=1000,
 )
+
+
+def restartable_port() -> int:
+    """A free loopback port below the kernel's ephemeral range, for a server a test stops and
+    starts again on the same port. A port from that range (what binding port 0 returns) can be
+    taken by any process's outgoing connection while the server is down, and the restarted
+    server then fails with "address already in use"."""
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
+    chooser = random.SystemRandom()
+    for _ in range(100):
+        port = chooser.randrange(10_000, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between 10000 and {low}")
 
 
 async def eventually(
