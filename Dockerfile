@@ -32,8 +32,9 @@ COPY starters ./starters
 COPY serving ./serving
 COPY ops/image/slim.py ./ops/image/slim.py
 # Then the environment is slimmed (ops/image/slim.py): what production never loads goes (the
-# libraries' tests, build sources, pyarrow's Flight and S3 parts), byte code is compiled for what
-# the image's commands import and only that, and pip goes (the image is not installed into).
+# libraries' tests, build sources, pyarrow's Flight and S3 parts, all of google-cloud-aiplatform
+# but its GAPIC v1 clients), byte code is compiled for what the image's commands import and
+# only that, and pip goes (the image is not installed into).
 # The imports the roles need are checked last.
 RUN /opt/retrain/bin/pip install --no-compile --no-deps --force-reinstall . \
     && /opt/retrain/bin/pip uninstall --yes --quiet pip setuptools \

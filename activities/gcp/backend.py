@@ -32,7 +32,6 @@ def build_backend(spec: ModelSpec, home: Path, connections: CloudConnections) ->
         bigquery_endpoint=connections.bigquery_endpoint,
         pubsub_endpoint=connections.pubsub_endpoint,
     )
-    clients.init_vertex()
     registry = VertexRegistry(clients, settings, home)
     capture = BigQueryCaptureSource(clients, settings, home) if settings.capture else None
     return Backend(

@@ -5,19 +5,23 @@ account key file named by GOOGLE_APPLICATION_CREDENTIALS, workload identity, gcl
 used, so they never reach workflow history. Every client speaks REST. `api_endpoint`,
 `storage_endpoint`, `monitoring_endpoint`, `bigquery_endpoint` and `pubsub_endpoint` point the
 clients at one address (tests: the local fake on loopback, with anonymous credentials).
+
+Vertex AI is reached through its v1 GAPIC clients (`google.cloud.aiplatform_v1`) only, never
+the high-level SDK (`google.cloud.aiplatform`, `vertexai`): that SDK loads the whole v1beta1
+API, which the image removes (ops/image/slim.py).
 """
 
 from __future__ import annotations
 
-import threading
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import google.auth
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import Credentials
 
-_init_lock = threading.Lock()
+if TYPE_CHECKING:
+    from google.cloud import aiplatform_v1
 
 
 class GcpClients:
@@ -49,27 +53,47 @@ class GcpClients:
         found, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
         return found
 
-    def init_vertex(self) -> None:
-        """Point the aiplatform SDK (process-global configuration) at our project and endpoint.
+    @property
+    def vertex_options(self) -> ClientOptions:
+        """The regional Vertex API, or the address tests point the clients at."""
+        return ClientOptions(
+            api_endpoint=self.api_endpoint or f"{self.location}-aiplatform.googleapis.com"
+        )
 
-        Every call site passes project, location and credentials explicitly as well, so models
-        in other projects of the same worker are unaffected; the endpoint and transport are
-        global in the SDK, hence one Vertex API endpoint per worker process.
-        """
-        from google.cloud import aiplatform
+    @property
+    def vertex_parent(self) -> str:
+        """The project and location Vertex resources are created in."""
+        return f"projects/{self.project}/locations/{self.location}"
 
-        with _init_lock:
-            aiplatform.init(
-                project=self.project,
-                location=self.location,
-                credentials=self.credentials,
-                api_endpoint=self.api_endpoint,
-                api_transport="rest",
-            )
+    # Each client's library is imported on first use, as for the clients below.
+    @cached_property
+    def models(self) -> aiplatform_v1.ModelServiceClient:
+        from google.cloud.aiplatform_v1 import ModelServiceClient
+
+        return ModelServiceClient(
+            credentials=self.credentials, transport="rest", client_options=self.vertex_options
+        )
+
+    @cached_property
+    def jobs(self) -> aiplatform_v1.JobServiceClient:
+        from google.cloud.aiplatform_v1 import JobServiceClient
+
+        return JobServiceClient(
+            credentials=self.credentials, transport="rest", client_options=self.vertex_options
+        )
+
+    @cached_property
+    def pipelines(self) -> aiplatform_v1.PipelineServiceClient:
+        from google.cloud.aiplatform_v1 import PipelineServiceClient
+
+        return PipelineServiceClient(
+            credentials=self.credentials, transport="rest", client_options=self.vertex_options
+        )
 
     @cached_property
     def storage(self) -> Any:
-        from google.cloud import storage
+        # google-cloud-storage has no py.typed: mypy finds it only through a typed importer.
+        from google.cloud import storage  # type: ignore[attr-defined, unused-ignore]
 
         options = (
             ClientOptions(api_endpoint=self.storage_endpoint) if self.storage_endpoint else None

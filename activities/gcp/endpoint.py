@@ -30,7 +30,6 @@ from functools import cached_property
 from typing import Any
 
 from google.api_core import exceptions as gexc
-from google.api_core.client_options import ClientOptions
 from google.cloud import aiplatform_v1
 from google.protobuf import field_mask_pb2
 
@@ -44,13 +43,6 @@ MODEL_LABEL = "model"
 CHANGE_LABEL = "retrain-change"
 GENERATION_LABEL = "retrain-generation"
 _VARIANT = re.compile(r"^v[1-9][0-9]{0,8}$")
-
-
-def vertex_client_options(clients: GcpClients) -> ClientOptions:
-    """The regional Vertex API, or the address tests point the clients at."""
-    return ClientOptions(
-        api_endpoint=clients.api_endpoint or f"{clients.location}-aiplatform.googleapis.com"
-    )
 
 
 def label_value(text: str) -> str:
@@ -75,7 +67,7 @@ def endpoint_client(clients: GcpClients) -> Any:
     return aiplatform_v1.EndpointServiceClient(
         credentials=clients.credentials,
         transport="rest",
-        client_options=vertex_client_options(clients),
+        client_options=clients.vertex_options,
     )
 
 

@@ -12,14 +12,12 @@ the windows read. No statistics at all since `since`: no signal.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
 from google.cloud import aiplatform_v1
 from temporalio.exceptions import ApplicationError
 
 from activities.gcp.clients import GcpClients
-from activities.gcp.endpoint import vertex_client_options
 from activities.gcp.errors import gcp_call
 from workflows.common.errors import ErrorType
 from workflows.coordinator.triggers import MAX_DRIFTED_FEATURES, DriftSignal
@@ -36,13 +34,9 @@ class ModelMonitoringSource:
         self._clients = clients
         self._settings = settings
 
-    @cached_property
-    def _client(self) -> Any:
-        return aiplatform_v1.JobServiceClient(
-            credentials=self._clients.credentials,
-            transport="rest",
-            client_options=vertex_client_options(self._clients),
-        )
+    @property
+    def _client(self) -> aiplatform_v1.JobServiceClient:
+        return self._clients.jobs
 
     def _job_name(self, model: str) -> str:
         job = self._settings.monitoring_job

@@ -11,7 +11,8 @@ which keeps the exact loop id that labels (lowercase, 63 characters) cannot.
 Idempotent by loop id: a version labelled with the loop's `loop_key` is returned again.
 Aliases `challenger`, `champion`, `previous-champion` are moved with mergeVersionAliases: first
 removed from the version holding them (`-alias`), then added, each step safe to repeat, so a
-retry after any step converges. Every call goes through `gcp_call`.
+retry after any step converges. Every call goes through `gcp_call`, on the GAPIC v1
+ModelServiceClient (`GcpClients.models`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import re
 import threading
 from pathlib import Path
 from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import aiplatform_v1
 
 from activities.cloud_registry import load_model_folder, upload_model_folder
 from activities.gcp.clients import GcpClients
@@ -38,6 +42,9 @@ from workflows.loop.models import (
 from workflows.spec.vertex import VertexSettings
 
 _DESCRIBED_LOOP = re.compile(r"^loop_id=([\w.-]+);")
+# How long an upload's operation is waited for: google-api-core's default polling deadline,
+# which the aiplatform SDK's Model.upload waited. Over it: TimeoutError, retryable.
+UPLOAD_TIMEOUT_SECONDS = 900.0
 
 
 class VertexRegistry:
@@ -109,7 +116,7 @@ class VertexRegistry:
             if version.source in self._loaded:
                 return self._loaded[version.source]
         with gcp_call(f"get Vertex model {version.source}"):
-            found = self._client().get_model(name=version.source)
+            found = self.clients.models.get_model(name=version.source)
         directory = self.home / "vertex-models" / version.model / str(found.version_id)
         estimator = load_model_folder(self.store, found.artifact_uri, directory)
         with self._lock:
@@ -122,25 +129,14 @@ class VertexRegistry:
 
     # ---- Vertex calls ----------------------------------------------------------------------
 
-    def _client(self) -> Any:
-        from google.cloud import aiplatform
-
-        self.clients.init_vertex()
-        # The SDK's GAPIC ModelServiceClient, built with our project, location and credentials.
-        return aiplatform.Model._instantiate_client(self.clients.location, self.clients.credentials)
-
     def _parent(self, model: str) -> str | None:
         """The Vertex Model holding our model's versions (None before its first version)."""
         with self._lock:
             if model in self._parents:
                 return self._parents[model]
-        parent = f"projects/{self.clients.project}/locations/{self.clients.location}"
+        request = {"parent": self.clients.vertex_parent, "filter": f'display_name="{model}"'}
         with gcp_call(f"list Vertex models named {model}"):
-            found = list(
-                self._client().list_models(
-                    request={"parent": parent, "filter": f'display_name="{model}"'}
-                )
-            )
+            found = list(self.clients.models.list_models(request=request))
         if not found:
             return None
         oldest = min(found, key=lambda m: (m.create_time, m.name))
@@ -154,28 +150,28 @@ class VertexRegistry:
             raise RegistryError(f"{model} has no versions in the Vertex Model Registry")
         return parent
 
-    def _list(self, parent: str, filter_text: str = "") -> list[Any]:
+    def _list(self, parent: str, filter_text: str = "") -> list[aiplatform_v1.Model]:
         with gcp_call(f"list versions of {parent}"):
             found = list(
-                self._client().list_model_versions(request={"name": parent, "filter": filter_text})
+                self.clients.models.list_model_versions(
+                    request={"name": parent, "filter": filter_text}
+                )
             )
         return sorted(found, key=lambda m: int(m.version_id))
 
-    def _get(self, parent: str, version: str) -> Any:
-        from google.api_core import exceptions as gexc
-
+    def _get(self, parent: str, version: str) -> aiplatform_v1.Model:
         with gcp_call(f"get {parent}@{version}"):
             try:
-                return self._client().get_model(name=f"{parent}@{version}")
+                return self.clients.models.get_model(name=f"{parent}@{version}")
             except gexc.NotFound as error:
                 raise RegistryError(f"{parent} has no version {version}: {error}") from error
 
-    def _holder(self, parent: str, alias: str) -> Any | None:
+    def _holder(self, parent: str, alias: str) -> aiplatform_v1.Model | None:
         return next((m for m in self._list(parent) if alias in m.version_aliases), None)
 
     def _merge(self, parent: str, version: str, changes: list[str]) -> None:
         with gcp_call(f"merge aliases {changes} into {parent}@{version}"):
-            self._client().merge_version_aliases(
+            self.clients.models.merge_version_aliases(
                 name=f"{parent}@{version}", version_aliases=changes
             )
 
@@ -187,13 +183,13 @@ class VertexRegistry:
             self._merge(parent, str(holder.version_id), [f"-{alias}"])
         self._merge(parent, version, [alias])
 
-    def _version_of_loop(self, parent: str, model: str, loop_id: str) -> Any | None:
+    def _version_of_loop(self, parent: str, model: str, loop_id: str) -> aiplatform_v1.Model | None:
         found = self._list(parent, f'labels.{LOOP_KEY}="{loop_key(model, loop_id)}"')
         return found[0] if found else None
 
-    def _upload(self, request: RegisterRequest, parent: str | None) -> Any:
-        from google.cloud import aiplatform
-
+    def _upload(self, request: RegisterRequest, parent: str | None) -> aiplatform_v1.Model:
+        """Upload a version (a new Model when `parent` is None), as the aiplatform SDK's
+        Model.upload did, and read it back."""
         directory = (
             f"{self.settings.staging_bucket}/{self.settings.prefix}"
             f"/models/{request.model}/{request.loop_id}"
@@ -211,27 +207,31 @@ class VertexRegistry:
             f"parent_champion={lineage.parent_champion or 'none'}; "
             f"spec_hash={lineage.spec_hash}; artifact_sha256={request.artifact_sha256}"
         )
-        self.clients.init_vertex()
+        version = aiplatform_v1.Model(
+            display_name=request.model,
+            description="Registered by adaptive-retraining loops.",
+            version_description=description,
+            labels=labels,
+            artifact_uri=directory,
+            container_spec=aiplatform_v1.ModelContainerSpec(image_uri=self.settings.serving_image),
+            # The first version is the default one; later ones are reached by version/alias.
+            version_aliases=["default"] if parent is None else [],
+        )
         with gcp_call(f"upload a version of {request.model} to the Vertex Model Registry"):
-            uploaded = aiplatform.Model.upload(
-                serving_container_image_uri=self.settings.serving_image,
-                artifact_uri=directory,
-                display_name=request.model,
-                parent_model=parent,
-                # The first version is the default one; later ones are reached by version/alias.
-                is_default_version=parent is None,
-                version_description=description,
-                description="Registered by adaptive-retraining loops.",
-                labels=labels,
-                project=self.clients.project,
-                location=self.clients.location,
-                credentials=self.clients.credentials,
+            operation = self.clients.models.upload_model(
+                request=aiplatform_v1.UploadModelRequest(
+                    parent=self.clients.vertex_parent, model=version, parent_model=parent
+                )
+            )
+            response = operation.result(timeout=UPLOAD_TIMEOUT_SECONDS)  # type: ignore[no-untyped-call]
+            uploaded = self.clients.models.get_model(
+                name=f"{response.model}@{response.model_version_id}"
             )
         with self._lock:
-            self._parents.setdefault(request.model, _unversioned(uploaded.resource_name))
-        return uploaded.gca_resource
+            self._parents.setdefault(request.model, _unversioned(uploaded.name))
+        return uploaded
 
-    def _ours(self, model: str, parent: str, found: Any) -> ModelVersion:
+    def _ours(self, model: str, parent: str, found: aiplatform_v1.Model) -> ModelVersion:
         described = _DESCRIBED_LOOP.match(found.version_description or "")
         loop_id = described.group(1) if described else found.labels.get("loop_id")
         version = str(found.version_id)

@@ -23,14 +23,17 @@ container reads and writes `/gcs/<bucket>/<path>` directly. Its cost is the job'
 replicas x the machine type's hourly price (the spec's table over documented defaults); a
 PipelineJob's is not summed (None: the coordinator keeps its estimate).
 
-Pipeline mode (`settings.pipeline_template`: a compiled KFP spec, local or gs://) - the
-pipeline must
+Pipeline mode (`settings.pipeline_template`: a compiled KFP spec, local or gs://, turned into
+a PipelineJob by `activities.gcp.pipelines`) - the pipeline must
 - declare the STRING parameters trigger_type, trigger_reason, event_count, drift_severity,
   train_path, validation_path, job_config_path and model_output_path (all are passed);
 - read the TrainingJob JSON at job_config_path and the data at train_path / validation_path
   (gs:// uris of single objects), e.g. by running `activities.container_entry` in a step;
 - write result.json and the artifact into model_output_path (a gs:// prefix), as
   `container_entry --model-dir` does, and succeed only once they exist.
+
+Jobs go through the GAPIC v1 JobServiceClient and PipelineServiceClient (`GcpClients.jobs`,
+`.pipelines`), every call inside `gcp_call`.
 """
 
 from __future__ import annotations
@@ -39,16 +42,20 @@ import hashlib
 import re
 import tempfile
 from collections.abc import Callable
+from contextlib import suppress
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TypeVar, cast
 
 from google.api_core import exceptions as gexc
+from google.cloud import aiplatform_v1
 from temporalio.exceptions import ApplicationError
 
 from activities.cloud_training import fetch_model_dir, poll
 from activities.gcp.clients import GcpClients
 from activities.gcp.errors import gcp_call
 from activities.gcp.gcs_store import GcsStore, gcs_location
+from activities.gcp.pipelines import load_template, pipeline_job
 from activities.local.training import checked_names
 from activities.mirror import is_remote
 from workflows.common.errors import ErrorType
@@ -63,6 +70,8 @@ _NOT_IN_LABEL_KEYS = re.compile(r"[^a-z0-9_-]+")
 _NOT_IN_IDS = re.compile(r"[^a-z0-9]+")
 _PIPELINE_PARAMETERS = ("trigger_type", "trigger_reason", "event_count", "drift_severity")
 _DONE = ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED")
+
+_Job = TypeVar("_Job", aiplatform_v1.CustomJob, aiplatform_v1.PipelineJob)
 
 
 def label_value(value: str) -> str:
@@ -103,7 +112,13 @@ def gcs_mount(uri: str) -> str:
     return f"/gcs/{bucket}/{name}"
 
 
-def _state(resource: Any) -> str:
+def _time(field: object) -> datetime | None:
+    """A Timestamp field's value: proto-plus gives a datetime (None when unset), where the
+    messages' annotations say Timestamp."""
+    return cast("datetime | None", field)
+
+
+def _state(resource: aiplatform_v1.CustomJob | aiplatform_v1.PipelineJob) -> str:
     """`JOB_STATE_RUNNING` / `PIPELINE_STATE_RUNNING` -> `RUNNING`."""
     return str(resource.state.name).split("_STATE_", 1)[-1]
 
@@ -132,7 +147,6 @@ class VertexTraining:
 
     def train(self, job: TrainingJob, heartbeat: Callable[[str], None]) -> TrainingResult:
         model, loop_id = checked_names(job)
-        self.clients.init_vertex()
         run = self.run_uri(model, loop_id)
         cost: float | None = None
         if self.settings.pipeline_template is not None:
@@ -144,11 +158,10 @@ class VertexTraining:
         self.store.delete_prefix(f"{run}/input/")
         return result.model_copy(update={"cost": cost})
 
-    def cost(self, resource: Any) -> float | None:
+    def cost(self, custom_job: aiplatform_v1.CustomJob) -> float | None:
         """A CustomJob's cost: its run time (start to end) x replicas x the machine type's
         hourly price (`VertexSettings.training_price`); None without both times or a price."""
-        gca = resource.gca_resource
-        start, end = gca.start_time, gca.end_time
+        start, end = _time(custom_job.start_time), _time(custom_job.end_time)
         price = self.settings.training_price(self.settings.machine_type)
         if not start or not end or price is None:
             return None
@@ -160,25 +173,36 @@ class VertexTraining:
     def _run_custom_job(
         self, job: TrainingJob, heartbeat: Callable[[str], None]
     ) -> tuple[bool, float | None]:
-        from google.cloud import aiplatform
-
         model, loop_id = job.request.model, job.request.loop_id
         key = loop_key(model, loop_id)
         with gcp_call(f"list Vertex CustomJobs of {loop_id}"):
-            found = aiplatform.CustomJob.list(filter=f'labels.{LOOP_KEY}="{key}"', **self._where())
+            found = list(
+                self.clients.jobs.list_custom_jobs(
+                    request={
+                        "parent": self.clients.vertex_parent,
+                        "filter": f'labels.{LOOP_KEY}="{key}"',
+                    }
+                )
+            )
         # An earlier attempt's job, unless it was cancelled (then this attempt trains anew).
         alive = [j for j in found if _state(j) not in ("CANCELLED", "CANCELLING")]
         if alive:
-            custom_job = min(alive, key=lambda j: j.create_time)
+            # The oldest: every listed job has its creation time (a datetime, see `_time`).
+            custom_job = min(alive, key=lambda j: cast(datetime, j.create_time))
         else:
             custom_job = self._create_custom_job(job)
-        run = self.run_uri(model, loop_id)
-        self._wait(custom_job, f"CustomJob {custom_job.resource_name}", run, heartbeat)
-        return bool(alive), self.cost(custom_job)
+        name = custom_job.name
+        finished = self._wait(
+            lambda: self.clients.jobs.get_custom_job(name=name),
+            lambda: self.clients.jobs.cancel_custom_job(name=name),
+            f"CustomJob {name}",
+            self.run_uri(model, loop_id),
+            heartbeat,
+        )
+        return bool(alive), self.cost(finished)
 
-    def _create_custom_job(self, job: TrainingJob) -> Any:
-        from google.cloud import aiplatform
-
+    def _create_custom_job(self, job: TrainingJob) -> aiplatform_v1.CustomJob:
+        """The CustomJob the aiplatform SDK's `CustomJob(...).submit(...)` created."""
         run = self.run_uri(job.request.model, job.request.loop_id)
         paths = self._stage(job, run)
         arguments = [
@@ -189,29 +213,33 @@ class VertexTraining:
             "--failure-file", gcs_mount(f"{run}/output/failure"),
             "--backend", BACKEND,
         ]  # fmt: skip
-        worker_pool = {
-            "machine_spec": {"machine_type": self.settings.machine_type},
-            "replica_count": self.settings.replica_count,
-            "container_spec": {
-                "image_uri": self.settings.training_image,
-                "command": ["python", "-m", "activities.container_entry"],
-                "args": arguments,
-            },
-        }
-        with gcp_call(f"create Vertex CustomJob for {job.request.loop_id}"):
-            custom_job = aiplatform.CustomJob(
-                display_name=f"{job.request.model}-{job.request.loop_id}"[:128],
+        worker_pool = aiplatform_v1.WorkerPoolSpec(
+            machine_spec=aiplatform_v1.MachineSpec(machine_type=self.settings.machine_type),
+            replica_count=self.settings.replica_count,
+            container_spec=aiplatform_v1.ContainerSpec(
+                image_uri=self.settings.training_image,
+                command=["python", "-m", "activities.container_entry"],
+                args=arguments,
+            ),
+        )
+        custom_job = aiplatform_v1.CustomJob(
+            display_name=f"{job.request.model}-{job.request.loop_id}"[:128],
+            job_spec=aiplatform_v1.CustomJobSpec(
                 worker_pool_specs=[worker_pool],
-                base_output_dir=f"{run}/output",
-                staging_bucket=self.settings.staging_bucket,
-                labels=labels_for(job, self.settings),
-                **self._where(),
-            )
-            custom_job.submit(
+                base_output_directory=aiplatform_v1.GcsDestination(
+                    output_uri_prefix=f"{run}/output"
+                ),
                 service_account=self.settings.service_account,
-                timeout=max(1, int(job.timeout_seconds)),
+                scheduling=aiplatform_v1.Scheduling(
+                    timeout=timedelta(seconds=max(1, int(job.timeout_seconds)))
+                ),
+            ),
+            labels=labels_for(job, self.settings),
+        )
+        with gcp_call(f"create Vertex CustomJob for {job.request.loop_id}"):
+            return self.clients.jobs.create_custom_job(
+                parent=self.clients.vertex_parent, custom_job=custom_job
             )
-        return custom_job
 
     # ---- PipelineJob ---------------------------------------------------------------------
 
@@ -219,29 +247,27 @@ class VertexTraining:
         self, job: TrainingJob, template: str, heartbeat: Callable[[str], None]
     ) -> bool:
         model, loop_id = job.request.model, job.request.loop_id
-        name = (
-            f"projects/{self.clients.project}/locations/{self.clients.location}"
-            f"/pipelineJobs/{pipeline_job_id(model, loop_id)}"
+        name = f"{self.clients.vertex_parent}/pipelineJobs/{pipeline_job_id(model, loop_id)}"
+        reused = self._get_pipeline(name) is not None
+        if not reused:
+            self._submit_pipeline(job, template)
+        self._wait(
+            lambda: self.clients.pipelines.get_pipeline_job(name=name),
+            lambda: self.clients.pipelines.cancel_pipeline_job(name=name),
+            f"PipelineJob {name}",
+            self.run_uri(model, loop_id),
+            heartbeat,
         )
-        pipeline = self._get_pipeline(name)
-        reused = pipeline is not None
-        if pipeline is None:
-            pipeline = self._submit_pipeline(job, template)
-        self._wait(pipeline, f"PipelineJob {name}", self.run_uri(model, loop_id), heartbeat)
         return reused
 
-    def _get_pipeline(self, name: str) -> Any | None:
-        from google.cloud import aiplatform
-
+    def _get_pipeline(self, name: str) -> aiplatform_v1.PipelineJob | None:
         with gcp_call(f"get Vertex PipelineJob {name}"):
             try:
-                return aiplatform.PipelineJob.get(name, **self._where())
+                return self.clients.pipelines.get_pipeline_job(name=name)
             except gexc.NotFound:
                 return None
 
-    def _submit_pipeline(self, job: TrainingJob, template: str) -> Any:
-        from google.cloud import aiplatform
-
+    def _submit_pipeline(self, job: TrainingJob, template: str) -> None:
         model, loop_id = job.request.model, job.request.loop_id
         run = self.run_uri(model, loop_id)
         paths = self._stage(job, run)
@@ -252,40 +278,31 @@ class VertexTraining:
             "job_config_path": paths["job"],
             "model_output_path": f"{run}/output/model",
         }
-        with tempfile.TemporaryDirectory() as tmp:
-            # The SDK would read a gs:// template through a default storage client; ours honours
-            # the configured endpoint and credentials.
-            local_template = template
-            if template.startswith("gs://"):
-                local_template = str(Path(tmp) / Path(gcs_location(template)[1]).name)
-                self.store.download(template, Path(local_template))
-            with gcp_call(f"submit Vertex PipelineJob for {loop_id}"):
-                pipeline = aiplatform.PipelineJob(
-                    display_name=f"{model}-{loop_id}"[:128],
-                    template_path=local_template,
-                    job_id=pipeline_job_id(model, loop_id),
-                    pipeline_root=f"{run}/output/pipeline",
-                    parameter_values=parameters,
-                    labels=labels_for(job, self.settings),
-                    **self._where(),
-                )
-                try:
-                    pipeline.submit(service_account=self.settings.service_account)
-                except gexc.AlreadyExists:
-                    # A concurrent attempt submitted it first: that one is ours.
-                    found = self._get_pipeline(pipeline.resource_name)
-                    assert found is not None
-                    return found
-        return pipeline
+        if template.startswith("gs://"):
+            with tempfile.TemporaryDirectory() as tmp:
+                local = Path(tmp) / Path(gcs_location(template)[1]).name
+                self.store.download(template, local)
+                compiled = load_template(local)
+        else:
+            compiled = load_template(Path(template))
+        pipeline = pipeline_job(
+            compiled,
+            display_name=f"{model}-{loop_id}"[:128],
+            pipeline_root=f"{run}/output/pipeline",
+            parameters=parameters,
+            labels=labels_for(job, self.settings),
+            service_account=self.settings.service_account,
+        )
+        # ALREADY_EXISTS (a 409, which google-api-core raises over REST as Conflict, the base of
+        # AlreadyExists): a concurrent attempt submitted this loop's job first; it is waited for.
+        with gcp_call(f"submit Vertex PipelineJob for {loop_id}"), suppress(gexc.Conflict):
+            self.clients.pipelines.create_pipeline_job(
+                parent=self.clients.vertex_parent,
+                pipeline_job=pipeline,
+                pipeline_job_id=pipeline_job_id(model, loop_id),
+            )
 
     # ---- shared --------------------------------------------------------------------------
-
-    def _where(self) -> dict[str, Any]:
-        return {
-            "project": self.clients.project,
-            "location": self.clients.location,
-            "credentials": self.clients.credentials,
-        }
 
     def _stage(self, job: TrainingJob, run: str) -> dict[str, str]:
         """Upload what the container reads (data already on GCS is read where it is)."""
@@ -311,29 +328,38 @@ class VertexTraining:
         )
         return staged
 
-    def _wait(self, resource: Any, what: str, run: str, heartbeat: Callable[[str], None]) -> None:
-        """Poll until the job ends, heartbeating; a cancelled activity cancels the job."""
+    def _wait(
+        self,
+        get: Callable[[], _Job],
+        cancel: Callable[[], None],
+        what: str,
+        run: str,
+        heartbeat: Callable[[str], None],
+    ) -> _Job:
+        """Poll until the job ends, heartbeating; a cancelled activity cancels the job.
+        Returns the job as last read."""
 
-        def read() -> str:
+        def read() -> _Job:
             with gcp_call(f"get {what}"):
-                return _state(resource)  # the SDK reads the job anew for each `state`
+                return get()
 
-        def cancel() -> None:
+        def cancel_job() -> None:
             with gcp_call(f"cancel {what}"):
-                resource.cancel()
+                cancel()
 
-        state = poll(
+        finished = poll(
             read,
-            lambda state: state in _DONE,
-            lambda state: f"Vertex {what}: {state}",
+            lambda found: _state(found) in _DONE,
+            lambda found: f"Vertex {what}: {_state(found)}",
             heartbeat,
             poll_seconds=self.poll_seconds,
             max_poll_seconds=self.max_poll_seconds,
-            cancel=cancel,
+            cancel=cancel_job,
         )
+        state = _state(finished)
         if state == "SUCCEEDED":
-            return
-        reason = self._failure_text(f"{run}/output/failure") or _error_message(resource)
+            return finished
+        reason = self._failure_text(f"{run}/output/failure") or _error_message(finished)
         if state == "FAILED":
             raise ApplicationError(
                 f"Vertex {what} failed: {reason}",
@@ -355,6 +381,6 @@ class VertexTraining:
             return target.read_text(errors="replace").strip() or None
 
 
-def _error_message(resource: Any) -> str:
+def _error_message(resource: aiplatform_v1.CustomJob | aiplatform_v1.PipelineJob) -> str:
     error = resource.error
     return str(error.message) if error is not None and error.message else "no reason given"

@@ -2,9 +2,12 @@
 image's own interpreter, after every package is installed with `pip install --no-compile`).
 
 1. Removes what production never loads: the libraries' test suites, the sources and headers
-   wheels ship for building against them (Cython, C/C++, Rust, type stubs), and the parts of
+   wheels ship for building against them (Cython, C/C++, Rust, type stubs), the parts of
    pyarrow we never import (Arrow Flight, its S3 filesystem: our clouds' data goes through
-   boto3 and the Google and Azure SDKs; `pyarrow.fs` imports without them).
+   boto3 and the Google and Azure SDKs; `pyarrow.fs` imports without them), and the packages
+   of UNUSED_PACKAGES: most of google-cloud-aiplatform (the Vertex backend uses only its GAPIC
+   v1 clients) and what only the rest of it needs. Should one of our modules import such a
+   package, the build fails.
 2. Compiles byte code for what the image's commands import, and only that: every module of our
    packages is imported once, so each library module they reach is compiled; the rest of the
    libraries (most of SciPy, SQLAlchemy's dialects, ...) stays source only. Without byte code
@@ -59,13 +62,31 @@ UNUSED = (
     # The Rust sources of the SDK's core, shipped beside the compiled bridge.
     "temporalio/bridge/sdk-core",
     "temporalio/bridge/src",
+    # Vertex's async REST transports need google-cloud-aiplatform's `async_rest` extra
+    # (aiohttp), which nothing installs: the clients' guarded imports of them always fail.
+    "google/cloud/aiplatform_v1/services/*/transports/rest_asyncio.py",
+)
+# Whole packages (dotted names) that nothing of ours imports, though a distribution we need
+# brings them: removed like UNUSED, and `warm` fails if one of our modules imports one.
+# google-cloud-aiplatform's: the Vertex backend uses only its GAPIC v1 clients
+# (google.cloud.aiplatform_v1), which import none of these (tests/gcp/test_vertex_imports.py).
+UNUSED_PACKAGES = (
+    "google.cloud.aiplatform",  # the high-level SDK: importing it loads all of v1beta1
+    "google.cloud.aiplatform_v1beta1",  # the preview API, for the high-level SDK
+    "vertexai",  # the generative AI SDK
+    "agentplatform",  # the Agent Platform SDK, vertexai's successor
+    "vertex_ray",  # Ray on Vertex
+    "google.genai",  # google-genai, the Gemini client of vertexai and agentplatform
+    # google-cloud-resource-manager: the high-level SDK's and agentplatform's project lookups
+    "google.cloud.resourcemanager",
+    "google.cloud.resourcemanager_v3",
 )
 
 
 def removable(site: Path) -> list[Path]:
     """Every path `prune` removes, sorted (a directory's contents are not listed apart)."""
     found: set[Path] = set()
-    for pattern in UNUSED:
+    for pattern in (*UNUSED, *(name.replace(".", "/") for name in UNUSED_PACKAGES)):
         found.update(site.glob(pattern))
     for path in site.rglob("*"):
         if path.is_dir():
@@ -91,19 +112,24 @@ def prune(site: Path) -> int:
     return freed
 
 
-def warm(packages: Iterable[str] = OUR_PACKAGES, lazy: Iterable[str] = LAZY_IMPORTS) -> list[str]:
+def warm(
+    packages: Iterable[str] = OUR_PACKAGES,
+    lazy: Iterable[str] = LAZY_IMPORTS,
+    removed: Iterable[str] = UNUSED_PACKAGES,
+) -> list[str]:
     """Import every module of `packages` (and `lazy`), writing byte code as they load.
 
     A module needing a library the image's extras do not install (`activities.gcp` in an
-    AWS-only image) is skipped and returned; any other failure fails the build."""
+    AWS-only image) is skipped and returned; any other failure fails the build, and so does a
+    module needing one of the `removed` packages."""
     was, sys.dont_write_bytecode = sys.dont_write_bytecode, False
     try:
-        return _import_all(list(packages), list(lazy))
+        return _import_all(list(packages), list(lazy), list(removed))
     finally:
         sys.dont_write_bytecode = was
 
 
-def _import_all(packages: list[str], lazy: list[str]) -> list[str]:
+def _import_all(packages: list[str], lazy: list[str], removed: list[str]) -> list[str]:
     skipped: list[str] = []
     names = list(lazy)
     for package in packages:
@@ -116,6 +142,11 @@ def _import_all(packages: list[str], lazy: list[str]) -> list[str]:
             missing = (err.name or "").partition(".")[0]
             if not missing or missing in packages:
                 raise
+            if any(f"{err.name}.".startswith(f"{package}.") for package in removed):
+                raise ModuleNotFoundError(
+                    f"{name} imports {err.name}, which slim.py removes (UNUSED_PACKAGES)",
+                    name=err.name,
+                ) from err
             skipped.append(f"{name} (needs {err.name})")
     return skipped
 

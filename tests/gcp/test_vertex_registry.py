@@ -1,4 +1,4 @@
-"""VertexRegistry through the real SDK (Model.upload, versions, aliases) against the local fake."""
+"""VertexRegistry through the GAPIC v1 ModelServiceClient (versions, aliases) on the local fake."""
 
 from __future__ import annotations
 

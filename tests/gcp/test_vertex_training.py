@@ -1,4 +1,4 @@
-"""Vertex training (CustomJob and PipelineJob) through the real SDK against the local fake.
+"""Vertex training (CustomJob and PipelineJob) through the GAPIC v1 clients against the fake.
 
 The fake never runs a container: `ContainerEmulator` (tests/support/vertex_harness.py) runs the real
 `activities.container_entry` with each job's own arguments against the fake's GCS.
@@ -272,3 +272,20 @@ def test_pipeline_mode_submits_once_with_our_parameters(
     again = backend.train(job, no_heartbeat)
     assert again.reused and len(vertex.state.table(jobs.PIPELINE)) == 1
     assert len(emulator.runs) == 1
+
+
+def test_a_pipeline_submitted_concurrently_by_another_attempt_is_waited_for(
+    vertex: RunningFake, emulator: ContainerEmulator, job: TrainingJob, tmp_path: Path
+) -> None:
+    template = "adaptive-retraining/templates/churn-training.json"
+    storage.put_object(vertex.state, BUCKET, template, json.dumps(pipeline_spec()).encode())
+    backend = training(vertex, tmp_path, pipeline_template=f"gs://{BUCKET}/{template}")
+    first = backend.train(job, no_heartbeat)
+
+    # The other attempt's job is not there yet when this one looks, but is when it submits
+    # (Vertex answers 409 ALREADY_EXISTS, which google-api-core raises as Conflict over REST).
+    name = f"{PARENT}/pipelineJobs/{pipeline_job_id('churn', LOOP)}"
+    vertex.state.faults.append((f"GET /v1/{name}", 404, f"{name} not found"))
+    again = backend.train(job, no_heartbeat)
+    assert again.artifact_sha256 == first.artifact_sha256
+    assert len(vertex.state.table(jobs.PIPELINE)) == 1 and len(emulator.runs) == 1

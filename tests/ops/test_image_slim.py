@@ -46,6 +46,12 @@ KEPT = (
     "scipy/stats/_stats_py.py",
     "tests/conftest.py",  # a top-level package named tests is not a library's test suite
     "numpy/testing/__init__.py",
+    # The Vertex backend's GAPIC v1 clients stay, beside the high-level SDK's removed packages.
+    "google/cloud/aiplatform_v1/__init__.py",
+    "google/cloud/aiplatform_v1/services/model_service/client.py",
+    "google/cloud/aiplatform_v1/services/model_service/transports/rest.py",
+    "google/cloud/storage/client.py",
+    "google/api_core/operations_v1/transports/rest_asyncio.py",
 )
 REMOVED = (
     "pyarrow/libarrow_flight.so.2600",
@@ -64,6 +70,18 @@ REMOVED = (
     "temporalio/bridge/sdk-core/crates/core/src/lib.rs",
     "temporalio/bridge/src/lib.rs",
     "scipy/stats/__pycache__/_stats_py.cpython-311.pyc",
+    "google/cloud/aiplatform/__init__.py",
+    "google/cloud/aiplatform/models.py",
+    "google/cloud/aiplatform_v1beta1/__init__.py",
+    "google/cloud/aiplatform_v1beta1/services/model_service/client.py",
+    "vertexai/__init__.py",
+    "vertexai/generative_models/_generative_models.py",
+    "agentplatform/__init__.py",
+    "vertex_ray/__init__.py",
+    "google/genai/models.py",
+    "google/cloud/resourcemanager/__init__.py",
+    "google/cloud/resourcemanager_v3/services/projects/client.py",
+    "google/cloud/aiplatform_v1/services/model_service/transports/rest_asyncio.py",
 )
 
 
@@ -102,6 +120,20 @@ def test_warm_compiles_what_our_packages_import_and_only_that(packages: Path) ->
     assert list((packages / "lib/__pycache__").glob("__init__.*.pyc"))
     assert list((packages / "ours/__pycache__").glob("core.*.pyc"))
     assert not list((packages / "lib/__pycache__").glob("unused.*.pyc"))
+
+
+def test_warm_fails_when_one_of_our_modules_imports_a_removed_package(packages: Path) -> None:
+    """A package removed as unused is not a missing extra: importing it is a broken image."""
+    with pytest.raises(ModuleNotFoundError, match=r"ours\.cloud imports not_in_this_image_sdk"):
+        slim.warm(packages=("ours",), lazy=(), removed=("not_in_this_image_sdk",))
+    # A package is matched whole: a name it merely starts with is another package.
+    assert slim.warm(packages=("ours",), lazy=(), removed=("not_in_this_image",)) == [
+        "ours.cloud (needs not_in_this_image_sdk)"
+    ]
+    # A removed subpackage of an installed library (google.cloud.aiplatform in google.cloud).
+    (packages / "ours/cloud.py").write_text("import lib.removed.models\n")
+    with pytest.raises(ModuleNotFoundError, match=r"imports lib\.removed, which slim.py removes"):
+        slim.warm(packages=("ours",), lazy=(), removed=("lib.removed",))
 
 
 def test_warm_fails_when_one_of_our_own_modules_is_missing(packages: Path) -> None:

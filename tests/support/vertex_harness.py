@@ -1,9 +1,8 @@
 """The Vertex/GCS fake on loopback, and `GcpClients` pointed at it, for the Vertex backend's tests.
 
 One fake per test (it starts in milliseconds), so tests never see each other's buckets, jobs or
-models. Clients use anonymous credentials and the fake's address for Vertex, Cloud Storage and
-Cloud Monitoring, and the SDK's waits and its pipeline-bucket check are patched so nothing
-reaches Google.
+models. Clients use anonymous credentials and the fake's address for Vertex, Cloud Storage,
+Cloud Monitoring, BigQuery and Pub/Sub, so nothing reaches Google.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ def route_factories() -> list[RouteFactory]:
 
 
 def fake_clients(fake: RunningFake) -> GcpClients:
-    clients = GcpClients(
+    return GcpClients(
         fake.state.project,
         fake.state.location,
         credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
@@ -61,25 +60,10 @@ def fake_clients(fake: RunningFake) -> GcpClients:
         bigquery_endpoint=fake.url,
         pubsub_endpoint=fake.url,
     )
-    clients.init_vertex()
-    return clients
 
 
 @pytest.fixture
-def vertex(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningFake]:
-    from google.cloud.aiplatform import jobs as sdk_jobs
-    from google.cloud.aiplatform.utils import gcs_utils
-
-    # The SDK's own waits (only used if something calls `wait()`), kept short.
-    monkeypatch.setattr(sdk_jobs, "_JOB_WAIT_TIME", 0.05)
-    monkeypatch.setattr(sdk_jobs, "_LOG_WAIT_TIME", 0.05)
-    # PipelineJob.submit checks/creates an artifacts bucket through a default (real-Google)
-    # storage client; our pipeline_root is under the staging bucket, which already exists.
-    monkeypatch.setattr(
-        gcs_utils,
-        "create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist",
-        lambda **_: None,
-    )
+def vertex() -> Iterator[RunningFake]:
     state = FakeState(project=PROJECT, location=LOCATION)
     storage.create_bucket(state, BUCKET)
     yield from serve(state, route_factories())

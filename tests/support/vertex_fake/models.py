@@ -1,6 +1,6 @@
 """The fake's Model Registry routes (Vertex AI v1 REST): upload, versions, aliases, get, list.
 
-`models:upload` returns a done long-running operation (so the SDK does not wait) whose response
+`models:upload` returns a done long-running operation (nothing to poll) whose response
 names the model and its new version; `parentModel` adds a version to an existing model. Models
 are stored per version (`<name>@<versionId>`); `get` accepts `<id>`, `<id>@<version>` and
 `<id>@<alias>`. Aliases are unique within a model: adding one another version holds is refused
