@@ -247,12 +247,17 @@ def pipeline_spec() -> dict[str, Any]:
     }
 
 
+def pipeline_training(vertex: RunningFake, tmp_path: Path) -> VertexTraining:
+    """The backend in pipeline mode, its compiled template on the fake's Cloud Storage."""
+    template = "adaptive-retraining/templates/churn-training.json"
+    storage.put_object(vertex.state, BUCKET, template, json.dumps(pipeline_spec()).encode())
+    return training(vertex, tmp_path, pipeline_template=f"gs://{BUCKET}/{template}")
+
+
 def test_pipeline_mode_submits_once_with_our_parameters(
     vertex: RunningFake, emulator: ContainerEmulator, job: TrainingJob, tmp_path: Path
 ) -> None:
-    template = "adaptive-retraining/templates/churn-training.json"
-    storage.put_object(vertex.state, BUCKET, template, json.dumps(pipeline_spec()).encode())
-    backend = training(vertex, tmp_path, pipeline_template=f"gs://{BUCKET}/{template}")
+    backend = pipeline_training(vertex, tmp_path)
 
     result = backend.train(job, no_heartbeat)
     assert not result.reused and sha256_file(Path(result.artifact_path)) == result.artifact_sha256
@@ -277,9 +282,7 @@ def test_pipeline_mode_submits_once_with_our_parameters(
 def test_a_pipeline_submitted_concurrently_by_another_attempt_is_waited_for(
     vertex: RunningFake, emulator: ContainerEmulator, job: TrainingJob, tmp_path: Path
 ) -> None:
-    template = "adaptive-retraining/templates/churn-training.json"
-    storage.put_object(vertex.state, BUCKET, template, json.dumps(pipeline_spec()).encode())
-    backend = training(vertex, tmp_path, pipeline_template=f"gs://{BUCKET}/{template}")
+    backend = pipeline_training(vertex, tmp_path)
     first = backend.train(job, no_heartbeat)
 
     # The other attempt's job is not there yet when this one looks, but is when it submits
