@@ -176,7 +176,7 @@ def _start(
     write_atomically(job_file, job.model_dump_json(indent=2))
     with _runners_lock:
         _runners.difference_update([c for c in _runners if c.poll() is not None])
-        share = thread_share(len(os.sched_getaffinity(0)), running=len(_runners))
+        share = thread_share(usable_cpus(), running=len(_runners))
         env = runner_environment(os.environ, share)
         # The runner imports what the worker can: the same sys.path (test modules, user code).
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -198,6 +198,13 @@ def _start(
     )
     write_atomically(directory / "state.json", state.model_dump_json(indent=2))
     return child, state
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity where the OS has one, as on Linux)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def thread_share(cpus: int, running: int) -> int:

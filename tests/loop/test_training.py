@@ -30,6 +30,7 @@ from activities.local.training import (
     process_start,
     runner_environment,
     thread_share,
+    usable_cpus,
 )
 from activities.loop.training import TrainingActivities
 from activities.training_runner import sha256_file
@@ -237,7 +238,7 @@ def test_runners_share_the_cores_unless_the_environment_limits_threads(
         monkeypatch.delenv(name, raising=False)
     entrypoint = "tests.support.training_entrypoints:thread_limits"
     shared = backend.train(make_job(dataset, entrypoint), no_heartbeat)
-    cores = float(len(os.sched_getaffinity(0)))
+    cores = float(usable_cpus())
     assert shared.metrics == dict.fromkeys(THREAD_LIMITS, cores)
     # The worker's own limit is kept.
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
