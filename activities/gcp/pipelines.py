@@ -30,7 +30,10 @@ _TYPED_KEYS = {"INT": "intValue", "DOUBLE": "doubleValue", "STRING": "stringValu
 
 def load_template(path: Path) -> dict[str, Any]:
     """A compiled pipeline file: YAML is a superset of JSON, so one loader reads both."""
-    loaded = yaml.safe_load(path.read_text())
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise _refused(f"{path.name} is neither JSON nor YAML: {error}") from None
     if not isinstance(loaded, dict):
         raise _refused(f"{path.name} is not a compiled pipeline spec")
     return loaded
@@ -50,20 +53,24 @@ def pipeline_job(
         spec, defaults = template["pipelineSpec"], template.get("runtimeConfig") or {}
     else:
         spec, defaults = template, {}
-    declared = {
-        name: definition.get("parameterType") or definition.get("type")
-        for name, definition in spec["root"]
-        .get("inputDefinitions", {})
-        .get("parameters", {})
-        .items()
-    }
+    try:
+        declared = {
+            name: definition.get("parameterType") or definition.get("type")
+            for name, definition in spec["root"]
+            .get("inputDefinitions", {})
+            .get("parameters", {})
+            .items()
+        }
+        schema = _schema(str(spec["schemaVersion"]))
+    except (KeyError, TypeError, AttributeError) as error:
+        raise _refused(f"not a compiled pipeline spec (no valid {error})") from None
     given = {**_default_values(defaults), **parameters}
     values = {name: value for name, value in given.items() if value is not None}
     undeclared = sorted(set(values) - set(declared))
     if undeclared:
         raise _refused(f"the pipeline does not declare the parameters {', '.join(undeclared)}")
     runtime: dict[str, Any] = {"gcsOutputDirectory": pipeline_root}
-    if _schema(spec["schemaVersion"]) <= _LAST_TYPED_SCHEMA:
+    if schema <= _LAST_TYPED_SCHEMA:
         runtime["parameters"] = {
             name: _typed(name, declared[name], value) for name, value in values.items()
         }

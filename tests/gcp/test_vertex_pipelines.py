@@ -148,3 +148,21 @@ def test_a_file_that_is_no_pipeline_spec_is_refused_for_good(tmp_path: Path) -> 
     with pytest.raises(ApplicationError) as raised:
         load_template(path)
     assert raised.value.type == ErrorType.INVALID_TRAINING_JOB and raised.value.non_retryable
+
+
+@pytest.mark.parametrize(
+    "text", ["{not: [closed", '{"schemaVersion": "2.1.0"}', '{"root": {}, "deploymentSpec": {}}']
+)
+def test_a_malformed_template_is_refused_for_good(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "template.json"
+    path.write_text(text)
+    with pytest.raises(ApplicationError) as raised:
+        pipeline_job(
+            load_template(path),
+            display_name="churn-l-1",
+            pipeline_root=ROOT,
+            parameters=PARAMETERS,
+            labels=LABELS,
+            service_account=None,
+        )
+    assert raised.value.type == ErrorType.INVALID_TRAINING_JOB and raised.value.non_retryable
