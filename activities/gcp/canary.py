@@ -48,7 +48,7 @@ from google.cloud import monitoring_v3
 from temporalio.exceptions import ApplicationError
 
 from activities.gcp.clients import GcpClients
-from activities.gcp.endpoint import deployed_variants, endpoint_client, find_endpoint
+from activities.gcp.endpoint import deployed_variants, find_endpoint
 from activities.gcp.errors import gcp_call
 from activities.ports import CaptureSource, MetricSource
 from activities.rollout.captured import captured_comparison
@@ -129,7 +129,7 @@ class CloudMonitoringCanary:
 
     @cached_property
     def _endpoints(self) -> Any:
-        return endpoint_client(self._clients)
+        return self._clients.endpoints
 
     @cached_property
     def _metrics(self) -> MetricsApi:

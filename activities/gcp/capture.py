@@ -39,7 +39,7 @@ from activities.cloud_capture import (
     prediction_output,
 )
 from activities.gcp.clients import GcpClients
-from activities.gcp.endpoint import deployed_variants, endpoint_client, find_endpoint
+from activities.gcp.endpoint import deployed_variants, find_endpoint
 from activities.gcp.errors import gcp_call
 from activities.gcp.gcs_store import GcsStore, gcs_location
 from activities.ports import CaptureSync
@@ -94,7 +94,7 @@ class BigQueryCaptureSource:
 
     @cached_property
     def _endpoints(self) -> Any:
-        return endpoint_client(self.clients)
+        return self.clients.endpoints
 
     def sync(
         self,

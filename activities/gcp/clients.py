@@ -75,6 +75,14 @@ class GcpClients:
         )
 
     @cached_property
+    def endpoints(self) -> aiplatform_v1.EndpointServiceClient:
+        from google.cloud.aiplatform_v1 import EndpointServiceClient
+
+        return EndpointServiceClient(
+            credentials=self.credentials, transport="rest", client_options=self.vertex_options
+        )
+
+    @cached_property
     def jobs(self) -> aiplatform_v1.JobServiceClient:
         from google.cloud.aiplatform_v1 import JobServiceClient
 

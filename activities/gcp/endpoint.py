@@ -63,14 +63,6 @@ def deployed_model_id(model: str, variant: str) -> str:
     return str(1_000_000_000 + digest % 9_000_000_000)
 
 
-def endpoint_client(clients: GcpClients) -> Any:
-    return aiplatform_v1.EndpointServiceClient(
-        credentials=clients.credentials,
-        transport="rest",
-        client_options=clients.vertex_options,
-    )
-
-
 def find_endpoint(client: Any, settings: VertexSettings) -> Any | None:
     """The endpoint named `settings.endpoint_name` (the oldest, should there be several)."""
     parent = f"projects/{settings.project}/locations/{settings.location}"
@@ -153,7 +145,7 @@ class VertexEndpoint:
 
     @cached_property
     def _client(self) -> Any:
-        return endpoint_client(self._clients)
+        return self._clients.endpoints
 
     def set_traffic(self, change: TrafficChange) -> EndpointState:
         if change.shadow is not None:

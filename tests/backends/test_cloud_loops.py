@@ -27,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.aws.registry import SageMakerRegistry
 from activities.aws.s3_store import S3Store
 from activities.backends import CloudConnections
-from activities.gcp.endpoint import deployed_variants, endpoint_client, find_endpoint
+from activities.gcp.endpoint import deployed_variants, find_endpoint
 from activities.gcp.gcs_store import GcsStore
 from activities.gcp.registry import VertexRegistry
 from activities.loop.audit import AuditStore
@@ -200,7 +200,7 @@ async def test_a_vertex_model_from_drift_to_promotion_and_a_bad_candidate_rolled
     champion = registry.champion(model)
     assert champion is not None and champion.version == "2"
     assert "champion" in champion.aliases
-    endpoint = find_endpoint(endpoint_client(clients), spec.vertex)
+    endpoint = find_endpoint(clients.endpoints, spec.vertex)
     assert endpoint is not None
     variants = deployed_variants(endpoint)
     live = {deployed: weight for deployed, weight in endpoint.traffic_split.items() if weight}

@@ -14,7 +14,6 @@ from activities.gcp.canary import CloudMonitoringCanary, publish_quality
 from activities.gcp.endpoint import (
     VertexEndpoint,
     deployed_variants,
-    endpoint_client,
     find_endpoint,
 )
 from tests.gcp.test_vertex_endpoint import MODEL, change, clients_for, settings_for
@@ -41,7 +40,7 @@ def deployed(fake: RunningFake) -> dict[str, str]:
     )
     endpoint.set_traffic(change({"v1": 100}, "initial"))
     endpoint.set_traffic(change({"v1": 50, "v2": 50}, "stage-1"))
-    found = find_endpoint(endpoint_client(clients_for(fake)), settings)
+    found = find_endpoint(clients_for(fake).endpoints, settings)
     assert found is not None
     fake.state.tables["endpoint_id"] = {"id": found.name.rsplit("/", 1)[-1]}
     return deployed_variants(found)

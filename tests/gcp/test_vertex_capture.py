@@ -15,7 +15,6 @@ from activities.gcp.capture import BigQueryCaptureSource
 from activities.gcp.endpoint import (
     VertexEndpoint,
     deployed_variants,
-    endpoint_client,
     find_endpoint,
 )
 from activities.local.capture import capture_dir
@@ -72,7 +71,7 @@ def deploy(fake: RunningFake, spec: ModelSpec) -> dict[str, str]:
         ),
     ):
         endpoint.set_traffic(change)
-    found = find_endpoint(endpoint_client(clients), spec.vertex)
+    found = find_endpoint(clients.endpoints, spec.vertex)
     assert found is not None
     return deployed_variants(found)
 
@@ -81,7 +80,7 @@ def test_the_endpoint_logs_to_the_settings_table(vertex: RunningFake) -> None:
     spec = spec_for(vertex, sampling_percentage=25)
     deploy(vertex, spec)
     assert spec.vertex is not None
-    found = find_endpoint(endpoint_client(fake_clients(vertex)), spec.vertex)
+    found = find_endpoint(fake_clients(vertex).endpoints, spec.vertex)
     assert found is not None
     config = found.predict_request_response_logging_config
     assert config.enabled and config.sampling_rate == pytest.approx(0.25)

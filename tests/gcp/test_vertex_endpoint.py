@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
+from google.protobuf import field_mask_pb2
 from temporalio.exceptions import ApplicationError
 
 from activities.gcp.clients import GcpClients
-from activities.gcp.endpoint import VertexEndpoint, endpoint_client, find_endpoint
+from activities.gcp.endpoint import VertexEndpoint, find_endpoint
 from activities.ports import EndpointUnavailable, TrafficRefused
 from tests.support.vertex_fake import endpoints, monitoring
 from tests.support.vertex_fake.server import FakeState, RunningFake, serve
@@ -131,13 +132,15 @@ def test_a_split_not_summing_to_100_is_refused_by_the_fake(
     fake: RunningFake, endpoint: VertexEndpoint
 ) -> None:
     endpoint.set_traffic(change({"v1": 100}, "initial"))
-    client = endpoint_client(clients_for(fake))
+    client = clients_for(fake).endpoints
     found = find_endpoint(client, settings_for(fake))
     assert found is not None
     (deployed_id,) = found.traffic_split.keys()
     found.traffic_split[deployed_id] = 90
     with pytest.raises(gexc.BadRequest, match="must be 100"):
-        client.update_endpoint(endpoint=found, update_mask={"paths": ["traffic_split"]})
+        client.update_endpoint(
+            endpoint=found, update_mask=field_mask_pb2.FieldMask(paths=["traffic_split"])
+        )
 
 
 def test_shadow_is_refused(endpoint: VertexEndpoint) -> None:

@@ -38,7 +38,7 @@ import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from activities.aws.clients import AwsClients
 from activities.gcp.clients import GcpClients
-from activities.gcp.endpoint import deployed_variants, endpoint_client, find_endpoint
+from activities.gcp.endpoint import deployed_variants, find_endpoint
 from activities.gcp.gcs_store import GcsStore
 from activities.ports import ModelRegistry
 from tests.support.capture_formats import (
@@ -256,7 +256,7 @@ class VertexTraffic:
         self._request_ids = iter(range(1_000_000_000, 9_999_999_999))
 
     def send(self, calls: list[Call]) -> dict[str, str]:
-        endpoint = find_endpoint(endpoint_client(self.clients), self.settings)
+        endpoint = find_endpoint(self.clients.endpoints, self.settings)
         assert endpoint is not None, "no endpoint to call yet"
         variants = deployed_variants(endpoint)
         split = dict(endpoint.traffic_split)
