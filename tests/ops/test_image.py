@@ -1,6 +1,7 @@
 """The production image's dependencies: requirements.lock is exactly what the image installs
-(the core and the Dockerfile's RETRAIN_EXTRAS, closed under their requirements), no dev or
-test tool is in it, each cloud backend has its extra, and `dev` brings everything.
+(the core and the Dockerfile's RETRAIN_EXTRAS, closed under their requirements, at the versions
+this development environment is installed with), no dev or test tool is in it, each cloud
+backend has its extra, and `dev` brings everything.
 
 The image build enforces the same at build time (`pip check`, and nothing installed that the
 lock does not pin); these tests keep the files agreeing without a container engine.
@@ -8,13 +9,13 @@ lock does not pin); these tests keep the files agreeing without a container engi
 
 from __future__ import annotations
 
-import re
+import importlib.util
 import tomllib
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 
 import pytest
-from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
@@ -40,10 +41,20 @@ NEVER_IN_THE_IMAGE = {
 }
 
 
-def image_extras() -> list[str]:
-    found = re.findall(r"^ARG RETRAIN_EXTRAS=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
-    assert len(found) == 1, "one default RETRAIN_EXTRAS in the Dockerfile"
-    return str(found[0]).split(",")
+def load_lock_tool() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("image_lock", ROOT / "ops/image/lock.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lock_tool = load_lock_tool()
+image_extras = lock_tool.image_extras
+
+
+def roots(extras: list[str]) -> list[Requirement]:
+    return list(lock_tool.roots(PYPROJECT, extras))
 
 
 def lock() -> dict[NormalizedName, str]:
@@ -56,43 +67,6 @@ def lock() -> dict[NormalizedName, str]:
     return pins
 
 
-def roots(extras: list[str]) -> list[Requirement]:
-    specs = list(PYPROJECT["project"]["dependencies"])
-    for extra in extras:
-        specs += OPTIONAL[extra]
-    return [Requirement(spec) for spec in specs]
-
-
-def applies(requirement: Requirement, extras: frozenset[str]) -> bool:
-    if requirement.marker is None:
-        return True
-    environment = {key: str(value) for key, value in default_environment().items()}
-    return any(
-        requirement.marker.evaluate({**environment, "extra": extra}) for extra in extras or {""}
-    )
-
-
-def closure(requirements: list[Requirement]) -> set[NormalizedName]:
-    """Every distribution the requirements need, through the installed distributions'
-    metadata (the dev environment has every image dependency installed)."""
-    seen: set[tuple[NormalizedName, frozenset[str]]] = set()
-    todo = [(canonicalize_name(r.name), frozenset(r.extras)) for r in requirements]
-    while todo:
-        name, extras = todo.pop()
-        if (name, extras) in seen:
-            continue
-        seen.add((name, extras))
-        try:
-            requires = metadata.distribution(name).requires or []
-        except metadata.PackageNotFoundError:
-            pytest.fail(f"{name} is not installed here: cannot check what it requires")
-        for spec in requires:
-            requirement = Requirement(spec)
-            if applies(requirement, extras):
-                todo.append((canonicalize_name(requirement.name), frozenset(requirement.extras)))
-    return {name for name, _ in seen}
-
-
 def test_the_lock_pins_what_the_core_and_the_image_extras_ask_for():
     pins = lock()
     for requirement in roots(image_extras()):
@@ -103,9 +77,23 @@ def test_the_lock_pins_what_the_core_and_the_image_extras_ask_for():
         )
 
 
+def test_this_environment_is_installed_against_the_lock():
+    # The closure below reads the installed distributions' metadata: it is the lock's only if
+    # each locked distribution is installed at its locked version (the Makefile installs the
+    # development environment with `--constraint requirements.lock`).
+    installed = {name: metadata.version(name) for name in lock()}
+    differ = {
+        name: (installed[name], pin) for name, pin in lock().items() if installed[name] != pin
+    }
+    assert differ == {}, f"installed (here, locked): {differ}; reinstall .venv (make) or make lock"
+
+
 def test_the_lock_is_exactly_the_closure_of_the_image_extras():
     pins = set(lock())
-    needed = closure(roots(image_extras()))
+    try:
+        needed = set(lock_tool.image_closure())
+    except lock_tool.NotInstalled as error:
+        pytest.fail(str(error))
     assert needed - pins == set(), "needed by the image, missing from the lock: make lock"
     assert pins - needed == set(), "in the lock, needed by nothing the image installs: make lock"
 
