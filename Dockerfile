@@ -13,6 +13,10 @@ FROM ${PYTHON_IMAGE} AS builder
 ARG RETRAIN_EXTRAS=aws,gcp,azure,otel
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+# binutils' `strip`, for the slimming step below (the builder's only; not in the final image).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/retrain
 WORKDIR /src
 # Dependencies first, from the project's metadata alone (no source yet: this layer is rebuilt
@@ -33,8 +37,9 @@ COPY serving ./serving
 COPY ops/image/slim.py ./ops/image/slim.py
 # Then the environment is slimmed (ops/image/slim.py): what production never loads goes (the
 # libraries' tests, build sources, pyarrow's Flight and S3 parts, all of google-cloud-aiplatform
-# but its GAPIC v1 clients), byte code is compiled for what the image's commands import and
-# only that, and pip goes (the image is not installed into).
+# but its GAPIC v1 clients), the shared libraries' symbol tables are stripped, byte code is
+# compiled for what the image's commands import and only that, and pip goes (the image is not
+# installed into).
 # The imports the roles need are checked last.
 RUN /opt/retrain/bin/pip install --no-compile --no-deps --force-reinstall . \
     && /opt/retrain/bin/pip uninstall --yes --quiet pip setuptools \

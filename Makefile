@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test suite test-clouds test-fast lint format bench histories clean lock compose-check promtool chaos screenshots
+.PHONY: demo test suite test-clouds test-fast lint format bench histories clean lock compose-check promtool system-packages chaos screenshots
 
 # Against requirements.lock: what the image carries has its image version here too, so a new
 # upstream release changes neither the tests nor the image until `make lock`.
@@ -42,12 +42,17 @@ suite: $(STAMP)
 test-clouds: $(STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest -q -n 3 tests/backends/test_cloud_loops.py
 
-# promtool (the alert rules' unit tests) from Debian's `prometheus` package, when missing.
+# The suite's system tools, from Debian's packages when missing: promtool (the alert rules' unit
+# tests, `prometheus`) and strip (the image's slimming step, tests/ops/test_image_slim.py,
+# `binutils`).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-promtool:
-	@command -v promtool >/dev/null || { \
+system-packages:
+	@command -v promtool >/dev/null && command -v strip >/dev/null || { \
 	  $(SUDO) apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends prometheus; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends \
+	    prometheus binutils; }
+
+promtool: system-packages
 	promtool test rules ops/prometheus/tests/alerts_test.yml
 
 # Fault injection over full loops (bench/chaos): kill -9 of workers, the Temporal server and

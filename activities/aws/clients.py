@@ -17,6 +17,9 @@ import boto3
 from botocore.config import Config
 
 USER_AGENT = "adaptive-retraining"
+# Every AWS service the backend calls. The production image keeps botocore's models of these
+# (and of the services botocore's credential chain calls) and no other (ops/image/slim.py).
+SERVICES = ("s3", "sagemaker", "cloudwatch", "application-autoscaling", "sns")
 
 
 class AwsClients:
@@ -35,6 +38,8 @@ class AwsClients:
         )
 
     def client(self, service: str) -> Any:
+        if service not in SERVICES:
+            raise ValueError(f"{service} is not one of the backend's services {SERVICES}")
         return self.session.client(service, config=self.config, endpoint_url=self.endpoint_url)
 
     @cached_property

@@ -41,10 +41,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import google.cloud.monitoring_v3 as monitoring_v3
 import requests
 from google.api_core import exceptions as gexc
 from google.auth.transport.requests import AuthorizedSession
-from google.cloud import monitoring_v3
 from temporalio.exceptions import ApplicationError
 
 from activities.gcp.clients import GcpClients

@@ -146,7 +146,7 @@ class BigQueryCaptureSource:
     def _query(
         self, table: str, columns: str, time_column: str, hour: datetime, notes: list[str]
     ) -> list[Any]:
-        from google.cloud import bigquery
+        import google.cloud.bigquery as bigquery
 
         config = bigquery.QueryJobConfig(
             query_parameters=[

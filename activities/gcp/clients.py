@@ -21,7 +21,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import Credentials
 
 if TYPE_CHECKING:
-    from google.cloud import aiplatform_v1
+    import google.cloud.aiplatform_v1 as aiplatform_v1
 
 
 class GcpClients:
@@ -101,7 +101,7 @@ class GcpClients:
     @cached_property
     def storage(self) -> Any:
         # google-cloud-storage has no py.typed: mypy finds it only through a typed importer.
-        from google.cloud import storage  # type: ignore[attr-defined, unused-ignore]
+        import google.cloud.storage as storage  # type: ignore[import-untyped, unused-ignore]
 
         options = (
             ClientOptions(api_endpoint=self.storage_endpoint) if self.storage_endpoint else None
@@ -112,7 +112,7 @@ class GcpClients:
 
     @cached_property
     def bigquery(self) -> Any:
-        from google.cloud import bigquery
+        import google.cloud.bigquery as bigquery
 
         options = (
             ClientOptions(api_endpoint=self.bigquery_endpoint) if self.bigquery_endpoint else None

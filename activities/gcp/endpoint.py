@@ -29,8 +29,8 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
+import google.cloud.aiplatform_v1 as aiplatform_v1
 from google.api_core import exceptions as gexc
-from google.cloud import aiplatform_v1
 from google.protobuf import field_mask_pb2
 
 from activities.gcp.clients import GcpClients

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from google.cloud import aiplatform_v1
+import google.cloud.aiplatform_v1 as aiplatform_v1
 from temporalio.exceptions import ApplicationError
 
 from activities.gcp.clients import GcpClients

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import google.cloud.aiplatform_v1 as aiplatform_v1
 import yaml
-from google.cloud import aiplatform_v1
 from temporalio.exceptions import ApplicationError
 
 from workflows.common.errors import ErrorType

@@ -22,8 +22,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import google.cloud.aiplatform_v1 as aiplatform_v1
 from google.api_core import exceptions as gexc
-from google.cloud import aiplatform_v1
 
 from activities.cloud_registry import load_model_folder, upload_model_folder
 from activities.gcp.clients import GcpClients

@@ -47,8 +47,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar, cast
 
+import google.cloud.aiplatform_v1 as aiplatform_v1
 from google.api_core import exceptions as gexc
-from google.cloud import aiplatform_v1
 from temporalio.exceptions import ApplicationError
 
 from activities.cloud_training import fetch_model_dir, poll

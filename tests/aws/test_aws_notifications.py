@@ -17,7 +17,8 @@ from workflows.common.notify import Notification
 
 def subscribed(moto: Moto, fifo: bool = False) -> tuple[SnsChannel, Any, str]:
     clients = moto.clients()
-    sqs = clients.client("sqs")
+    # Only the test reads SQS: the backend's clients are for its own services.
+    sqs = clients.session.client("sqs", config=clients.config, endpoint_url=clients.endpoint_url)
     suffix = ".fifo" if fifo else ""
     fifo_attributes = {"FifoTopic": "true"} if fifo else {}
     topic = clients.sns.create_topic(Name=f"retrain{suffix}", Attributes=fifo_attributes)[

@@ -4,6 +4,9 @@ the extra to install, and `retrain models validate` warns about it."""
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,3 +46,31 @@ def test_a_missing_sdk_is_a_non_retryable_error_naming_the_extra(
     monkeypatch.setattr(importlib, "import_module", real)
     assert missing_backend(backend) is None  # installed here (the dev extra has them all)
     assert missing_backend("local") is None
+
+
+# Without the gcp extra, `google.cloud` may still exist: googleapis-common-protos (the `otel`
+# extra's) installs part of that namespace package.
+WITHOUT_GOOGLE_CLOUD_SDKS = """
+import importlib.abc, sys
+class Uninstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        sdks = ("aiplatform", "monitoring", "storage", "bigquery", "pubsub")
+        if name.startswith(tuple(f"google.cloud.{sdk}" for sdk in sdks)):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Uninstalled())
+import google.cloud  # the namespace stays importable, as with googleapis-common-protos
+from activities.backends import missing_backend
+print(missing_backend("vertex"))
+"""
+
+
+def test_a_missing_google_sdk_is_named_though_the_google_cloud_namespace_exists():
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_GOOGLE_CLOUD_SDKS],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    assert "adaptive-retraining[gcp]" in done.stdout

@@ -5,12 +5,20 @@ environment and then imports what every role needs; these tests pin its rules on
 from __future__ import annotations
 
 import importlib.util
+import py_compile
+import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import botocore
 import pytest
+import yaml
+
+from activities.aws.clients import SERVICES, AwsClients
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,3 +148,128 @@ def test_warm_fails_when_one_of_our_own_modules_is_missing(packages: Path) -> No
     (packages / "ours/broken.py").write_text("import ours.gone\n")
     with pytest.raises(ModuleNotFoundError, match=r"ours\.gone"):
         slim.warm(packages=("ours",), lazy=())
+
+
+# A real extension module shipped with its symbol tables (PyYAML's wheel), to strip.
+UNSTRIPPED = next(Path(yaml.__file__).parent.glob("_yaml.*.so"))
+
+
+def test_strip_symbols_shrinks_libraries_and_leaves_auditwheel_ones(tmp_path: Path) -> None:
+    ours, vendored = tmp_path / "yaml/_yaml.so", tmp_path / "numpy.libs/libcopy.so.1"
+    for path in (ours, vendored):
+        path.parent.mkdir(parents=True)
+        shutil.copy(UNSTRIPPED, path)
+    size = UNSTRIPPED.stat().st_size
+
+    freed = slim.strip_symbols(tmp_path)
+
+    assert 0 < ours.stat().st_size < size and freed == size - ours.stat().st_size
+    assert vendored.read_bytes() == UNSTRIPPED.read_bytes()
+    assert slim.unloadable([ours]) == {}
+
+
+def test_a_library_that_no_longer_loads_after_strip_fails_the_build(tmp_path: Path) -> None:
+    library = tmp_path / "pkg/_ext.so"
+    library.parent.mkdir()
+    shutil.copy(UNSTRIPPED, library)
+    # A "strip" that breaks what it touches, as `strip` does to patchelf'd libraries.
+    with pytest.raises(slim.StripBroke, match=r"pkg/_ext\.so"):
+        slim.strip_symbols(tmp_path, strip=("truncate", "--size=4096"))
+    with pytest.raises(FileNotFoundError, match="install binutils"):
+        slim.strip_symbols(tmp_path, strip=("no-such-strip",))
+
+
+@pytest.fixture
+def botocore_copy(tmp_path: Path) -> Path:
+    """A copy of botocore (its models included) in a site of its own."""
+    shutil.copytree(Path(botocore.__file__).parent, tmp_path / "botocore")
+    return tmp_path
+
+
+def test_trim_botocore_keeps_the_backends_and_the_credential_chains_services(
+    botocore_copy: Path,
+) -> None:
+    kept = slim.aws_services()
+    assert set(SERVICES) <= set(kept)
+
+    freed = slim.trim_botocore(botocore_copy, kept)
+
+    data = botocore_copy / slim.BOTOCORE_DATA
+    assert freed > 10 * 2**20
+    assert sorted(p.name for p in data.iterdir() if p.is_dir()) == sorted(kept)
+    assert (data / "endpoints.json").is_file() and (data / "partitions.json").is_file()
+    # Another service's client can no longer be built from that copy.
+    build = "import sys; sys.path.insert(0, sys.argv[1]); import botocore.session as s; "
+    build += "s.get_session().create_client('sqs', region_name='us-east-1')"
+    refused = subprocess.run(
+        [sys.executable, "-c", build, str(botocore_copy)], capture_output=True, text=True
+    )
+    assert "UnknownServiceError" in refused.stderr
+
+
+def test_trim_botocore_refuses_a_service_botocore_does_not_know(botocore_copy: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no-such-service"):
+        slim.trim_botocore(botocore_copy, ("s3", "no-such-service"))
+    assert (botocore_copy / slim.BOTOCORE_DATA / "sqs").is_dir()
+
+
+def test_botocore_services_are_those_botocores_own_code_builds_clients_for() -> None:
+    """If a botocore release adds a credential or token provider calling another service, the
+    image must keep that service's model: read its source for the clients it builds."""
+    package = Path(botocore.__file__).parent
+    built: set[str] = set()
+    for module in ("credentials.py", "tokens.py", "utils.py"):
+        source = (package / module).read_text()
+        built |= set(re.findall(r"_client_creator\(\s*['\"]([a-z0-9-]+)['\"]", source))
+        built |= set(re.findall(r"create_nested_client\([^,]+,\s*['\"]([a-z0-9-]+)['\"]", source))
+    assert built == set(slim.BOTOCORE_SERVICES)
+
+
+def test_the_aws_backend_builds_clients_of_its_services_only() -> None:
+    clients = AwsClients("us-east-1")
+    assert clients.client("s3").meta.service_model.service_name == "s3"
+    with pytest.raises(ValueError, match="sqs is not one of the backend's services"):
+        clients.client("sqs")
+
+
+def test_identical_libraries_become_links_to_one_copy(tmp_path: Path) -> None:
+    touch(tmp_path, "pyarrow/libarrow_python.so", "pyarrow/libarrow_python.so.2500")
+    for copy in ("numpy.libs/libgfortran-1.so.5", "scipy.libs/libgfortran-1.so.5"):
+        (tmp_path / copy).parent.mkdir()
+        (tmp_path / copy).write_bytes(b"g" * 100)
+    (tmp_path / "pyarrow/libother.so").write_bytes(b"y" * 100)  # same size, other content
+
+    freed = slim.link_identical_libraries(tmp_path)
+
+    assert freed == 200
+    linked = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_symlink()}
+    assert linked == {"pyarrow/libarrow_python.so.2500", "scipy.libs/libgfortran-1.so.5"}
+    assert (tmp_path / "scipy.libs/libgfortran-1.so.5").read_bytes() == b"g" * 100
+    assert not (tmp_path / "pyarrow/libother.so").is_symlink()
+
+
+def test_make_sourceless_ships_compiled_modules_as_byte_code_alone(tmp_path: Path) -> None:
+    package = tmp_path / "gen/api_v1"
+    package.mkdir(parents=True)
+    (tmp_path / "gen/__init__.py").write_text("")
+    (package / "__init__.py").write_text("from gen.api_v1.types import ANSWER\n")
+    (package / "types.py").write_text("ANSWER = 42\n")
+    (package / "never_imported.py").write_text("ANSWER = 0\n")
+    for source in (package / "__init__.py", package / "types.py", tmp_path / "gen/__init__.py"):
+        py_compile.compile(str(source), cfile=importlib.util.cache_from_source(str(source)))
+
+    freed = slim.make_sourceless(tmp_path, packages=("gen/api_v1",))
+
+    assert freed == len("from gen.api_v1.types import ANSWER\n") + len("ANSWER = 42\n")
+    assert sorted(p.name for p in package.iterdir() if p.is_file()) == [
+        "__init__.pyc",
+        "never_imported.py",
+        "types.pyc",
+    ]
+    answer = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import gen.api_v1; print(gen.api_v1.ANSWER)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", answer, str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.stdout.strip() == "42", done.stderr
