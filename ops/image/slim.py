@@ -15,7 +15,7 @@ image's own interpreter, after every package is installed with `pip install --no
    address/offset not page-aligned"). Every stripped library is loaded again afterwards; one
    that loaded before and does not now fails the build. Needs binutils' `strip` (the builder
    installs it; the final image does not carry it).
-3. Keeps botocore's service models (one folder per AWS service, 450 of them, 23 MB) only for
+3. Keeps botocore's service models (one folder per AWS service, about 460, 23 MB) only for
    the services the AWS backend calls (`activities.aws.clients.SERVICES`) and those botocore's
    credential chain calls itself (BOTOCORE_SERVICES); a client of each is built afterwards.
 4. Turns identical copies of a shared library into symbolic links to one of them: wheels cannot
