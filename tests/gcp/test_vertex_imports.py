@@ -8,11 +8,12 @@ sources."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.support.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 NEVER_LOADED = ("google.cloud.aiplatform", "google.cloud.aiplatform_v1beta1", "vertexai")
@@ -43,11 +44,7 @@ print(json.dumps(sorted(sys.modules)))
 
 
 def removed_by_slim() -> tuple[str, ...]:
-    spec = importlib.util.spec_from_file_location("image_slim", ROOT / "ops/image/slim.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return tuple(module.UNUSED_PACKAGES)
+    return tuple(load_script("ops/image/slim.py").UNUSED_PACKAGES)
 
 
 def test_the_vertex_backend_never_loads_the_high_level_sdk() -> None:

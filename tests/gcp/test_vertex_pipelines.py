@@ -157,12 +157,5 @@ def test_a_malformed_template_is_refused_for_good(tmp_path: Path, text: str) -> 
     path = tmp_path / "template.json"
     path.write_text(text)
     with pytest.raises(ApplicationError) as raised:
-        pipeline_job(
-            load_template(path),
-            display_name="churn-l-1",
-            pipeline_root=ROOT,
-            parameters=PARAMETERS,
-            labels=LABELS,
-            service_account=None,
-        )
+        ours(path)
     assert raised.value.type == ErrorType.INVALID_TRAINING_JOB and raised.value.non_retryable

@@ -9,17 +9,16 @@ lock does not pin); these tests keep the files agreeing without a container engi
 
 from __future__ import annotations
 
-import importlib.util
 import tomllib
 from importlib import metadata
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
 from activities.backends import extra_of
+from tests.support.helpers import load_script
 from workflows.spec.backends import CLOUD_BACKENDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,15 +40,7 @@ NEVER_IN_THE_IMAGE = {
 }
 
 
-def load_lock_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("image_lock", ROOT / "ops/image/lock.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lock_tool = load_lock_tool()
+lock_tool = load_script("ops/image/lock.py")
 image_extras = lock_tool.image_extras
 
 

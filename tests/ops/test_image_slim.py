@@ -12,26 +12,18 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import botocore
 import pytest
 import yaml
 
 from activities.aws.clients import SERVICES, AwsClients
+from tests.support.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_slim() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("image_slim", ROOT / "ops/image/slim.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-slim = load_slim()
+slim = load_script("ops/image/slim.py")
 
 
 def touch(root: Path, *paths: str) -> None:

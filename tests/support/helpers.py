@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import random
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import TypeVar
 
 from temporalio.api.enums.v1 import EventType
@@ -33,6 +35,20 @@ FAST_POLICY = TriggerPolicy(
     max_daily_trainings=50,
     daily_budget=1000,
 )
+
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def load_script(relative: str) -> ModuleType:
+    """A script of the repository that is no package's module (ops/image/slim.py, run by the
+    image's builder), loaded by path."""
+    path = REPOSITORY / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def restartable_port() -> int:
