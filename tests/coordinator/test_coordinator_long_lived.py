@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -226,21 +225,8 @@ async def history_bounds(client: Client, workflow_id: str, runs: list[str]) -> t
     return total, longest, largest_input
 
 
-@pytest.fixture
-def settled_heap() -> Iterator[None]:
-    """The storm runs its senders and the worker in this process, late in a long session: a
-    full garbage collection over everything earlier tests left would land inside a workflow
-    activation and be charged to the SDK's 2 s deadlock budget (it was, twice). Collect once
-    and freeze the survivors, so collections during the storm walk only its own objects."""
-    gc.collect()
-    gc.freeze()
-    yield
-    gc.unfreeze()
-
-
 @pytest.mark.slow
 @pytest.mark.dev_server_only
-@pytest.mark.usefixtures("settled_heap")
 async def test_ten_thousand_event_storm_loses_and_doubles_nothing(probe, new_worker, client):
     """10,000 data_arrived signals from 8 senders: every event in exactly one loop."""
     async with new_worker(InstantLoop):
@@ -256,7 +242,6 @@ async def test_ten_thousand_event_storm_loses_and_doubles_nothing(probe, new_wor
 
 
 @pytest.mark.dev_server_only
-@pytest.mark.usefixtures("settled_heap")
 async def test_batched_storm_needs_a_fraction_of_the_history(probe, new_worker, client):
     """The same 10,000 events in batches of 200 through `submit_triggers`: the verdicts name
     the events refused for now (backlog full), and only those are sent again, so one delivery
