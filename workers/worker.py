@@ -4,6 +4,7 @@ every backend (local, SageMaker, Vertex), routed per model by its spec."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -210,6 +211,7 @@ async def run_worker(
         workflow_runner=workflow_runner(),
         **worker_options,
     )
+    log.info("%d startup objects frozen out of garbage collection", freeze_startup_heap())
     async with workflows:
         log.info("workflows polling task queue %r", task_queue)
         options = dict(worker_options)
@@ -225,3 +227,17 @@ async def run_worker(
             log.info("activities polling task queue %r", task_queue)
             await stop.wait()
             log.info("shutting down: finishing in-flight tasks")
+
+
+def freeze_startup_heap() -> int:
+    """Move what start-up built (the activities' stack and the sandbox's validated workflows,
+    about 420,000 objects) out of the collector's reach, and return how many there are.
+
+    A full collection walks every tracked object while holding the GIL, in whichever thread
+    triggered it, a workflow activation's included; the SDK fails an activation that takes
+    over 2 s as a deadlock. Over the start-up heap alone that walk took 0.56 s on a busy
+    two-core host; frozen, those objects are never walked again (they live as long as the
+    process anyway)."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

@@ -149,4 +149,6 @@ async def test_killed_worker_restarted_during_training_registers_one_version(
     audit = AuditStore(home).read(model, handle.id)
     assert audit is not None and audit.training is not None
     assert audit.training.reused, "the retried activity should reuse the surviving training"
+    # Full collections must not walk the start-up heap inside an activation (workers/worker.py).
+    assert "startup objects frozen out of garbage collection" in second.log_path.read_text()
     print(f"worker restart test took {time.monotonic() - started:.1f}s")
