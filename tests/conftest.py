@@ -9,7 +9,6 @@ visibility listing, continue-as-new suggestions).
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import sysconfig
@@ -31,7 +30,7 @@ from temporalio.worker import Worker
 from activities.local.endpoint import ADMIN_TOKEN_ENV
 from tests.support.endpoint_harness import ADMIN_TOKEN
 from workers.search_attributes import dev_server_flags, ensure_search_attributes
-from workers.worker import build_worker
+from workers.worker import build_worker, freeze_startup_heap
 from workflows.coordinator.workflow import ModelCoordinator
 
 # Fixtures of the cloud fakes, for every test module: moto (`moto`, `moto_server`, `moto_gaps`)
@@ -78,9 +77,9 @@ def _settled_heap() -> None:
     modules imported lazily or keep for the session). A full collection walks every unfrozen
     object with the GIL held, inside whichever thread triggered it: a workflow activation
     (charged to the SDK's 2 s deadlock budget) or an endpoint request (charged to the canary's
-    latency). Walking 600,000 long-lived objects took up to 0.9 s on a busy machine."""
-    gc.collect()
-    gc.freeze()
+    latency). Walking 600,000 long-lived objects took up to 0.9 s on a busy machine. The same
+    step `retrain worker` takes after start-up."""
+    freeze_startup_heap()
 
 
 @pytest.fixture(autouse=True)
